@@ -1,0 +1,108 @@
+"""The running bridge: wires store, homeserver client, bot, appservice server and dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from bridge.appservice.dispatch import Dispatcher, EventHandler
+from bridge.appservice.server import AppserviceServer
+from bridge.config import Config
+from bridge.logging import get_logger
+from bridge.matrix.appservice_api import AppserviceAPI
+from bridge.matrix.bot import Bot
+from bridge.store import Store, open_store
+
+log = get_logger(component="app")
+
+
+async def log_event(event: dict[str, Any]) -> None:
+    """Default handler: record what arrived (metadata only, never content)."""
+    get_logger(room_id=event.get("room_id")).debug(
+        "event_handled", event_type=event.get("type"), sender=event.get("sender"))
+
+
+@dataclass
+class Bridge:
+    config: Config
+    store: Store
+    api: AppserviceAPI
+    bot: Bot
+    server: AppserviceServer
+    dispatcher: Dispatcher
+    runner: web.AppRunner | None = None
+    handlers: list[EventHandler] = field(default_factory=list)
+
+    @classmethod
+    async def create(cls, config: Config, *, store: Store | None = None) -> "Bridge":
+        store = store or await open_store(config.database_url)
+        api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
+        bot = Bot(homeserver_url=config.homeserver.url, user_id=config.bot_user_id,
+                  store_dir=str(config.bot.store_dir), store_key=config.bot.store_key,
+                  display_name=config.bot.display_name, api=api, as_token=config.appservice.as_token,
+                  store=store)
+        handlers: list[EventHandler] = [log_event]
+        dispatcher = Dispatcher(store, handlers)
+        bot_user = config.bot_user_id
+
+        async def user_query(user_id: str) -> bool:
+            return user_id == bot_user
+
+        server = AppserviceServer(hs_token=config.appservice.hs_token, store=store,
+                                  on_new_events=dispatcher.notify, user_query=user_query)
+        return cls(config, store, api, bot, server, dispatcher, handlers=handlers)
+
+    async def start(self, *, with_bot: bool = True) -> None:
+        # Listen first: Synapse may already be resending transactions from before a restart.
+        self.runner = await self.server.start(host=self.config.appservice.bind_address,
+                                              port=self.config.appservice.port)
+        self.dispatcher.start()
+        if with_bot:
+            await self.bot.start()
+        log.info("bridge_started", bot=self.config.bot_user_id)
+
+    async def stop(self) -> None:
+        await self.bot.stop()
+        await self.dispatcher.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        await self.api.close()
+        await self.store.close()
+        log.info("bridge_stopped")
+
+    async def create_encrypted_room(self, *, name: str, invite: list[str], topic: str | None = None) -> str:
+        """An invite-only, end-to-end encrypted room owned by the bot."""
+        body: dict[str, Any] = {
+            "name": name,
+            "preset": "private_chat",
+            "invite": invite,
+            "initial_state": [
+                {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+                {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
+                {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "joined"}},
+            ],
+        }
+        if topic:
+            body["topic"] = topic
+        room_id = await self.api.create_room(as_user=self.config.bot_user_id, body=body)
+        get_logger(room_id=room_id).info("room_created", encrypted=True, invited=len(invite))
+        return room_id
+
+
+async def run_forever(config: Config) -> None:
+    bridge = await Bridge.create(config)
+    await bridge.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await bridge.stop()

@@ -1,0 +1,1 @@
+"""The homeserver-facing side: the appservice HTTP API and the event dispatcher."""

@@ -1,0 +1,123 @@
+"""aiohttp routes of the appservice API: hs_token auth, persistent txn dedupe, queries, ping."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from bridge.logging import get_logger
+from bridge.store.base import Store
+
+log = get_logger(component="appservice")
+
+# Called with a user id or alias the homeserver asks about; True means "exists / now created".
+QueryHandler = Callable[[str], Awaitable[bool]]
+
+
+def _error(status: int, errcode: str, error: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": error}, status=status)
+
+
+class AppserviceServer:
+    """Receives transactions and queries from the homeserver.
+
+    Semantics of a transaction: its events are written to the store's inbox together with
+    the txn id in one database transaction, then the PUT is answered 200. Handling happens
+    afterwards, from the inbox: a handler error leaves the event in the inbox to be retried
+    with backoff, and after `max_attempts` it stays there as a dead letter (logged, counted
+    by `/health`). A txn id already stored is answered 200 without being processed again,
+    also after a restart. If the store write fails the PUT answers 500 and Synapse resends.
+    """
+
+    def __init__(
+        self,
+        *,
+        hs_token: str,
+        store: Store,
+        on_new_events: Callable[[], None] = lambda: None,
+        user_query: QueryHandler | None = None,
+        alias_query: QueryHandler | None = None,
+    ) -> None:
+        self._hs_token = hs_token.encode()
+        self.store = store
+        self.on_new_events = on_new_events
+        self.user_query = user_query
+        self.alias_query = alias_query
+        self.app = web.Application(client_max_size=64 * 1024 * 1024)
+        r = self.app.router
+        r.add_put("/_matrix/app/v1/transactions/{txn_id}", self.put_transaction)
+        r.add_get("/_matrix/app/v1/users/{user_id}", self.get_user)
+        r.add_get("/_matrix/app/v1/rooms/{alias}", self.get_alias)
+        r.add_post("/_matrix/app/v1/ping", self.ping)
+        r.add_get("/health", self.health)
+
+    def _authorised(self, request: web.Request) -> web.Response | None:
+        header = request.headers.get("Authorization", "")
+        token = header[len("Bearer "):] if header.startswith("Bearer ") else None
+        if token is None:
+            # Deprecated query-parameter form, still sent by older homeservers.
+            token = request.query.get("access_token")
+        if not token:
+            return _error(401, "M_MISSING_TOKEN", "missing homeserver token")
+        if not hmac.compare_digest(token.encode(), self._hs_token):
+            return _error(403, "M_FORBIDDEN", "bad homeserver token")
+        return None
+
+    async def put_transaction(self, request: web.Request) -> web.Response:
+        txn_id = request.match_info["txn_id"]
+        if (denied := self._authorised(request)) is not None:
+            log.warning("txn_refused", txn_id=txn_id, status=denied.status)
+            return denied
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "M_NOT_JSON", "body is not JSON")
+        events = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(events, list):
+            return _error(400, "M_BAD_JSON", "events must be a list")
+        # Ephemeral and to-device events (MSC2409) are not persisted: the bot reads its own
+        # to-device messages through /sync, and typing/receipts are not worth keeping.
+        fresh = await self.store.record_transaction(txn_id, [e for e in events if isinstance(e, dict)],
+                                                    now_ms=int(time.time() * 1000))
+        log.info("txn_received" if fresh else "txn_duplicate", txn_id=txn_id, events=len(events))
+        if fresh:
+            self.on_new_events()
+        return web.json_response({})
+
+    async def get_user(self, request: web.Request) -> web.Response:
+        if (denied := self._authorised(request)) is not None:
+            return denied
+        user_id = request.match_info["user_id"]
+        if self.user_query is not None and await self.user_query(user_id):
+            return web.json_response({})
+        return _error(404, "M_NOT_FOUND", "no such user")
+
+    async def get_alias(self, request: web.Request) -> web.Response:
+        if (denied := self._authorised(request)) is not None:
+            return denied
+        alias = request.match_info["alias"]
+        if self.alias_query is not None and await self.alias_query(alias):
+            return web.json_response({})
+        return _error(404, "M_NOT_FOUND", "no such room alias")
+
+    async def ping(self, request: web.Request) -> web.Response:
+        if (denied := self._authorised(request)) is not None:
+            return denied
+        return web.json_response({})
+
+    async def health(self, _request: web.Request) -> web.Response:
+        dead = await self.store.dead_letters()
+        pending = await self.store.pending_events(limit=1000)
+        return web.json_response({"status": "ok", "pending_events": len(pending),
+                                  "dead_letters": len(dead)})
+
+    async def start(self, *, host: str, port: int) -> web.AppRunner:
+        runner = web.AppRunner(self.app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        log.info("appservice_listening", host=host, port=port)
+        return runner

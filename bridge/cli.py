@@ -1,0 +1,86 @@
+"""Command line: the composition root for every `ent-bridge` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Callable
+
+from bridge.errors import BridgeError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _cmd_generate_registration(args: argparse.Namespace) -> int:
+    from bridge.config import load_config
+    from bridge.registration import write_registration
+
+    config_path = Path(args.config)
+    if not config_path.exists():
+        example = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
+        print(f"wrote {config_path} from the example")
+    import yaml
+
+    raw = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    aps = raw.get("appservice") or {}
+    url = args.url or f"http://{aps.get('bind_address', '127.0.0.1')}:{aps.get('port', 29340)}"
+    write_registration(config_path=config_path, out_path=Path(args.output), url=url)
+    load_config(config_path)  # proves the result is valid
+    print(f"wrote {args.output}; add it to app_service_config_files in homeserver.yaml")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bridge import logging as blog
+    from bridge.app import run_forever
+    from bridge.config import load_config
+
+    config = load_config(args.config)
+    blog.configure(level=config.log_level)
+    asyncio.run(run_forever(config))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ent-bridge",
+        description="Encrypted Matrix rooms for schools, built from the school directory.")
+    parser.add_argument("-c", "--config", default="config/config.yaml", help="configuration file")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("generate-registration", help="write Synapse's registration and fresh tokens")
+    p.add_argument("-o", "--output", default="config/registration.yaml")
+    p.add_argument("--url", help="URL where Synapse reaches the bridge (default: from the config)")
+    p.set_defaults(func=_cmd_generate_registration)
+
+    p = sub.add_parser("run", help="serve the appservice and run the encrypted bot")
+    p.set_defaults(func=_cmd_run)
+
+    _register_extra_commands(sub)
+    return parser
+
+
+def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Commands that live in their own modules register themselves here."""
+    from bridge import cli_annuaire
+
+    cli_annuaire.register(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except BridgeError as exc:
+        print(f"ent-bridge: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

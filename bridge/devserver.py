@@ -1,0 +1,161 @@
+"""A throw-away local Synapse on loopback, for the tests and `make demo` (never for production)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _relaxed(per_second: float = 1000, burst: int = 10000) -> dict[str, Any]:
+    return {"per_second": per_second, "burst_count": burst}
+
+
+@dataclass
+class LocalSynapse:
+    """Owns one Synapse process; `stop()` ends it by its PID."""
+
+    workdir: Path
+    server_name: str = "ent.test"
+    port: int = field(default_factory=free_port)
+    registrations: list[Path] = field(default_factory=list)
+    postgres_dsn: dict[str, Any] | None = None
+    process: subprocess.Popen[bytes] | None = None
+    shared_secret: str = field(default_factory=lambda: os.urandom(16).hex())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self) -> Path:
+        from signedjson.key import generate_signing_key, write_signing_keys
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        key_path = self.workdir / "signing.key"
+        if not key_path.exists():
+            with key_path.open("w") as fh:
+                write_signing_keys(fh, [generate_signing_key("a_1")])
+        log_config = self.workdir / "log.yaml"
+        log_config.write_text(yaml.safe_dump({
+            "version": 1,
+            "formatters": {"f": {"format": "%(asctime)s %(name)s %(levelname)s %(message)s"}},
+            "handlers": {"file": {"class": "logging.FileHandler", "formatter": "f",
+                                  "filename": str(self.workdir / "homeserver.log")}},
+            "root": {"level": "WARNING", "handlers": ["file"]},
+            "disable_existing_loggers": False,
+        }))
+        if self.postgres_dsn:
+            database: dict[str, Any] = {"name": "psycopg2", "allow_unsafe_locale": True,
+                                        "args": {**self.postgres_dsn, "cp_min": 1, "cp_max": 5}}
+        else:
+            database = {"name": "sqlite3", "args": {"database": str(self.workdir / "homeserver.db")}}
+        config = {
+            "server_name": self.server_name,
+            "public_baseurl": self.url + "/",
+            "pid_file": str(self.workdir / "homeserver.pid"),
+            "listeners": [{"port": self.port, "bind_addresses": ["127.0.0.1"], "type": "http",
+                           "tls": False, "x_forwarded": False,
+                           "resources": [{"names": ["client"], "compress": False}]}],
+            "database": database,
+            "log_config": str(log_config),
+            "media_store_path": str(self.workdir / "media"),
+            "signing_key_path": str(key_path),
+            "registration_shared_secret": self.shared_secret,
+            "macaroon_secret_key": "m" + self.shared_secret,
+            "form_secret": "f" + self.shared_secret,
+            "report_stats": False,
+            "trusted_key_servers": [],
+            "federation_domain_whitelist": [],
+            "bcrypt_rounds": 4,
+            "enable_registration": False,
+            "suppress_key_server_warning": True,
+            "app_service_config_files": [str(p) for p in self.registrations],
+            "rc_message": _relaxed(),
+            "rc_registration": _relaxed(),
+            "rc_login": {"address": _relaxed(), "account": _relaxed(), "failed_attempts": _relaxed()},
+            "rc_joins": {"local": _relaxed(), "remote": _relaxed()},
+            "rc_joins_per_room": _relaxed(),
+            "rc_invites": {"per_room": _relaxed(), "per_user": _relaxed(), "per_issuer": _relaxed()},
+            "rc_admin_redaction": _relaxed(),
+            "rc_3pid_validation": _relaxed(),
+            "rc_key_requests": _relaxed(),
+            "rc_room_creation": _relaxed(),
+            "rc_presence": {"per_user": _relaxed()},
+            "rc_delayed_event_mgmt": _relaxed(),
+            "rc_reports": _relaxed(),
+            "retention": {"enabled": True},
+            "presence": {"enabled": False},
+            "url_preview_enabled": False,
+            "enable_metrics": False,
+        }
+        path = self.workdir / "homeserver.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        config = self.write_config()
+        log = (self.workdir / "stdout.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "synapse.app.homeserver", "-c", str(config)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Synapse exited with {self.process.returncode}; see {self.workdir}/stdout.log"
+                                   f" and homeserver.log")
+            try:
+                with urllib.request.urlopen(self.url + "/_matrix/client/versions", timeout=1):
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"Synapse did not answer within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        try:
+            os.kill(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=15)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+    def _post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method="POST" if body is not None else "GET",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def register_user(self, username: str, password: str, *, admin: bool = False) -> dict[str, Any]:
+        """Create a user with the shared secret (Synapse's admin registration API)."""
+        nonce = self._post("/_synapse/admin/v1/register")["nonce"]
+        mac = hmac.new(self.shared_secret.encode(), digestmod=hashlib.sha1)
+        mac.update(b"\x00".join([nonce.encode(), username.encode(), password.encode(),
+                                 b"admin" if admin else b"notadmin"]))
+        return dict(self._post("/_synapse/admin/v1/register", {
+            "nonce": nonce, "username": username, "password": password, "admin": admin,
+            "mac": mac.hexdigest()}))

@@ -1,0 +1,56 @@
+"""structlog set-up: JSON off a terminal, readable console on one; secrets and bodies scrubbed."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+# Keys that must never reach a log line, whatever a caller passes by mistake.
+_SECRET_KEYS = frozenset(
+    {"as_token", "hs_token", "access_token", "token", "password", "body", "formatted_body",
+     "store_key", "pickle_key", "registration_shared_secret", "admin_token", "content"}
+)
+
+
+def _scrub(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    for key in list(event_dict):
+        if key in _SECRET_KEYS:
+            event_dict[key] = "[redacted]"
+    return event_dict
+
+
+def configure(*, level: str = "info", json: bool | None = None) -> None:
+    """Configure structlog once for the process."""
+    if json is None:
+        json = not sys.stderr.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(message)s")
+    # nio logs decrypted payloads at debug level; keep third parties at warning.
+    for noisy in ("nio", "peewee", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _scrub,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            getattr(logging, level.upper(), logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**bound: Any) -> Any:
+    """A logger with the given context bound (txn_id, room_id…)."""
+    return structlog.get_logger("ent_bridge").bind(**bound)

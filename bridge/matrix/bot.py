@@ -1,0 +1,184 @@
+"""The bot's end-to-end encrypted identity: a namespaced user with an MSC4190 device, driven by nio."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+from urllib.parse import urlencode
+
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    MegolmEvent,
+    RoomMessageNotice,
+    RoomMessageText,
+    RoomSendResponse,
+    SyncResponse,
+)
+from nio.exceptions import LocalProtocolError
+
+from bridge.errors import BridgeError
+from bridge.logging import get_logger
+from bridge.matrix.appservice_api import AppserviceAPI
+from bridge.store.base import Store
+
+log = get_logger(component="bot")
+
+DEVICE_KEY = "bot_device_id"
+
+
+class AppserviceNioClient(AsyncClient):
+    """nio client authenticated by the as_token: every request names the user and the device.
+
+    Synapse attaches the request to that device (MSC3202/MSC4190 masquerading), so /sync
+    delivers the device's to-device messages and key uploads land on the right device.
+    """
+
+    async def send(self, method: str, path: str, data: Any = None, headers: dict[str, str] | None = None,
+                   trace_context: Any = None, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        extra = urlencode({"user_id": self.user_id, "device_id": self.device_id})
+        path = f"{path}{'&' if '?' in path else '?'}{extra}"
+        return await super().send(method, path, data, headers, trace_context, timeout)
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """What the bot learnt from a decrypted message; the body stays out of logs."""
+
+    room_id: str
+    event_id: str
+    sender: str
+    body: str
+    decrypted: bool
+
+
+MessageHook = Callable[[ReceivedMessage], Awaitable[None]]
+
+
+class Bot:
+    def __init__(self, *, homeserver_url: str, user_id: str, store_dir: str, store_key: str,
+                 display_name: str, api: AppserviceAPI, as_token: str, store: Store) -> None:
+        self.homeserver_url = homeserver_url
+        self.user_id = user_id
+        self.store_dir = store_dir
+        self._store_key = store_key
+        self.display_name = display_name
+        self.api = api
+        self._as_token = as_token
+        self.store = store
+        self.client: AppserviceNioClient | None = None
+        self.message_hooks: list[MessageHook] = []
+        self._sync_task: asyncio.Task[None] | None = None
+        self._synced = asyncio.Condition()
+
+    @property
+    def device_id(self) -> str:
+        assert self.client is not None and self.client.device_id
+        return self.client.device_id
+
+    async def _device_id(self) -> str:
+        device_id = await self.store.get_value(DEVICE_KEY)
+        if device_id is None:
+            device_id = "ENTBOT" + secrets.token_hex(4).upper()
+            await self.store.set_value(DEVICE_KEY, device_id)
+        return device_id
+
+    async def start(self, *, sync: bool = True) -> None:
+        """Register the user and device if needed, open the crypto store, upload keys, sync."""
+        import os
+
+        os.makedirs(self.store_dir, mode=0o700, exist_ok=True)
+        localpart = self.user_id.split(":", 1)[0][1:]
+        await self.api.register_user(localpart)
+        device_id = await self._device_id()
+        await self.api.ensure_device(self.user_id, device_id, display_name=self.display_name)
+        config = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True,
+                                   pickle_key=self._store_key, request_timeout=60)
+        client = AppserviceNioClient(self.homeserver_url, self.user_id, device_id=device_id,
+                                     store_path=self.store_dir, config=config)
+        client.restore_login(self.user_id, device_id, self._as_token)
+        if client.olm is None:
+            raise BridgeError("the bot's crypto store did not open (is matrix-nio[e2e] installed?)")
+        self.client = client
+        if client.should_upload_keys:
+            await client.keys_upload()
+        client.add_event_callback(self._on_text, (RoomMessageText, RoomMessageNotice))
+        client.add_event_callback(self._on_undecryptable, MegolmEvent)
+        client.add_response_callback(self._on_sync, SyncResponse)
+        log.info("bot_started", user_id=self.user_id, device_id=device_id)
+        if sync:
+            await client.sync(timeout=0, full_state=True)
+            self._sync_task = asyncio.create_task(self._sync_loop(), name="bot-sync")
+
+    async def _sync_loop(self) -> None:
+        assert self.client is not None
+        while True:
+            try:
+                await self.client.sync_forever(timeout=10_000, full_state=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the loop must survive homeserver hiccups
+                log.warning("bot_sync_failed", error=type(exc).__name__)
+                await asyncio.sleep(2)
+
+    async def _on_sync(self, _response: SyncResponse) -> None:
+        async with self._synced:
+            self._synced.notify_all()
+
+    async def _on_text(self, room: Any, event: Any) -> None:
+        if event.sender == self.user_id:
+            return
+        decrypted = bool(getattr(event, "decrypted", False))
+        log.info("bot_message_received", room_id=room.room_id, event_id=event.event_id,
+                 sender=event.sender, decrypted=decrypted)
+        msg = ReceivedMessage(room.room_id, event.event_id, event.sender, event.body, decrypted)
+        for hook in self.message_hooks:
+            await hook(msg)
+
+    async def _on_undecryptable(self, room: Any, event: MegolmEvent) -> None:
+        log.warning("bot_undecryptable", room_id=room.room_id, event_id=event.event_id,
+                    sender=event.sender, session_id=event.session_id)
+
+    async def wait_for_room(self, room_id: str, *, timeout: float = 20.0) -> None:
+        """Until the sync loop has seen the room (created or joined) and its members."""
+        assert self.client is not None
+
+        async def seen() -> None:
+            async with self._synced:
+                await self._synced.wait_for(lambda: room_id in self.client.rooms)  # type: ignore[union-attr]
+
+        await asyncio.wait_for(seen(), timeout)
+
+    async def send_notice(self, room_id: str, text: str, *, html: str | None = None) -> str:
+        """Send an m.notice, encrypted when the room is; returns the event id."""
+        assert self.client is not None
+        await self.wait_for_room(room_id)
+        if self.client.should_query_keys:
+            try:
+                await self.client.keys_query()
+            except LocalProtocolError:
+                pass  # the sync loop is querying right now
+        content: dict[str, Any] = {"msgtype": "m.notice", "body": text}
+        if html:
+            content.update({"format": "org.matrix.custom.html", "formatted_body": html})
+        resp = await self.client.room_send(room_id, "m.room.message", content,
+                                           ignore_unverified_devices=True)
+        if not isinstance(resp, RoomSendResponse):
+            raise BridgeError(f"sending to {room_id} failed: {getattr(resp, 'message', resp)}")
+        log.info("bot_notice_sent", room_id=room_id, event_id=resp.event_id,
+                 encrypted=self.client.rooms[room_id].encrypted)
+        return resp.event_id
+
+    async def stop(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            try:
+                await self._sync_task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+            self._sync_task = None
+        if self.client is not None:
+            await self.client.close()
+            self.client = None

@@ -1,0 +1,51 @@
+"""The store port: what the bridge persists, independent of the database engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    txn_id: str
+    idx: int
+    event: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class RoomRecord:
+    room_key: str
+    room_id: str
+    alias: str
+    template: str
+
+
+class Store(Protocol):
+    """Every backend passes tests/test_store_contract.py."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def schema_version(self) -> int: ...
+
+    # Transactions and inbox (invariant 2: at most once, never dropped silently).
+    async def record_transaction(self, txn_id: str, events: list[dict[str, Any]], *, now_ms: int) -> bool:
+        """Store the txn and its events atomically; False when the txn id was seen before."""
+        ...
+    async def pending_events(self, *, limit: int = 100) -> list[InboxItem]: ...
+    async def event_done(self, txn_id: str, idx: int) -> None: ...
+    async def event_failed(self, txn_id: str, idx: int, *, error: str, max_attempts: int) -> bool:
+        """Record a failure; True when the event became a dead letter."""
+        ...
+    async def dead_letters(self) -> list[InboxItem]: ...
+
+    # Key/value.
+    async def get_value(self, key: str) -> str | None: ...
+    async def set_value(self, key: str, value: str) -> None: ...
+
+    # Managed rooms.
+    async def get_room(self, room_key: str) -> RoomRecord | None: ...
+    async def put_room(self, record: RoomRecord, *, now_ms: int) -> None: ...
+    async def all_rooms(self) -> list[RoomRecord]: ...
+    async def delete_room(self, room_key: str) -> None: ...

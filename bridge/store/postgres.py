@@ -1,0 +1,116 @@
+"""PostgreSQL store (asyncpg) for larger deployments; same contract as SQLite."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from bridge.errors import StoreError
+from bridge.store.base import InboxItem, RoomRecord
+from bridge.store.migrations import migrations
+
+
+class PostgresStore:
+    def __init__(self, dsn: str, *, schema: str | None = None) -> None:
+        self.dsn = dsn
+        self.schema = schema  # tests isolate themselves in a schema of their own
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        settings = {"search_path": self.schema} if self.schema else None
+        if self.schema:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            finally:
+                await conn.close()
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4, server_settings=settings)
+        async with self.pool.acquire() as conn:
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            # One migrator at a time, even with several bridge processes starting together.
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(7734001)")
+                current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+                for version, statements in migrations():
+                    if version <= current:
+                        continue
+                    for stmt in statements:
+                        await conn.execute(stmt)
+                    await conn.execute("DELETE FROM schema_version")
+                    await conn.execute("INSERT INTO schema_version VALUES ($1)", version)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def schema_version(self) -> int:
+        return int(await self.pool.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+
+    async def record_transaction(self, txn_id: str, events: list[dict[str, Any]], *, now_ms: int) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO transactions VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
+                txn_id, now_ms, len(events))
+            if not inserted:
+                return False
+            await conn.executemany(
+                "INSERT INTO inbox (txn_id, idx, event_json) VALUES ($1, $2, $3)",
+                [(txn_id, i, json.dumps(ev, separators=(",", ":"))) for i, ev in enumerate(events)])
+        return True
+
+    async def pending_events(self, *, limit: int = 100) -> list[InboxItem]:
+        rows = await self.pool.fetch(
+            "SELECT i.txn_id, i.idx, i.event_json, i.attempts FROM inbox i "
+            "JOIN transactions t ON t.txn_id = i.txn_id WHERE i.dead = 0 "
+            "ORDER BY t.received_at, i.txn_id, i.idx LIMIT $1", limit)
+        return [InboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    async def event_done(self, txn_id: str, idx: int) -> None:
+        await self.pool.execute("DELETE FROM inbox WHERE txn_id = $1 AND idx = $2", txn_id, idx)
+
+    async def event_failed(self, txn_id: str, idx: int, *, error: str, max_attempts: int) -> bool:
+        dead = await self.pool.fetchval(
+            "UPDATE inbox SET attempts = attempts + 1, last_error = $1, "
+            "dead = CASE WHEN attempts + 1 >= $2 THEN 1 ELSE 0 END WHERE txn_id = $3 AND idx = $4 "
+            "RETURNING dead", error[:500], max_attempts, txn_id, idx)
+        return bool(dead)
+
+    async def dead_letters(self) -> list[InboxItem]:
+        rows = await self.pool.fetch("SELECT txn_id, idx, event_json, attempts FROM inbox "
+                                     "WHERE dead = 1 ORDER BY txn_id, idx")
+        return [InboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    async def get_value(self, key: str) -> str | None:
+        return await self.pool.fetchval("SELECT value FROM kv WHERE key = $1", key)
+
+    async def set_value(self, key: str, value: str) -> None:
+        await self.pool.execute("INSERT INTO kv (key, value) VALUES ($1, $2) "
+                                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value)
+
+    async def get_room(self, room_key: str) -> RoomRecord | None:
+        row = await self.pool.fetchrow(
+            "SELECT room_key, room_id, alias, template FROM rooms WHERE room_key = $1", room_key)
+        return None if row is None else RoomRecord(*row)
+
+    async def put_room(self, record: RoomRecord, *, now_ms: int) -> None:
+        await self.pool.execute(
+            "INSERT INTO rooms (room_key, room_id, alias, template, created_at) VALUES ($1, $2, $3, $4, $5) "
+            "ON CONFLICT (room_key) DO UPDATE SET room_id = excluded.room_id, alias = excluded.alias, "
+            "template = excluded.template",
+            record.room_key, record.room_id, record.alias, record.template, now_ms)
+
+    async def all_rooms(self) -> list[RoomRecord]:
+        rows = await self.pool.fetch("SELECT room_key, room_id, alias, template FROM rooms ORDER BY room_key")
+        return [RoomRecord(*r) for r in rows]
+
+    async def delete_room(self, room_key: str) -> None:
+        await self.pool.execute("DELETE FROM rooms WHERE room_key = $1", room_key)

@@ -1,0 +1,129 @@
+"""SQLite store: the zero-setup default, one file, WAL mode."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import StoreError
+from bridge.store.base import InboxItem, RoomRecord
+from bridge.store.migrations import migrations
+
+
+class SqliteStore:
+    """Queries are sub-millisecond on a local file, so they run inline on the event loop;
+    a single connection serialises writers, which is what SQLite wants anyway."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged txn must survive a crash
+        self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        current = await self.schema_version()
+        for version, statements in migrations():
+            if version <= current:
+                continue
+            with self._tx():
+                for stmt in statements:
+                    self.db.execute(stmt)
+                self.db.execute("DELETE FROM schema_version")
+                self.db.execute("INSERT INTO schema_version VALUES (?)", (version,))
+
+    def _tx(self) -> Any:
+        db = self.db
+
+        class _T:
+            def __enter__(self) -> None:
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type: Any, *_: Any) -> None:
+                db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+        return _T()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def schema_version(self) -> int:
+        row = self.db.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0] or 0)
+
+    async def record_transaction(self, txn_id: str, events: list[dict[str, Any]], *, now_ms: int) -> bool:
+        with self._tx():
+            seen = self.db.execute("SELECT 1 FROM transactions WHERE txn_id = ?", (txn_id,)).fetchone()
+            if seen:
+                return False
+            self.db.execute("INSERT INTO transactions VALUES (?, ?, ?)", (txn_id, now_ms, len(events)))
+            self.db.executemany(
+                "INSERT INTO inbox (txn_id, idx, event_json) VALUES (?, ?, ?)",
+                [(txn_id, i, json.dumps(ev, separators=(",", ":"))) for i, ev in enumerate(events)],
+            )
+        return True
+
+    async def pending_events(self, *, limit: int = 100) -> list[InboxItem]:
+        rows = self.db.execute(
+            "SELECT i.txn_id, i.idx, i.event_json, i.attempts FROM inbox i "
+            "JOIN transactions t ON t.txn_id = i.txn_id WHERE i.dead = 0 "
+            "ORDER BY t.received_at, i.txn_id, i.idx LIMIT ?", (limit,)).fetchall()
+        return [InboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    async def event_done(self, txn_id: str, idx: int) -> None:
+        self.db.execute("DELETE FROM inbox WHERE txn_id = ? AND idx = ?", (txn_id, idx))
+
+    async def event_failed(self, txn_id: str, idx: int, *, error: str, max_attempts: int) -> bool:
+        with self._tx():
+            self.db.execute(
+                "UPDATE inbox SET attempts = attempts + 1, last_error = ?, "
+                "dead = CASE WHEN attempts + 1 >= ? THEN 1 ELSE 0 END WHERE txn_id = ? AND idx = ?",
+                (error[:500], max_attempts, txn_id, idx))
+            row = self.db.execute("SELECT dead FROM inbox WHERE txn_id = ? AND idx = ?",
+                                  (txn_id, idx)).fetchone()
+        return bool(row and row[0])
+
+    async def dead_letters(self) -> list[InboxItem]:
+        rows = self.db.execute("SELECT txn_id, idx, event_json, attempts FROM inbox WHERE dead = 1 "
+                               "ORDER BY txn_id, idx").fetchall()
+        return [InboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    async def get_value(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    async def set_value(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO kv (key, value) VALUES (?, ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    async def get_room(self, room_key: str) -> RoomRecord | None:
+        row = self.db.execute("SELECT room_key, room_id, alias, template FROM rooms WHERE room_key = ?",
+                              (room_key,)).fetchone()
+        return None if row is None else RoomRecord(*row)
+
+    async def put_room(self, record: RoomRecord, *, now_ms: int) -> None:
+        self.db.execute(
+            "INSERT INTO rooms (room_key, room_id, alias, template, created_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (room_key) DO UPDATE SET room_id = excluded.room_id, alias = excluded.alias, "
+            "template = excluded.template",
+            (record.room_key, record.room_id, record.alias, record.template, now_ms))
+
+    async def all_rooms(self) -> list[RoomRecord]:
+        rows = self.db.execute("SELECT room_key, room_id, alias, template FROM rooms ORDER BY room_key")
+        return [RoomRecord(*r) for r in rows.fetchall()]
+
+    async def delete_room(self, room_key: str) -> None:
+        self.db.execute("DELETE FROM rooms WHERE room_key = ?", (room_key,))

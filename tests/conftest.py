@@ -1,0 +1,146 @@
+"""Shared fixtures: a real Synapse on loopback with the appservice registered, bridges, humans."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+import pytest_asyncio
+import yaml
+
+from bridge.config import Config, load_config
+from bridge.devserver import LocalSynapse, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT.parent / "shared" / "ent-samples"
+SERVER_NAME = "ent.test"
+
+
+def samples_dir(name: str) -> Path:
+    path = SAMPLES / name
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@dataclasses.dataclass
+class Homeserver:
+    synapse: LocalSynapse
+    config_path: Path
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return self.synapse.url
+
+    def config(self, data_dir: Path) -> Config:
+        """A config for one bridge instance with its own data folder (store, nio store)."""
+        base = load_config(self.config_path)
+        return dataclasses.replace(
+            base,
+            database_url=f"sqlite:///{data_dir / 'bridge.db'}",
+            bot=dataclasses.replace(base.bot, store_dir=data_dir / "nio"),
+        )
+
+
+def write_bridge_files(workdir: Path, *, hs_url: str, bridge_port: int) -> tuple[Path, Path]:
+    """Config + registration made exactly as an admin would: the example config, edited, then
+    `generate-registration` (so Synapse accepting it is tested by every integration test)."""
+    from bridge.registration import write_registration
+
+    data = yaml.safe_load((ROOT / "config" / "example.yaml").read_text())
+    data["homeserver"].update(url=hs_url, server_name=SERVER_NAME)
+    data["appservice"]["port"] = bridge_port
+    data["policies"]["dir"] = str(ROOT / "policies")
+    config_path = workdir / "config.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    reg_path = workdir / "registration.yaml"
+    write_registration(config_path=config_path, out_path=reg_path, url=f"http://127.0.0.1:{bridge_port}")
+    return config_path, reg_path
+
+
+@pytest.fixture(scope="session")
+def homeserver() -> Iterator[Homeserver]:
+    workdir = Path(tempfile.mkdtemp(prefix="ent-bridge-hs-"))
+    synapse = LocalSynapse(workdir=workdir / "synapse", server_name=SERVER_NAME)
+    config_path, reg_path = write_bridge_files(workdir, hs_url=synapse.url, bridge_port=free_port())
+    synapse.registrations.append(reg_path)
+    synapse.start()
+    try:
+        yield Homeserver(synapse, config_path, workdir)
+    finally:
+        synapse.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest_asyncio.fixture
+async def bridge_factory(homeserver: Homeserver, data_dir: Path) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Start bridges on the registered port; each started one is stopped at the end."""
+    from bridge.app import Bridge
+
+    started: list[Bridge] = []
+
+    async def make(*, with_bot: bool = True, start: bool = True) -> Bridge:
+        bridge = await Bridge.create(homeserver.config(data_dir))
+        if start:
+            await bridge.start(with_bot=with_bot)
+            started.append(bridge)
+        return bridge
+
+    yield make
+    for bridge in started:
+        if bridge.runner is not None:
+            await bridge.stop()
+
+
+@pytest_asyncio.fixture
+async def humans(homeserver: Homeserver, tmp_path: Path) -> AsyncIterator[Callable[[str], Awaitable[Any]]]:
+    """Log in people (teachers, parents) as E2EE matrix-nio clients."""
+    from nio import AsyncClient, AsyncClientConfig, LoginResponse
+
+    clients: list[AsyncClient] = []
+
+    async def make(name: str) -> AsyncClient:
+        username = f"{name}_{secrets.token_hex(3)}"
+        password = secrets.token_urlsafe(12)
+        homeserver.synapse.register_user(username, password)
+        store = tmp_path / f"nio-{username}"
+        store.mkdir()
+        client = AsyncClient(homeserver.url, f"@{username}:{SERVER_NAME}", store_path=str(store),
+                             config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True))
+        resp = await client.login(password, device_name=f"{name}-phone")
+        assert isinstance(resp, LoginResponse), resp
+        await client.keys_upload()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+async def sync_until(client: Any, predicate: Callable[[], bool], *, timeout: float = 20.0) -> None:
+    """Sync a nio client until predicate() holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached within timeout")
+        await client.sync(timeout=500)
+        if client.should_query_keys:
+            await client.keys_query()
+
+
+def postgres_dsn() -> str | None:
+    return os.environ.get("ENT_BRIDGE_TEST_POSTGRES")

@@ -1,0 +1,79 @@
+"""One contract suite for every store backend (SQLite always; PostgreSQL when a DSN is given)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from bridge.store.base import RoomRecord
+from bridge.store.sqlite import SqliteStore
+from tests.conftest import postgres_dsn
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgres"])
+async def store(request: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    if request.param == "sqlite":
+        s: Any = SqliteStore(str(tmp_path / "store.db"))
+        await s.open()
+        yield s
+        await s.close()
+        return
+    dsn = postgres_dsn()
+    if not dsn:
+        pytest.skip("ENT_BRIDGE_TEST_POSTGRES not set")
+    from bridge.store.postgres import PostgresStore
+
+    schema = f"t_{secrets.token_hex(4)}"
+    s = PostgresStore(dsn, schema=schema)
+    await s.open()
+    yield s
+    await s.pool.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    await s.close()
+
+
+async def test_migrated_to_latest(store: Any) -> None:
+    from bridge.store.migrations import migrations
+
+    assert await store.schema_version() == migrations()[-1][0]
+
+
+async def test_transaction_recorded_once(store: Any) -> None:
+    events = [{"event_id": "$a"}, {"event_id": "$b"}]
+    assert await store.record_transaction("t1", events, now_ms=1) is True
+    assert await store.record_transaction("t1", events, now_ms=2) is False
+    pending = await store.pending_events()
+    assert [(p.txn_id, p.idx, p.event["event_id"]) for p in pending] == [("t1", 0, "$a"), ("t1", 1, "$b")]
+
+
+async def test_inbox_order_done_and_dead_letters(store: Any) -> None:
+    await store.record_transaction("t2", [{"event_id": "$late"}], now_ms=20)
+    await store.record_transaction("t1", [{"event_id": "$early"}], now_ms=10)
+    assert [p.event["event_id"] for p in await store.pending_events()] == ["$early", "$late"]
+    await store.event_done("t1", 0)
+    assert await store.event_failed("t2", 0, error="x", max_attempts=2) is False
+    assert (await store.pending_events())[0].attempts == 1
+    assert await store.event_failed("t2", 0, error="x", max_attempts=2) is True
+    assert await store.pending_events() == []
+    assert [d.event["event_id"] for d in await store.dead_letters()] == ["$late"]
+
+
+async def test_kv_roundtrip_and_overwrite(store: Any) -> None:
+    assert await store.get_value("k") is None
+    await store.set_value("k", "1")
+    await store.set_value("k", "2")
+    assert await store.get_value("k") == "2"
+
+
+async def test_rooms(store: Any) -> None:
+    rec = RoomRecord("class:0610001A:6A:2026", "!abc:ent.test", "#ent-bridge_x:ent.test", "class")
+    await store.put_room(rec, now_ms=1)
+    assert await store.get_room(rec.room_key) == rec
+    moved = RoomRecord(rec.room_key, "!def:ent.test", rec.alias, "class")
+    await store.put_room(moved, now_ms=2)
+    assert await store.all_rooms() == [moved]
+    await store.delete_room(rec.room_key)
+    assert await store.get_room(rec.room_key) is None

@@ -1,0 +1,1 @@
+"""Importers turning directory exports into the pure model."""

@@ -63,6 +63,13 @@ class RoomsConfig:
 
 
 @dataclass(frozen=True)
+class IdentityConfig:
+    localpart_template: str = "{first}.{last}"
+    mapping_file: Path | None = None
+    match_email: bool = True  # needs homeserver.admin_token
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     homeserver: HomeserverConfig
@@ -74,6 +81,7 @@ class Config:
     directory_sources: tuple[str, ...] = ()
     academie: str | None = None
     log_level: str = "info"
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -214,7 +222,17 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
     sources = r.get("directory", "sources", list, [])
     if not all(isinstance(s, str) for s in sources):
         raise ConfigError("must be a list of paths", file=file, key="directory.sources")
+    template = r.get("identity", "localpart_template", str, "{first}.{last}")
+    try:
+        template.format(first="a", last="b", id="c")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError("may use only {first}, {last} and {id}", file=file,
+                          key="identity.localpart_template") from None
+    mapping = r.get("identity", "mapping_file", str, None)
+    identity = IdentityConfig(template, rel(mapping) if mapping else None,
+                              r.get("identity", "match_email", bool, True))
     return Config(
+        identity=identity,
         path=path,
         homeserver=homeserver,
         appservice=appservice,

@@ -77,3 +77,18 @@ async def test_rooms(store: Any) -> None:
     assert await store.all_rooms() == [moved]
     await store.delete_room(rec.room_key)
     assert await store.get_room(rec.room_key) is None
+
+
+async def test_archive_flag(store: Any) -> None:
+    rec = RoomRecord("family:0610001A:E1", "!f:ent.test", "#ent-bridge_y:ent.test", "family")
+    await store.put_room(rec, now_ms=1)
+    await store.archive_room(rec.room_key, now_ms=5)
+    assert (await store.get_room(rec.room_key)).archived is True
+    assert (await store.all_rooms())[0].archived is True
+
+
+async def test_identities(store: Any) -> None:
+    assert await store.identities() == {}
+    await store.put_identities({"E1": "@a:ent.test", "E2": "@b:ent.test"})
+    await store.put_identities({"E2": "@c:ent.test"})
+    assert await store.identities() == {"E1": "@a:ent.test", "E2": "@c:ent.test"}

@@ -98,7 +98,8 @@ class PostgresStore:
 
     async def get_room(self, room_key: str) -> RoomRecord | None:
         row = await self.pool.fetchrow(
-            "SELECT room_key, room_id, alias, template FROM rooms WHERE room_key = $1", room_key)
+            "SELECT room_key, room_id, alias, template, archived_at IS NOT NULL FROM rooms WHERE room_key = $1",
+            room_key)
         return None if row is None else RoomRecord(*row)
 
     async def put_room(self, record: RoomRecord, *, now_ms: int) -> None:
@@ -109,8 +110,21 @@ class PostgresStore:
             record.room_key, record.room_id, record.alias, record.template, now_ms)
 
     async def all_rooms(self) -> list[RoomRecord]:
-        rows = await self.pool.fetch("SELECT room_key, room_id, alias, template FROM rooms ORDER BY room_key")
+        rows = await self.pool.fetch("SELECT room_key, room_id, alias, template, archived_at IS NOT NULL "
+                                     "FROM rooms ORDER BY room_key")
         return [RoomRecord(*r) for r in rows]
 
     async def delete_room(self, room_key: str) -> None:
         await self.pool.execute("DELETE FROM rooms WHERE room_key = $1", room_key)
+
+    async def archive_room(self, room_key: str, *, now_ms: int) -> None:
+        await self.pool.execute("UPDATE rooms SET archived_at = $1 WHERE room_key = $2", now_ms, room_key)
+
+    async def identities(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in await self.pool.fetch("SELECT person_id, user_id FROM identities")}
+
+    async def put_identities(self, mapping: dict[str, str]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany("INSERT INTO identities (person_id, user_id) VALUES ($1, $2) "
+                                   "ON CONFLICT (person_id) DO UPDATE SET user_id = excluded.user_id",
+                                   sorted(mapping.items()))

@@ -110,9 +110,9 @@ class SqliteStore:
                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
     async def get_room(self, room_key: str) -> RoomRecord | None:
-        row = self.db.execute("SELECT room_key, room_id, alias, template FROM rooms WHERE room_key = ?",
-                              (room_key,)).fetchone()
-        return None if row is None else RoomRecord(*row)
+        row = self.db.execute("SELECT room_key, room_id, alias, template, archived_at IS NOT NULL FROM rooms "
+                              "WHERE room_key = ?", (room_key,)).fetchone()
+        return None if row is None else RoomRecord(*row[:4], bool(row[4]))
 
     async def put_room(self, record: RoomRecord, *, now_ms: int) -> None:
         self.db.execute(
@@ -122,8 +122,21 @@ class SqliteStore:
             (record.room_key, record.room_id, record.alias, record.template, now_ms))
 
     async def all_rooms(self) -> list[RoomRecord]:
-        rows = self.db.execute("SELECT room_key, room_id, alias, template FROM rooms ORDER BY room_key")
-        return [RoomRecord(*r) for r in rows.fetchall()]
+        rows = self.db.execute("SELECT room_key, room_id, alias, template, archived_at IS NOT NULL FROM rooms "
+                               "ORDER BY room_key")
+        return [RoomRecord(*r[:4], bool(r[4])) for r in rows.fetchall()]
 
     async def delete_room(self, room_key: str) -> None:
         self.db.execute("DELETE FROM rooms WHERE room_key = ?", (room_key,))
+
+    async def archive_room(self, room_key: str, *, now_ms: int) -> None:
+        self.db.execute("UPDATE rooms SET archived_at = ? WHERE room_key = ?", (now_ms, room_key))
+
+    async def identities(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT person_id, user_id FROM identities")}
+
+    async def put_identities(self, mapping: dict[str, str]) -> None:
+        with self._tx():
+            self.db.executemany("INSERT INTO identities (person_id, user_id) VALUES (?, ?) "
+                                "ON CONFLICT (person_id) DO UPDATE SET user_id = excluded.user_id",
+                                sorted(mapping.items()))

@@ -9,6 +9,24 @@ from xml.sax.saxutils import escape, quoteattr
 from bridge.directory.model import Directory
 
 HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n<ficAlimMENESR>\n'
+# Attributes real exports carry and the importer must skip: written so benchmarks read
+# files of realistic size (about 2.7 KB a pupil, as in the Ministry's sample).
+PUPIL_FILLER = [
+    ("ENTPersonNomPatro", ["NOMPATRONYMIQUE"]), ("ENTPersonAutresPrenoms", ["Jetsmao", "Xzuzcosvo"]),
+    ("personalTitle", ["Mlle"]), ("ENTEleveBoursier", ["N"]), ("ENTEleveRegime", ["EXTERNE LIBRE"]),
+    ("ENTEleveTransport", ["N"]), ("ENTEleveStatutEleve", ["SCOLAIRE"]), ("ENTEleveMEF", ["24133610210"]),
+    ("ENTEleveLibelleMEF", ["1CAP2  COIFFURE"]), ("ENTEleveFiliere", ["CAP EN 2 ANS : 1ERE ANNEE"]),
+    ("ENTEleveEnseignements", ["ARTS APPLIQUES ET CULTURES ARTISTIQUES", "EDUCATION PHYSIQUE ET SPORTIVE",
+                               "ENSEIGNEMENT TECHNOLOGIQUE-PROFESSIONNEL", "MATHS SCIENCES",
+                               "PROJET PLURIDISC. A CARACT.PROFESSIONNEL", "FRANCAIS  HIST.-GEO.",
+                               "PREVENTION-SANTE-ENVIRONNEMENT", "ANGLAIS LV1"]),
+    ("ENTEleveCodeEnseignements", ["278300", "100100", "071100", "061700", "003500", "043300", "312800"]),
+    ("ENTEleveGroupes", ["52006$206"]), ("ENTElevePersRelEleve1", []), ("ENTEleveQualitePersRelEleve1", []),
+]
+RELATIVE_FILLER = [
+    ("ENTPersonNomPatro", ["NOMPATRONYMIQUE"]), ("personalTitle", ["Mme"]), ("homePhone", ["0000000000"]),
+    ("ENTPersonCodePostal", ["04200"]), ("ENTPersonVille", ["SISTERON"]), ("ENTPersonPays", ["FRANCE"]),
+]
 
 
 def _attr(name: str, values: Iterable[str]) -> str:
@@ -45,7 +63,8 @@ def _write_parts(folder: Path, stem: str, requests: Iterator[str], *, per_file: 
     fh.close()
 
 
-def write_export(d: Directory, folder: Path, *, date: str = "20260901", per_file: int = 50_000) -> None:
+def write_export(d: Directory, folder: Path, *, date: str = "20260901", per_file: int = 50_000,
+                 realistic: bool = False) -> None:
     """Structures get jointure keys 1..n; ids are written as they are in the model."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"ENT_Complet_{date}"
@@ -66,14 +85,15 @@ def write_export(d: Directory, folder: Path, *, date: str = "20260901", per_file
                 ("ENTPersonDateNaissance", ["01/01/2015"]),  # present in real files; must be ignored
                 ("ENTEleveAutoriteParentale", list(p.guardians)), ("ENTElevePersRelEleve", rel),
                 ("ENTEleveNivFormation", [level] if level else []),
-                ("ENTEleveClasses", [f"{jointure[r.uai]}${r.code}" for r in p.classes])])
+                ("ENTEleveClasses", [f"{jointure[r.uai]}${r.code}" for r in p.classes]),
+                *(PUPIL_FILLER if realistic else [])])
 
     def relatives() -> Iterator[str]:
         for g in d.guardians.values():
             yield _request("categoriePersonne", "PersRelEleve", g.id, [
                 ("ENTPersonJointure", [g.id]), ("sn", [g.last_name]), ("givenName", [g.first_name]),
                 ("mail", [g.email] if g.email else []), ("telephoneNumber", ["0600000000"]),
-                ("ENTPersonAdresse", ["1 rue de l'Exemple"])])
+                ("ENTPersonAdresse", ["1 rue de l'Exemple"]), *(RELATIVE_FILLER if realistic else [])])
 
     def staff() -> Iterator[str]:
         for s in d.staff.values():

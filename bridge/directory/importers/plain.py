@@ -5,23 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bridge.directory.model import ClassRef, Directory, Guardian, Pupil, School, SchoolClass, Staff
 from bridge.errors import InputError
-
-
-class _LineLoader(yaml.SafeLoader):
-    """Keeps each mapping's line number under the key '__line__'."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
-    mapping = loader.construct_mapping(node, deep=True)
-    mapping["__line__"] = node.start_mark.line + 1
-    return mapping
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+from bridge.yamlutil import load_with_lines
 
 
 def _req(item: dict[str, Any], key: str, *, file: str, what: str) -> str:
@@ -38,16 +24,11 @@ def _list(item: dict[str, Any], key: str) -> list[str]:
 
 def import_yaml(path: Path) -> Directory:
     file = str(path)
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(exc, 'problem', exc)}", file=file,
-                         line=mark.line + 1 if mark else None) from None
+    data = load_with_lines(path)
     if not isinstance(data, dict):
         raise InputError("expected a mapping with schools, classes, staff, pupils, guardians", file=file)
     for key in data:
-        if key not in ("schools", "classes", "staff", "pupils", "guardians", "__line__"):
+        if key not in ("schools", "classes", "staff", "pupils", "guardians") and not key.startswith("__"):
             raise InputError(f"unknown top-level key {key!r}", file=file, line=1)
     schools: dict[str, School] = {}
     for item in data.get("schools") or []:

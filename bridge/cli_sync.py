@@ -1,0 +1,68 @@
+"""`ent-bridge sync SOURCE... --plan|--apply`: reconcile rooms with the directory."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from bridge.config import load_config
+    from bridge.matrix.appservice_api import AppserviceAPI
+    from bridge.reconcile import render
+    from bridge.reconcile.sync import run_sync
+    from bridge.store import open_store
+
+    config = load_config(args.config)
+    sources = args.sources or list(config.directory_sources)
+    if not sources:
+        print("ent-bridge: error: no SOURCE given and directory.sources is empty", file=sys.stderr)
+        return 2
+    store = await open_store(config.database_url)
+    api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
+    try:
+        result = await run_sync(config, sources, store=store, api=api, apply=args.apply,
+                                allow_mass_removal=args.allow_mass_removal, offline=args.offline)
+    finally:
+        await api.close()
+        await store.close()
+    if args.format == "json":
+        out = render.to_json(result.plan, result.verdict)
+        if result.report is not None:
+            out["applied"] = {"done": result.report.done, "failed": result.report.failed}
+        json.dump(out, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+    else:
+        print(render.to_text(result.plan, result.verdict))
+        if result.report is not None:
+            print(f"Applied {result.report.done} actions, {len(result.report.failed)} failed.")
+            for key, err in result.report.failed[:20]:
+                print(f"  {key}: {err}")
+    if not result.verdict.ok:
+        return 3
+    if result.report is not None and result.report.failed:
+        return 4
+    return 0
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from bridge import logging as blog
+
+    blog.configure(level="warning" if args.format == "json" else "info")
+    return asyncio.run(_run(args))
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("sync", help="plan or apply the rooms the directory calls for")
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="directory sources (default: from the config)")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--plan", action="store_true", help="print the plan; write nothing")
+    mode.add_argument("--apply", action="store_true", help="apply the plan (after the guards)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--allow-mass-removal", action="store_true",
+                   help="apply even when the guards refuse (many removals, shrunken directory)")
+    p.add_argument("--offline", action="store_true",
+                   help="plan without asking the homeserver (as if no room existed yet)")
+    p.set_defaults(func=_cmd)

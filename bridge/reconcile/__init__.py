@@ -1,0 +1,1 @@
+"""Reconciliation: observed vs desired -> a plan of actions, guarded, then applied."""

@@ -1,0 +1,213 @@
+"""Executor (I/O): observes managed rooms and applies a plan through the appservice API.
+
+Every step is an ensure-step: a room whose alias already exists is adopted, not created twice
+(that is what makes a re-run after `kill -9` converge), "already invited/joined" and "not in
+the room" answers count as done. Actions of one room run in order; rooms run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from bridge.errors import MatrixError, PermanentMatrixError
+from bridge.logging import get_logger
+from bridge.matrix.appservice_api import AppserviceAPI
+from bridge.reconcile.actions import Action, Plan
+from bridge.reconcile.observed import ObservedRoom, ObservedState, from_state_events
+from bridge.reconcile.progress import Progress
+from bridge.rooms.desired import ROOM_STATE_TYPE, DesiredRoom
+from bridge.store.base import RoomRecord, Store
+
+ARCHIVED_PREFIX = {"fr": "[Archivé] ", "en": "[Archived] "}
+
+
+@dataclass
+class ApplyReport:
+    done: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (room key, error)
+    created: int = 0
+
+
+class RoomExecutor:
+    def __init__(self, *, api: AppserviceAPI, store: Store, bot: str, server_name: str,
+                 concurrency: int = 8, language: str = "fr") -> None:
+        self.api = api
+        self.store = store
+        self.bot = bot
+        self.server_name = server_name
+        self.sem = asyncio.Semaphore(concurrency)
+        self.language = language
+
+    def alias(self, room: DesiredRoom) -> str:
+        return f"#{room.alias_localpart}:{self.server_name}"
+
+    # --- observe -------------------------------------------------------------------------------
+
+    async def observe(self, desired: dict[str, DesiredRoom] | Any) -> ObservedState:
+        records = {r.room_key: r for r in await self.store.all_rooms()}
+
+        async def one(key: str) -> ObservedRoom | None:
+            async with self.sem:
+                rec = records.get(key)
+                if rec is None:
+                    d = desired.get(key)
+                    if d is None:
+                        return None
+                    # The store may have been lost: the alias is the room's durable name.
+                    room_id = await self.api.resolve_alias(self.alias(d))
+                    if room_id is None:
+                        return None
+                    rec = RoomRecord(key, room_id, self.alias(d), d.template)
+                    await self.store.put_room(rec, now_ms=_now_ms())
+                if rec.archived:
+                    return ObservedRoom(key, rec.room_id, {}, {}, archived=True)
+                events = await self.api.room_state(rec.room_id, as_user=self.bot)
+                return from_state_events(key, rec.room_id, events)
+
+        keys = sorted(set(desired) | set(records))
+        results = await asyncio.gather(*(one(k) for k in keys))
+        return ObservedState({r.key: r for r in results if r is not None})
+
+    # --- apply ---------------------------------------------------------------------------------
+
+    async def apply(self, plan: Plan) -> ApplyReport:
+        report = ApplyReport()
+        progress = Progress(len(plan.actions))
+        by_room: dict[str, list[Action]] = defaultdict(list)
+        for action in plan.actions:
+            by_room[action.room_key].append(action)
+        early = {"create_space"}
+        late = {"add_to_space", "archive_room"}
+
+        async def run(key: str, actions: list[Action]) -> None:
+            async with self.sem:
+                log = get_logger(room_key_hash=plan.desired[key].alias_localpart if key in plan.desired else key)
+                for action in actions:
+                    try:
+                        await self._do(action, plan)
+                        report.done += 1
+                        report.created += action.type in ("create_room", "create_space")
+                        progress.step()
+                    except MatrixError as exc:
+                        # Temporary errors were already retried with backoff by the API client;
+                        # what reaches here is permanent for this run: stop this room, go on.
+                        log.error("apply_failed", action=action.type, error=str(exc))
+                        report.failed.append((key, f"{action.type}: {exc}"))
+                        progress.step(ok=False)
+                        return
+
+        for selector in (lambda a: a.type in early,
+                         lambda a: a.type not in early and a.type not in late,
+                         lambda a: a.type in late):
+            groups: dict[str, list[Action]] = defaultdict(list)
+            for key, actions in by_room.items():
+                groups[key].extend(a for a in actions if selector(a))
+            await asyncio.gather(*(run(k, acts) for k, acts in sorted(groups.items()) if acts))
+        return report
+
+    async def _room_id(self, key: str) -> str:
+        rec = await self.store.get_room(key)
+        if rec is None:
+            raise PermanentMatrixError(f"room {key} has no room id (its creation failed?)")
+        return rec.room_id
+
+    async def _do(self, action: Action, plan: Plan) -> None:
+        kind = action.type
+        if kind in ("create_room", "create_space"):
+            await self._create(plan.desired[action.room_key])
+        elif kind == "invite":
+            await self.api.invite(await self._room_id(action.room_key), str(action.user_id), as_user=self.bot)
+        elif kind == "kick":
+            try:
+                await self.api.kick(await self._room_id(action.room_key), str(action.user_id), as_user=self.bot,
+                                    reason=action.reason)
+            except PermanentMatrixError as exc:
+                if exc.status != 403 or "not in the room" not in str(exc):
+                    raise
+        elif kind == "set_power_levels":
+            d = plan.desired[action.room_key]
+            room_id = await self._room_id(d.key)
+            await self.api.set_state(room_id, "m.room.power_levels", "",
+                                     await self._with_bot_power(room_id, d.power_levels), as_user=self.bot)
+        elif kind == "set_state":
+            d = plan.desired[action.room_key]
+            field_ = action.detail.get("field")
+            content = {"name": d.name} if field_ == "name" else {"topic": d.topic}
+            await self.api.set_state(await self._room_id(d.key), f"m.room.{field_}", "", content, as_user=self.bot)
+        elif kind == "add_to_space":
+            child = await self._room_id(str(action.detail["child"]))
+            await self.api.set_state(await self._room_id(action.room_key), "m.space.child", child,
+                                     {"via": [self.server_name]}, as_user=self.bot)
+        elif kind == "archive_room":
+            room_id = await self._room_id(action.room_key)
+            state = from_state_events(action.room_key, room_id,
+                                      await self.api.room_state(room_id, as_user=self.bot))
+            prefix = ARCHIVED_PREFIX.get(self.language, ARCHIVED_PREFIX["fr"])
+            if not state.name.startswith(prefix):
+                await self.api.set_state(room_id, "m.room.name", "", {"name": prefix + state.name}, as_user=self.bot)
+            read_only = await self._with_bot_power(room_id, {**state.power_levels, "events_default": 100})
+            await self.api.set_state(room_id, "m.room.power_levels", "", read_only, as_user=self.bot)
+            await self.store.archive_room(action.room_key, now_ms=_now_ms())
+        else:  # pragma: no cover - the planner only emits the kinds above
+            raise ValueError(kind)
+
+    async def _with_bot_power(self, room_id: str, content: Any) -> dict[str, Any]:
+        """Before room version 12 the creator's power is an ordinary `users` entry: keep it."""
+        create = await self.api.request(
+            "GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state/m.room.create/",
+            user_id=self.bot)
+        if creators_privileged(str(create.get("room_version", "1"))):
+            return dict(content)
+        return {**content, "users": {**content.get("users", {}), self.bot: 100}}
+
+    async def _create(self, d: DesiredRoom) -> None:
+        if await self.store.get_room(d.key) is not None:
+            return
+        initial_state: list[dict[str, Any]] = [
+            {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
+            {"type": "m.room.history_visibility", "state_key": "",
+             "content": {"history_visibility": d.history_visibility}},
+            {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "invite"}},
+            # Marks the room as the bridge's, without personal data (the template and the alias).
+            {"type": ROOM_STATE_TYPE, "state_key": "", "content": {"template": d.template}},
+        ]
+        if d.encrypted:
+            initial_state.append({"type": "m.room.encryption", "state_key": "",
+                                  "content": {"algorithm": "m.megolm.v1.aes-sha2"}})
+        body: dict[str, Any] = {
+            "preset": "private_chat", "visibility": "private", "name": d.name,
+            "room_alias_name": d.alias_localpart, "initial_state": initial_state,
+            "power_level_content_override": dict(d.power_levels),
+        }
+        if d.topic:
+            body["topic"] = d.topic
+        if d.is_space:
+            body["creation_content"] = {"type": "m.space"}
+        try:
+            room_id = await self.api.create_room(as_user=self.bot, body=body)
+        except PermanentMatrixError as exc:
+            if exc.errcode != "M_ROOM_IN_USE":
+                raise
+            # Created before a crash, store not updated: adopt it.
+            found = await self.api.resolve_alias(self.alias(d))
+            if found is None:
+                raise
+            room_id = found
+        await self.store.put_room(RoomRecord(d.key, room_id, self.alias(d), d.template), now_ms=_now_ms())
+        get_logger(room_id=room_id).info("room_ensured", template=d.template, space=d.is_space)
+
+
+def creators_privileged(room_version: str) -> bool:
+    """Room versions where creators hold unlimited power outside `users` (MSC4289)."""
+    if room_version.startswith("org.matrix.hydra"):
+        return True
+    return room_version.isdigit() and int(room_version) >= 12
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,47 @@
+"""What the homeserver holds for managed rooms, as plain values (built by the executor side)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class ObservedRoom:
+    key: str
+    room_id: str
+    members: Mapping[str, str]  # user id -> membership (join, invite, leave, ban)
+    power_levels: Mapping[str, Any]
+    name: str = ""
+    topic: str = ""
+    children: frozenset[str] = frozenset()  # room ids of m.space.child
+    archived: bool = False
+
+    def current(self) -> set[str]:
+        return {u for u, m in self.members.items() if m in ("join", "invite")}
+
+
+@dataclass(frozen=True)
+class ObservedState:
+    rooms: Mapping[str, ObservedRoom] = field(default_factory=dict)
+
+
+def from_state_events(key: str, room_id: str, events: list[dict[str, Any]], *, archived: bool = False) -> ObservedRoom:
+    """Fold a room's /state answer into an ObservedRoom (pure)."""
+    members: dict[str, str] = {}
+    power: Mapping[str, Any] = {}
+    name = topic = ""
+    children: set[str] = set()
+    for ev in events:
+        etype, skey, content = ev.get("type"), ev.get("state_key"), ev.get("content") or {}
+        if etype == "m.room.member" and skey:
+            members[skey] = str(content.get("membership", "leave"))
+        elif etype == "m.room.power_levels":
+            power = content
+        elif etype == "m.room.name":
+            name = str(content.get("name", ""))
+        elif etype == "m.room.topic":
+            topic = str(content.get("topic", ""))
+        elif etype == "m.space.child" and skey and content.get("via"):
+            children.add(skey)
+    return ObservedRoom(key, room_id, members, power, name, topic, frozenset(children), archived)

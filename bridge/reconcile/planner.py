@@ -1,0 +1,91 @@
+"""The planner (pure): desired x observed -> Plan. Planning right after an apply is empty."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from bridge.reconcile import actions as A
+from bridge.reconcile.actions import Action, Plan
+from bridge.reconcile.observed import ObservedRoom, ObservedState
+from bridge.rooms.desired import DesiredRoom, DesiredState
+
+REASONS = {
+    "fr": {"entitled": "inscrit dans l'annuaire pour ce salon",
+           "not_entitled": "n'est pas (ou plus) autorisé dans ce salon selon l'annuaire",
+           "archived": "salon archivé : il ne correspond plus à l'annuaire"},
+    "en": {"entitled": "listed in the directory for this room",
+           "not_entitled": "is not (or no longer) entitled to this room according to the directory",
+           "archived": "room archived: it no longer matches the directory"},
+}
+
+
+def power_levels_differ(desired: Mapping[str, Any], observed: Mapping[str, Any], *, bot: str) -> list[str]:
+    """Keys whose value differs. Keys the homeserver adds on its own (e.g. 'historical') are
+    ignored; 'users' must match exactly (nobody else may hold power), except for the bot's own
+    entry, present only in rooms older than version 12."""
+    observed_users = {u: lvl for u, lvl in (observed.get("users") or {}).items() if u != bot}
+    return sorted(k for k, v in desired.items()
+                  if (observed_users if k == "users" else observed.get(k)) != v)
+
+
+def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, reasons: Mapping[str, str],
+               space_ids: Mapping[str, str]) -> list[Action]:
+    out: list[Action] = []
+    if o is None:
+        out.append(A.create(d))
+        current: set[str] = set()
+        membership: Mapping[str, str] = {}
+    else:
+        current = o.current() - {bot}
+        membership = o.members
+        if o.name != d.name:
+            out.append(Action("set_state", d.key, "room name differs from the template", detail={"field": "name"}))
+        if d.topic and o.topic != d.topic:
+            out.append(Action("set_state", d.key, "room topic differs from the template", detail={"field": "topic"}))
+        diff = power_levels_differ(d.power_levels, o.power_levels, bot=bot)
+        if diff:
+            out.append(Action("set_power_levels", d.key, "power levels differ from the template",
+                              detail={"keys": diff}))
+    for user in sorted(d.members - current):
+        if membership.get(user) == "ban":
+            continue  # a moderator's ban stands; reported in the plan's notes
+        out.append(A.invite(d.key, user, reasons["entitled"]))
+    for user in sorted(current - d.members):
+        out.append(A.kick(d.key, user, reasons["not_entitled"]))
+    if d.is_space:
+        wanted = {k: rid for k, rid in space_ids.items()}
+        have = o.children if o is not None else frozenset()
+        for child_key, child_id in sorted(wanted.items()):
+            if child_id is None or child_id not in have:
+                out.append(Action("add_to_space", d.key, "room belongs in its school's Space",
+                                  detail={"child": child_key}))
+    return out
+
+
+def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: str = "fr") -> Plan:
+    reasons = REASONS.get(language, REASONS["fr"])
+    actions: list[Action] = []
+    notes: list[str] = list(desired.warnings)
+    children: dict[str, dict[str, Any]] = {}
+    for d in desired.rooms.values():
+        if d.space_key:
+            o = observed.rooms.get(d.key)
+            children.setdefault(d.space_key, {})[d.key] = o.room_id if o else None
+    for key, d in desired.rooms.items():
+        o = observed.rooms.get(key)
+        if o is not None and o.archived:
+            notes.append(f"{key}: archived room is wanted again; not reopened automatically")
+            continue
+        actions.extend(_plan_room(d, o, bot=bot, reasons=reasons, space_ids=children.get(key, {})))
+        if o is not None:
+            banned = sorted(u for u in d.members if o.members.get(u) == "ban")
+            if banned:
+                notes.append(f"{key}: {len(banned)} entitled people are banned and stay out")
+    for key, o in observed.rooms.items():
+        if key in desired.rooms or o.archived:
+            continue
+        for user in sorted(o.current() - {bot}):
+            actions.append(A.kick(key, user, reasons["archived"]))
+        actions.append(Action("archive_room", key, reasons["archived"]))
+    actions.sort(key=Action.sort_key)
+    return Plan(tuple(actions), desired.rooms, tuple(notes))

@@ -1,0 +1,102 @@
+"""One sync run (imperative shell): directory -> desired -> observe -> plan -> guard -> apply."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from bridge.config import Config
+from bridge.directory.model import Directory
+from bridge.directory.sources import load
+from bridge.errors import InputError
+from bridge.logging import get_logger
+from bridge.matrix.appservice_api import AppserviceAPI
+from bridge.reconcile import guards, planner
+from bridge.reconcile.actions import Plan
+from bridge.reconcile.executor import ApplyReport, RoomExecutor
+from bridge.reconcile.observed import ObservedState
+from bridge.rooms.desired import DesiredState, Settings, compute
+from bridge.rooms.identity import IdentityRules, Person, map_identities
+from bridge.rooms.templates import load_templates
+from bridge.store.base import Store
+
+DIRECTORY_SIZE_KEY = "directory_size"
+log = get_logger(component="sync")
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    plan: Plan
+    verdict: guards.Verdict
+    directory_size: int
+    report: ApplyReport | None = None
+
+
+def persons(d: Directory) -> list[Person]:
+    """Everyone who may get a Matrix account: staff and legal guardians (never pupils)."""
+    out = [Person(s.id, s.first_name, s.last_name, s.email) for s in d.staff.values()]
+    out += [Person(g.id, g.first_name, g.last_name, g.email) for g in d.guardians.values()]
+    return out
+
+
+def _explicit(config: Config) -> dict[str, str]:
+    path = config.identity.mapping_file
+    if path is None:
+        return {}
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict) or not all(isinstance(v, str) and v.startswith("@") for v in data.values()):
+        raise InputError("must map person ids to Matrix ids ('@user:server')", file=str(path))
+    return {str(k): v for k, v in data.items()}
+
+
+def desired_state(config: Config, directory: Directory, known: dict[str, str], *, now: datetime,
+                  by_email: dict[str, str] | None = None) -> tuple[DesiredState, dict[str, str]]:
+    templates = load_templates(config.policies_dir)
+    rules = IdentityRules(server_name=config.homeserver.server_name,
+                          localpart_template=config.identity.localpart_template,
+                          explicit=_explicit(config), reserved_prefix=config.appservice.namespace_prefix)
+    identities = map_identities(persons(directory), rules=rules, known=known, by_email=by_email or {})
+    settings = Settings(bot_user_id=config.bot_user_id, key_secret=config.rooms.key_secret,
+                        alias_prefix=config.appservice.namespace_prefix, language=config.rooms.language)
+    return compute(directory, templates, identities, settings=settings, now=now), identities
+
+
+async def run_sync(config: Config, sources: list[str], *, store: Store, api: AppserviceAPI, apply: bool,
+                   allow_mass_removal: bool = False, offline: bool = False,
+                   now: datetime | None = None) -> SyncResult:
+    now = now or datetime.now(timezone.utc)
+    directory, _ = load(sources, academie=config.academie)
+    known = await store.identities()
+    desired, identities = desired_state(config, directory, known, now=now)
+    executor = RoomExecutor(api=api, store=store, bot=config.bot_user_id, server_name=config.homeserver.server_name,
+                            concurrency=config.rooms.concurrency, language=config.rooms.language)
+    observed = ObservedState() if offline else await executor.observe(desired.rooms)
+    plan = planner.plan(desired, observed, bot=config.bot_user_id, language=config.rooms.language)
+    size = len(directory.pupils) + len(directory.guardians) + len(directory.staff)
+    previous = await store.get_value(DIRECTORY_SIZE_KEY)
+    limits = guards.Limits(config.rooms.max_removal_share, config.rooms.max_removals,
+                           config.rooms.max_directory_shrink)
+    verdict = guards.check(plan, observed, limits=limits, directory_size=size,
+                           previous_directory_size=int(previous) if previous else None,
+                           allow_mass_removal=allow_mass_removal)
+    log.info("sync_planned", actions=len(plan.actions), summary=json.dumps(plan.summary()), guard_ok=verdict.ok)
+    if not apply or not verdict.ok:
+        return SyncResult(plan, verdict, size)
+    if plan.is_empty():
+        await store.set_value(DIRECTORY_SIZE_KEY, str(size))  # local only: no homeserver write
+        return SyncResult(plan, verdict, size, ApplyReport())
+    # The bot owns every room; a standalone `sync --apply` may run before `run` ever did.
+    await api.register_user(config.bot.localpart)
+    report = await executor.apply(plan)
+    # People keep the id they were given, even if a homonym shows up later.
+    new = {pid: mxid for pid, mxid in identities.items() if known.get(pid) != mxid}
+    if new:
+        await store.put_identities(new)
+    if not report.failed:
+        await store.set_value(DIRECTORY_SIZE_KEY, str(size))
+    log.info("sync_applied", done=report.done, failed=len(report.failed), created=report.created)
+    return SyncResult(plan, verdict, size, report)

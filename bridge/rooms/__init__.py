@@ -1,0 +1,1 @@
+"""From directory to rooms: templates, identity mapping and the desired state (all pure)."""

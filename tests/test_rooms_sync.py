@@ -1,0 +1,164 @@
+"""Rooms from the directory on a real Synapse: exact membership and power, idempotence, changes, guards."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge.matrix.appservice_api import AppserviceAPI
+from bridge.reconcile.sync import run_sync
+from bridge.store import open_store
+
+pytestmark = pytest.mark.synapse
+FIX = Path(__file__).parent / "fixtures"
+NOW = datetime(2026, 11, 29, tzinfo=timezone.utc)
+
+
+class Harness:
+    def __init__(self, config: Any, tmp: Path) -> None:
+        self.config = config
+        self.tmp = tmp
+        self.data = yaml.safe_load((FIX / "school.yaml").read_text())
+        self.store: Any = None
+        self.api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
+
+    async def open(self) -> "Harness":
+        self.store = await open_store(self.config.database_url)
+        return self
+
+    async def close(self) -> None:
+        await self.api.close()
+        await self.store.close()
+
+    def write(self) -> str:
+        path = self.tmp / "dir.yaml"
+        path.write_text(yaml.safe_dump(self.data, allow_unicode=True))
+        return str(path)
+
+    async def sync(self, *, apply: bool = True, allow: bool = False) -> Any:
+        return await run_sync(self.config, [self.write()], store=self.store, api=self.api, apply=apply,
+                              allow_mass_removal=allow, now=NOW)
+
+    async def check_homeserver_matches(self, result: Any) -> None:
+        """Invariant 1, read straight from the homeserver's room state."""
+        for key, room in result.plan.desired.items():
+            rec = await self.store.get_room(key)
+            assert rec is not None, key
+            state = await self.api.room_state(rec.room_id, as_user=self.config.bot_user_id)
+            members = {e["state_key"] for e in state if e["type"] == "m.room.member"
+                       and e["content"].get("membership") in ("join", "invite")}
+            assert members - {self.config.bot_user_id} == set(room.members), key
+            power = next(e["content"] for e in state if e["type"] == "m.room.power_levels")
+            assert power["users"] == dict(room.power_levels["users"]), key
+            enc = [e for e in state if e["type"] == "m.room.encryption"]
+            assert bool(enc) == room.encrypted, key
+            if room.encrypted:
+                assert enc[0]["content"]["algorithm"] == "m.megolm.v1.aes-sha2"
+
+    def person(self, kind: str, pid: str) -> dict[str, Any]:
+        return next(p for p in self.data[kind] if p["id"] == pid)
+
+    def mxid(self, first: str, last: str) -> str:
+        return f"@{first.lower()}.{last.lower()}:{self.config.homeserver.server_name}"
+
+
+@pytest.fixture
+async def h(homeserver: Any, data_dir: Path, tmp_path: Path) -> Any:
+    harness = await Harness(homeserver.config(data_dir), tmp_path).open()
+    yield harness
+    await harness.close()
+
+
+def _kicks(result: Any) -> list[tuple[str, str]]:
+    return [(a.room_key.split(":")[0], a.user_id) for a in result.plan.actions if a.type == "kick"]
+
+
+async def test_apply_matches_directory_then_replan_is_empty_with_zero_writes(h: Harness) -> None:
+    first = await h.sync()
+    assert first.verdict.ok and not first.report.failed
+    kinds = sorted({k.split(":")[0] for k in first.plan.desired})
+    assert kinds == ["class", "family", "school", "space", "staff"]
+    assert sum(1 for k in first.plan.desired if k.startswith("family:")) == 3
+    await h.check_homeserver_matches(first)
+    writes_before = h.api.write_count
+    second = await h.sync()
+    assert second.plan.is_empty(), second.plan.actions[:5]
+    assert h.api.write_count == writes_before  # an unchanged directory writes nothing
+    # The teacher of CE1 is a moderator of the CE1 room; a guardian is a plain member.
+    ce1 = next(r for k, r in first.plan.desired.items() if k.startswith("class:") and ":CE1:" in k)
+    assert ce1.power_levels["users"][h.mxid("Marc", "Petit")] == 50
+    assert h.mxid("Sara", "Haddad") in ce1.members
+    assert h.mxid("Sara", "Haddad") not in ce1.power_levels["users"]
+    assert "Inès H." in next(r.name for k, r in first.plan.desired.items() if "p-ines" in k)
+
+
+async def test_directory_changes_move_people(h: Harness) -> None:
+    await h.sync()
+    # Tom moves from CE1 to CP: his parents stay in CE1? No sibling there -> they leave CE1.
+    h.person("pupils", "p-tom")["classes"] = ["CP"]
+    # Inès's guardian loses parental authority (becomes a mere contact).
+    ines = h.person("pupils", "p-ines")
+    ines["contacts"], ines["guardians"] = ["g-sara"], ["g-paul"]
+    result = await h.sync()
+    assert result.verdict.ok and not result.report.failed
+    kicks = _kicks(result)
+    anne, sara = h.mxid("Anne", "Martin"), h.mxid("Sara", "Haddad")
+    assert ("class", anne) in kicks  # no child left in CE1
+    assert ("family", sara) in kicks  # no parental authority, out of the family room
+    assert ("class", sara) in kicks
+    await h.check_homeserver_matches(result)
+    assert (await h.sync(apply=False)).plan.is_empty()
+
+
+async def test_sibling_keeps_guardian_in_class(h: Harness) -> None:
+    h.person("pupils", "p-lina")["classes"] = ["CE1"]  # Lina and Tom both in CE1
+    await h.sync()
+    h.person("pupils", "p-tom")["classes"] = ["CP"]  # Tom leaves CE1, Lina stays
+    result = await h.sync()
+    assert ("class", h.mxid("Anne", "Martin")) not in _kicks(result)
+    await h.check_homeserver_matches(result)
+
+
+async def test_teacher_leaving_class_loses_access(h: Harness) -> None:
+    await h.sync()
+    h.person("staff", "t-cp")["classes"] = []
+    result = await h.sync()
+    claire = h.mxid("Claire", "Dubois")
+    assert ("class", claire) in _kicks(result) and ("family", claire) in _kicks(result)
+    await h.check_homeserver_matches(result)
+
+
+async def test_stranger_invited_by_hand_is_removed(h: Harness, homeserver: Any) -> None:
+    first = await h.sync()
+    homeserver.synapse.register_user("intrus", "motdepasse-intrus")
+    stranger = f"@intrus:{h.config.homeserver.server_name}"
+    cp = next(k for k in first.plan.desired if k.startswith("class:") and ":CP:" in k)
+    room_id = (await h.store.get_room(cp)).room_id
+    await h.api.invite(room_id, stranger, as_user=h.config.bot_user_id)
+    result = await h.sync()
+    kick = next(a for a in result.plan.actions if a.type == "kick")
+    assert (kick.room_key, kick.user_id) == (cp, stranger)
+    assert "autorisé" in kick.reason  # French reason, shown to people in the room
+    await h.check_homeserver_matches(result)
+
+
+async def test_guard_refuses_truncated_directory(h: Harness) -> None:
+    await h.sync()
+    full = copy.deepcopy(h.data)
+    h.data["pupils"] = h.data["pupils"][:1]  # a truncated export
+    h.data["guardians"] = [g for g in h.data["guardians"] if g["id"] in ("g-anne", "g-paul")]
+    refused = await h.sync()
+    assert not refused.verdict.ok and refused.report is None
+    assert any("shrank" in r for r in refused.verdict.reasons)
+    h.data = full
+    assert (await h.sync(apply=False)).plan.is_empty()  # nothing was touched
+    h.data["pupils"] = h.data["pupils"][:1]
+    h.data["guardians"] = [g for g in h.data["guardians"] if g["id"] in ("g-anne", "g-paul")]
+    forced = await h.sync(allow=True)
+    assert forced.verdict.ok and forced.report is not None and not forced.report.failed
+    await h.check_homeserver_matches(forced)

@@ -50,6 +50,17 @@ class Homeserver:
         )
 
 
+def config_file(homeserver: "Homeserver", data_dir: Path) -> Path:
+    """The session config on disk, pointed at one test's data folder (for subprocesses)."""
+    data = yaml.safe_load(homeserver.config_path.read_text())
+    data["database"]["url"] = f"sqlite:///{data_dir / 'bridge.db'}"
+    data["bot"]["store_dir"] = str(data_dir / "nio")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir.parent / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def write_bridge_files(workdir: Path, *, hs_url: str, bridge_port: int) -> tuple[Path, Path]:
     """Config + registration made exactly as an admin would: the example config, edited, then
     `generate-registration` (so Synapse accepting it is tested by every integration test)."""

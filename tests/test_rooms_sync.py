@@ -162,3 +162,14 @@ async def test_guard_refuses_truncated_directory(h: Harness) -> None:
     forced = await h.sync(allow=True)
     assert forced.verdict.ok and forced.report is not None and not forced.report.failed
     await h.check_homeserver_matches(forced)
+
+
+async def test_lost_store_is_rebuilt_from_aliases(h: Harness, tmp_path: Path) -> None:
+    first = await h.sync()
+    room_ids = {k: (await h.store.get_room(k)).room_id for k in first.plan.desired}
+    await h.store.close()
+    Path(h.config.database_url[len("sqlite:///"):]).unlink()  # the store is lost
+    h.store = await open_store(h.config.database_url)
+    again = await h.sync(apply=False)
+    assert again.plan.is_empty(), again.plan.actions[:3]
+    assert {k: (await h.store.get_room(k)).room_id for k in first.plan.desired} == room_ids

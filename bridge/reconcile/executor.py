@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import quote
 
 from bridge.errors import MatrixError, PermanentMatrixError
@@ -48,30 +48,50 @@ class RoomExecutor:
 
     # --- observe -------------------------------------------------------------------------------
 
-    async def observe(self, desired: dict[str, DesiredRoom] | Any) -> ObservedState:
+    async def observe(self, desired: Mapping[str, DesiredRoom]) -> ObservedState:
         records = {r.room_key: r for r in await self.store.all_rooms()}
+        if not records:
+            records = await self._rebuild_from_aliases(desired)
 
-        async def one(key: str) -> ObservedRoom | None:
+        async def one(key: str) -> ObservedRoom:
             async with self.sem:
-                rec = records.get(key)
-                if rec is None:
-                    d = desired.get(key)
-                    if d is None:
-                        return None
-                    # The store may have been lost: the alias is the room's durable name.
-                    room_id = await self.api.resolve_alias(self.alias(d))
-                    if room_id is None:
-                        return None
-                    rec = RoomRecord(key, room_id, self.alias(d), d.template)
-                    await self.store.put_room(rec, now_ms=_now_ms())
+                rec = records[key]
                 if rec.archived:
                     return ObservedRoom(key, rec.room_id, {}, {}, archived=True)
                 events = await self.api.room_state(rec.room_id, as_user=self.bot)
                 return from_state_events(key, rec.room_id, events)
 
-        keys = sorted(set(desired) | set(records))
-        results = await asyncio.gather(*(one(k) for k in keys))
-        return ObservedState({r.key: r for r in results if r is not None})
+        results = await asyncio.gather(*(one(k) for k in sorted(records)))
+        return ObservedState({r.key: r for r in results})
+
+    async def _rebuild_from_aliases(self, desired: Mapping[str, DesiredRoom]) -> dict[str, RoomRecord]:
+        """An empty store is either a first run or a lost store. The bot's rooms carry their
+        canonical alias (a keyed hash of the room key), so the mapping is recovered from them
+        at the cost of one read per existing room; on a first run that is a single request."""
+        try:
+            joined = (await self.api.request("GET", "/_matrix/client/v3/joined_rooms",
+                                             user_id=self.bot)).get("joined_rooms", [])
+        except PermanentMatrixError:
+            return {}  # the bot is not registered yet: nothing exists
+        by_alias = {self.alias(d): d for d in desired.values()}
+
+        async def one(room_id: str) -> RoomRecord | None:
+            async with self.sem:
+                try:
+                    content = await self.api.request(
+                        "GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state/m.room.canonical_alias/",
+                        user_id=self.bot)
+                except PermanentMatrixError:
+                    return None
+                d = by_alias.get(str(content.get("alias", "")))
+                return None if d is None else RoomRecord(d.key, room_id, self.alias(d), d.template)
+
+        found = [r for r in await asyncio.gather(*(one(rid) for rid in joined)) if r is not None]
+        for rec in found:
+            await self.store.put_room(rec, now_ms=_now_ms())
+        if found:
+            get_logger().warning("store_rebuilt_from_aliases", rooms=len(found))
+        return {r.room_key: r for r in found}
 
     # --- apply ---------------------------------------------------------------------------------
 

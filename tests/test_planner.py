@@ -1,0 +1,148 @@
+"""Pure planner, guards and desired state: table-driven, no homeserver."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from bridge.directory.importers.plain import import_yaml
+from bridge.reconcile import guards
+from bridge.reconcile.observed import ObservedRoom, ObservedState
+from bridge.reconcile.planner import plan
+from bridge.rooms.desired import Settings, compute, school_year
+from bridge.rooms.identity import IdentityRules, Person, localpart, map_identities
+from bridge.rooms.templates import load_templates
+from bridge.reconcile.sync import persons
+
+ROOT = Path(__file__).resolve().parent.parent
+BOT = "@ent-bridge_bot:ent.test"
+NOW = datetime(2026, 11, 29, tzinfo=timezone.utc)
+SETTINGS = Settings(bot_user_id=BOT, key_secret="k" * 32, alias_prefix="ent-bridge_")
+
+
+def desired():
+    d = import_yaml(Path(__file__).parent / "fixtures" / "school.yaml")
+    ids = map_identities(persons(d), rules=IdentityRules(server_name="ent.test"), known={}, by_email={})
+    return compute(d, load_templates(ROOT / "policies"), ids, settings=SETTINGS, now=NOW)
+
+
+def observed_from(ds, **overrides):
+    """An observed state equal to the desired one (as after a perfect apply), then altered."""
+    rooms = {}
+    for key, r in ds.rooms.items():
+        members = {m: "join" for m in r.members} | {BOT: "join"}
+        rooms[key] = ObservedRoom(key, f"!{abs(hash(key))}:ent.test", members, dict(r.power_levels), r.name, r.topic,
+                                  frozenset(f"!{abs(hash(k))}:ent.test" for k, c in ds.rooms.items()
+                                            if c.space_key == key))
+    rooms.update(overrides)
+    return ObservedState(rooms)
+
+
+def test_fresh_plan_creates_everything_in_order() -> None:
+    ds = desired()
+    p = plan(ds, ObservedState(), bot=BOT)
+    types = [a.type for a in p.actions]
+    assert types[0] == "create_space" and types.index("invite") > types.index("create_room")
+    assert types[-1] == "add_to_space"
+    assert p.summary()["create_room"] == len(ds.rooms) - 1
+    assert p == plan(ds, ObservedState(), bot=BOT)  # deterministic
+
+
+def test_converged_state_plans_nothing() -> None:
+    ds = desired()
+    assert plan(ds, observed_from(ds), bot=BOT).is_empty()
+
+
+@pytest.mark.parametrize("membership, expect", [
+    ("join", ["kick"]), ("invite", ["kick"]), ("leave", []), ("ban", []),
+])
+def test_outsider_memberships(membership: str, expect: list[str]) -> None:
+    ds = desired()
+    key = next(k for k in ds.rooms if k.startswith("class:"))
+    o = observed_from(ds)
+    room = o.rooms[key]
+    altered = ObservedRoom(key, room.room_id, {**room.members, "@intrus:ent.test": membership}, room.power_levels,
+                           room.name, room.topic)
+    p = plan(ds, observed_from(ds, **{key: altered}), bot=BOT)
+    assert [a.type for a in p.actions] == expect
+
+
+def test_entitled_but_banned_is_a_note_not_an_invite() -> None:
+    ds = desired()
+    key = next(k for k in ds.rooms if k.startswith("family:"))
+    room = observed_from(ds).rooms[key]
+    who = sorted(ds.rooms[key].members)[0]
+    altered = ObservedRoom(key, room.room_id, {**room.members, who: "ban"}, room.power_levels, room.name, room.topic)
+    p = plan(ds, observed_from(ds, **{key: altered}), bot=BOT)
+    assert p.is_empty() and any("banned" in n for n in p.notes)
+
+
+def test_power_level_drift_is_repaired_and_bot_entry_ignored() -> None:
+    ds = desired()
+    key = next(k for k in ds.rooms if k.startswith("class:"))
+    room = observed_from(ds).rooms[key]
+    older_room = {**room.power_levels, "users": {**room.power_levels["users"], BOT: 100}}
+    assert plan(ds, observed_from(ds, **{key: ObservedRoom(key, room.room_id, room.members, older_room,
+                                                           room.name, room.topic)}), bot=BOT).is_empty()
+    hacked = {**room.power_levels, "users": {**room.power_levels["users"], "@x:ent.test": 100}}
+    p = plan(ds, observed_from(ds, **{key: ObservedRoom(key, room.room_id, room.members, hacked, room.name,
+                                                        room.topic)}), bot=BOT)
+    assert [(a.type, a.detail["keys"]) for a in p.actions] == [("set_power_levels", ["users"])]
+
+
+def test_rooms_not_desired_are_archived_with_their_members_removed() -> None:
+    ds = desired()
+    gone = ObservedRoom("class:0750003C:CM2:2025-2026", "!old:ent.test", {"@a:ent.test": "join", BOT: "join"}, {})
+    p = plan(ds, observed_from(ds, **{gone.key: gone}), bot=BOT)
+    assert [(a.type, a.user_id) for a in p.actions] == [("kick", "@a:ent.test"), ("archive_room", None)]
+
+
+def test_desired_contents() -> None:
+    ds = desired()
+    fam = next(r for k, r in ds.rooms.items() if "p-ines" in k)
+    assert fam.name == "Suivi de Inès H. · CE1"  # first name + initial only
+    assert fam.members == {"@sara.haddad:ent.test", "@marc.petit:ent.test"}  # contact Paul is not there
+    assert "Haddad" not in fam.alias_localpart and fam.alias_localpart.startswith("ent-bridge_")
+    assert all(r.encrypted for r in ds.rooms.values() if not r.is_space)
+    school = next(r for k, r in ds.rooms.items() if k.startswith("school:"))
+    assert school.power_levels["events_default"] == 50  # guardians read-only
+    assert school.power_levels["users"]["@marc.petit:ent.test"] == 100  # director
+    assert BOT not in school.power_levels["users"]
+    space = ds.rooms["space:0750003C"]
+    assert space.is_space and space.members == frozenset().union(*(r.members for r in ds.rooms.values()
+                                                                    if not r.is_space))
+    assert school_year(datetime(2027, 7, 31)) == "2026-2027" and school_year(datetime(2027, 8, 1)) == "2027-2028"
+
+
+def test_identity_mapping_stable_homonyms_and_known() -> None:
+    rules = IdentityRules(server_name="s")
+    people = [Person("b", "Léa", "Martin"), Person("a", "Lea", "MARTIN"), Person("c", "Zoé", "N'Diaye")]
+    ids = map_identities(people, rules=rules, known={}, by_email={})
+    assert ids["a"] == "@lea.martin:s" and ids["b"].startswith("@lea.martin.") and ids["b"] != ids["a"]
+    assert ids == map_identities(list(reversed(people)), rules=rules, known={}, by_email={})
+    assert ids["c"] == "@zoe.n-diaye:s"
+    # A person keeps the id given before, even if a new homonym sorts first.
+    again = map_identities([Person("0", "Léa", "Martin"), *people], rules=rules, known=ids, by_email={})
+    assert {k: again[k] for k in ids} == ids and again["0"] not in ids.values()
+    assert localpart("{first}.{last}", Person("x", "ent-bridge_", "bot")).startswith("ent-bridge")
+
+
+@pytest.mark.parametrize("removals, current, prev, size, ok", [
+    (5, 20, None, 100, True),      # small school: below the floor of the share rule
+    (11, 100, None, 100, False),   # 11 % of members
+    (201, 100000, None, 100, False),  # absolute limit
+    (0, 100, 1000, 850, False),    # directory shrank by 15 %
+    (0, 100, 1000, 950, True),
+])
+def test_guards(removals: int, current: int, prev: int | None, size: int, ok: bool) -> None:
+    from bridge.reconcile.actions import Action, Plan
+
+    p = Plan(tuple(Action("kick", "k", "r", f"@u{i}:s") for i in range(removals)), {})
+    o = ObservedState({"k": ObservedRoom("k", "!r", {f"@m{i}:s": "join" for i in range(current)}, {})})
+    verdict = guards.check(p, o, limits=guards.Limits(), directory_size=size, previous_directory_size=prev)
+    assert verdict.ok is ok
+    if not ok:
+        assert guards.check(p, o, limits=guards.Limits(), directory_size=size, previous_directory_size=prev,
+                            allow_mass_removal=True).ok

@@ -53,4 +53,6 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
 
 def get_logger(**bound: Any) -> Any:
     """A logger with the given context bound (txn_id, room_id…)."""
-    return structlog.get_logger("ent_bridge").bind(**bound)
+    # Initial values go to the lazy proxy: configuration is read when the logger is used, so
+    # module-level loggers honour a configure() that happens later.
+    return structlog.get_logger("ent_bridge", **bound)

@@ -83,7 +83,8 @@ class AppserviceServer:
         # to-device messages through /sync, and typing/receipts are not worth keeping.
         fresh = await self.store.record_transaction(txn_id, [e for e in events if isinstance(e, dict)],
                                                     now_ms=int(time.time() * 1000))
-        log.info("txn_received" if fresh else "txn_duplicate", txn_id=txn_id, events=len(events))
+        (log.debug if fresh else log.info)("txn_received" if fresh else "txn_duplicate", txn_id=txn_id,
+                                           events=len(events))
         if fresh:
             self.on_new_events()
         return web.json_response({})

@@ -107,11 +107,24 @@ class RoomExecutor:
         async def run(key: str, actions: list[Action]) -> None:
             async with self.sem:
                 log = get_logger(room_key_hash=plan.desired[key].alias_localpart if key in plan.desired else key)
+                folded: set[int] = set()
                 for action in actions:
+                    if id(action) in folded:
+                        continue
                     try:
-                        await self._do(action, plan)
+                        if action.type in ("create_room", "create_space"):
+                            # The room's invites ride along in createRoom: one request instead
+                            # of one per person, same events on the homeserver.
+                            invites = [a for a in actions if a.type == "invite"]
+                            await self._create(plan.desired[key], invite=[str(a.user_id) for a in invites])
+                            folded.update(id(a) for a in invites)
+                            report.created += 1
+                            for _ in invites:
+                                report.done += 1
+                                progress.step()
+                        else:
+                            await self._do(action, plan)
                         report.done += 1
-                        report.created += action.type in ("create_room", "create_space")
                         progress.step()
                     except MatrixError as exc:
                         # Temporary errors were already retried with backoff by the API client;
@@ -139,7 +152,7 @@ class RoomExecutor:
     async def _do(self, action: Action, plan: Plan) -> None:
         kind = action.type
         if kind in ("create_room", "create_space"):
-            await self._create(plan.desired[action.room_key])
+            await self._create(plan.desired[action.room_key], invite=[])
         elif kind == "invite":
             await self.api.invite(await self._room_id(action.room_key), str(action.user_id), as_user=self.bot)
         elif kind == "kick":
@@ -185,8 +198,10 @@ class RoomExecutor:
             return dict(content)
         return {**content, "users": {**content.get("users", {}), self.bot: 100}}
 
-    async def _create(self, d: DesiredRoom) -> None:
+    async def _create(self, d: DesiredRoom, *, invite: list[str]) -> None:
         if await self.store.get_room(d.key) is not None:
+            for user in invite:  # already created (a re-run): invite one by one, idempotently
+                await self.api.invite((await self._room_id(d.key)), user, as_user=self.bot)
             return
         initial_state: list[dict[str, Any]] = [
             {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
@@ -202,7 +217,7 @@ class RoomExecutor:
         body: dict[str, Any] = {
             "preset": "private_chat", "visibility": "private", "name": d.name,
             "room_alias_name": d.alias_localpart, "initial_state": initial_state,
-            "power_level_content_override": dict(d.power_levels),
+            "power_level_content_override": dict(d.power_levels), "invite": invite,
         }
         if d.topic:
             body["topic"] = d.topic
@@ -218,6 +233,8 @@ class RoomExecutor:
             if found is None:
                 raise
             room_id = found
+            for user in invite:  # the adopted room may predate these invites
+                await self.api.invite(room_id, user, as_user=self.bot)
         await self.store.put_room(RoomRecord(d.key, room_id, self.alias(d), d.template), now_ms=_now_ms())
         get_logger(room_id=room_id).info("room_ensured", template=d.template, space=d.is_space)
 

@@ -28,7 +28,7 @@ def to_text(plan: Plan, verdict: Verdict | None = None, *, limit: int = 200) -> 
             label = f" «{room.name}»" if room else ""
             who = f" {action.user_id}" if action.user_id else ""
             lines.append(f"  {action.type:<16} {action.room_key}{label}{who}: {action.reason}")
-        if len(plan.actions) > limit:
+        if len(plan.actions) > limit > 0:
             lines.append(f"  … {len(plan.actions) - limit} more (use --format json)")
     for note in plan.notes:
         lines.append(f"note: {note}")

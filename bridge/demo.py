@@ -1,0 +1,135 @@
+"""`make demo`: a local Synapse, the bridge, the bundled fictitious school, encrypted rooms, a summary.
+
+Everything lives in .demo/ and stays on 127.0.0.1. Running it again reuses that folder: the
+homeserver keeps its rooms and the sync finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from bridge import logging as blog
+from bridge.app import Bridge
+from bridge.config import load_config
+from bridge.devserver import LocalSynapse, free_port
+from bridge.directory.sources import load
+from bridge.reconcile import render
+from bridge.reconcile.sync import desired_state, run_sync
+from bridge.registration import write_registration
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHOOL = ROOT / "config" / "demo-school.yaml"
+PASSWORD = "ent-demo-2026"  # demo accounts only, on a loopback homeserver
+WELCOME = "Bienvenue dans le salon de la classe ! Les messages y sont chiffrés de bout en bout."
+
+
+def prepare(workdir: Path) -> tuple[Path, Path, dict[str, object]]:
+    """Config, registration and ports, created once and kept."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    state_path = workdir / "demo.yaml"
+    state = yaml.safe_load(state_path.read_text()) if state_path.exists() else None
+    config_path, reg_path = workdir / "config.yaml", workdir / "registration.yaml"
+    if not state or not config_path.exists():
+        state = {"synapse_port": free_port(), "bridge_port": free_port(), "shared_secret": secrets.token_hex(16)}
+        data = yaml.safe_load((ROOT / "config" / "example.yaml").read_text())
+        data["homeserver"].update(url=f"http://127.0.0.1:{state['synapse_port']}", server_name="ent.demo")
+        data["appservice"]["port"] = state["bridge_port"]
+        data["bot"]["store_dir"] = str(workdir / "data" / "nio")
+        data["database"]["url"] = f"sqlite:///{workdir / 'data' / 'bridge.db'}"
+        data["policies"]["dir"] = str(ROOT / "policies")
+        data["directory"]["sources"] = [str(SCHOOL)]
+        config_path.write_text(yaml.safe_dump(data, allow_unicode=True))
+        write_registration(config_path=config_path, out_path=reg_path, url=f"http://127.0.0.1:{state['bridge_port']}")
+        state_path.write_text(yaml.safe_dump(state))
+    return config_path, reg_path, state
+
+
+async def demo(workdir: Path, *, keep_running: bool) -> int:
+    config_path, reg_path, state = prepare(workdir)
+    synapse = LocalSynapse(workdir=workdir / "synapse", server_name="ent.demo", port=int(state["synapse_port"]),
+                           registrations=[reg_path], shared_secret=str(state["shared_secret"]))
+    print(f"Starting Synapse on {synapse.url} …")
+    synapse.start()
+    bridge = None
+    try:
+        config = load_config(config_path)
+        bridge = await Bridge.create(config)
+        await bridge.start()
+        directory, _ = load([str(SCHOOL)])
+        _, identities = desired_state(config, directory, await bridge.store.identities(),
+                                      now=datetime.now(timezone.utc))
+        created = 0
+        for mxid in sorted(set(identities.values())):
+            localpart = mxid[1:].split(":", 1)[0]
+            try:
+                synapse.register_user(localpart, PASSWORD)
+                created += 1
+            except Exception:  # noqa: BLE001 - already registered on a previous run
+                pass
+        print(f"Accounts: {created} created, {len(set(identities.values())) - created} already there.")
+        result = await run_sync(config, [str(SCHOOL)], store=bridge.store, api=bridge.api, apply=True)
+        print(render.to_text(result.plan, result.verdict, limit=0))
+        if result.report and result.report.failed:
+            print(f"{len(result.report.failed)} actions failed; see the log above.")
+            return 1
+        class_rooms = {k: r for k, r in result.plan.desired.items() if r.template == "class"}
+        first_class = sorted(class_rooms)[0]
+        if await bridge.store.get_value("demo_welcome") is None:
+            room_id = (await bridge.store.get_room(first_class)).room_id  # type: ignore[union-attr]
+            await bridge.bot.send_notice(room_id, WELCOME)
+            await bridge.store.set_value("demo_welcome", "sent")
+        _summary(config, result, directory, identities, synapse.url)
+        if keep_running:
+            print("\nThe homeserver and the bridge keep running; Ctrl-C stops them.")
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            import signal
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+        return 0
+    finally:
+        if bridge is not None:
+            await bridge.stop()
+        synapse.stop()
+
+
+def _summary(config: object, result: object, directory: object, identities: dict[str, str], url: str) -> None:
+    desired = result.plan.desired  # type: ignore[attr-defined]
+    kinds: dict[str, int] = {}
+    for room in desired.values():
+        kinds[room.template] = kinds.get(room.template, 0) + 1
+    print("\n=== ent-bridge demo ===")
+    print("Rooms: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+          + " (all but the Space end-to-end encrypted)")
+    staff = directory.staff  # type: ignore[attr-defined]
+    teacher = identities[next(s.id for s in staff.values() if s.classes)]
+    family = next(r for r in desired.values() if r.template == "family" and len(r.members) >= 3)
+    parent = sorted(m for m in family.members if m not in {identities[s] for s in staff})[0]
+    print(f"Homeserver: {url}  (in Element: 'Sign in' > 'Edit' homeserver > {url})")
+    print(f"A teacher:  {teacher}   password {PASSWORD}")
+    print(f"A parent:   {parent}   password {PASSWORD}")
+    print(f"  {parent} sees «{family.name}» and their child's class room, with the teachers.")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--workdir", type=Path, default=ROOT / ".demo")
+    ap.add_argument("--exit", action="store_true", help="stop after the summary (default when not on a terminal)")
+    args = ap.parse_args()
+    blog.configure(level="warning")
+    keep = sys.stdin.isatty() and not args.exit and not os.environ.get("CI")
+    raise SystemExit(asyncio.run(demo(args.workdir, keep_running=keep)))
+
+
+if __name__ == "__main__":
+    main()

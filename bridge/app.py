@@ -14,6 +14,7 @@ from bridge.config import Config
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.bot import Bot
+from bridge.scheduler import Resyncer
 from bridge.store import Store, open_store
 
 log = get_logger(component="app")
@@ -35,6 +36,7 @@ class Bridge:
     dispatcher: Dispatcher
     runner: web.AppRunner | None = None
     handlers: list[EventHandler] = field(default_factory=list)
+    resyncer: Resyncer | None = None
 
     @classmethod
     async def create(cls, config: Config, *, store: Store | None = None) -> "Bridge":
@@ -62,9 +64,24 @@ class Bridge:
         self.dispatcher.start()
         if with_bot:
             await self.bot.start()
+        if self.config.directory_sources:
+            self.resyncer = Resyncer(self.resync, sources=list(self.config.directory_sources),
+                                     interval=self.config.resync_minutes * 60, watch=self.config.watch_sources)
+            self.resyncer.start()
         log.info("bridge_started", bot=self.config.bot_user_id)
 
+    async def resync(self) -> None:
+        """One directory sync, applied when the guards allow it; a refusal is logged as an error."""
+        from bridge.reconcile.sync import run_sync
+
+        result = await run_sync(self.config, list(self.config.directory_sources), store=self.store,
+                                api=self.api, apply=True)
+        if not result.verdict.ok:
+            log.error("resync_refused_by_guard", reasons=list(result.verdict.reasons))
+
     async def stop(self) -> None:
+        if self.resyncer is not None:
+            await self.resyncer.stop()
         await self.bot.stop()
         await self.dispatcher.stop()
         if self.runner is not None:

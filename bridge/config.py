@@ -82,6 +82,8 @@ class Config:
     academie: str | None = None
     log_level: str = "info"
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    resync_minutes: float = 60.0
+    watch_sources: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -242,6 +244,8 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         rooms=rooms,
         directory_sources=tuple(str(rel(s)) for s in sources),
         academie=r.get("directory", "academie", str, None),
+        resync_minutes=r.get("directory", "resync_minutes", float, 60.0),
+        watch_sources=r.get("directory", "watch", bool, True),
         log_level=r.get("logging", "level", str, "info"),
         extra=raw,
     )

@@ -1,0 +1,70 @@
+"""`ent-bridge run` keeps the rooms in sync: at start, and when the directory files change."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge.app import Bridge
+from bridge.scheduler import Resyncer, sources_fingerprint
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+async def test_resyncer_runs_at_start_on_change_and_survives_errors(tmp_path: Path) -> None:
+    src = tmp_path / "dir.yaml"
+    src.write_text("a")
+    calls: list[int] = []
+
+    async def job() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("bad export")  # logged, the loop goes on
+
+    r = Resyncer(job, sources=[str(src)], interval=3600, poll=0.05, settle=0.05)
+    r.start()
+    await asyncio.sleep(0.2)
+    assert len(calls) == 1
+    before = sources_fingerprint([str(src)])
+    src.write_text("bb")
+    assert sources_fingerprint([str(src)]) != before
+    for _ in range(40):
+        if len(calls) == 2:
+            break
+        await asyncio.sleep(0.05)
+    await r.stop()
+    assert len(calls) == 2
+
+
+@pytest.mark.synapse
+async def test_run_syncs_directory_on_start_and_on_change(homeserver: Any, data_dir: Path, tmp_path: Path) -> None:
+    data = yaml.safe_load((FIX / "school.yaml").read_text())
+    src = tmp_path / "dir.yaml"
+    src.write_text(yaml.safe_dump(data, allow_unicode=True))
+    config = dataclasses.replace(homeserver.config(data_dir), directory_sources=(str(src),))
+    bridge = await Bridge.create(config)
+    await bridge.start(with_bot=False)
+    try:
+        assert bridge.resyncer is not None
+        bridge.resyncer.poll = bridge.resyncer.settle = 0.1
+        for _ in range(200):
+            if bridge.resyncer.runs >= 1:
+                break
+            await asyncio.sleep(0.1)
+        rooms = await bridge.store.all_rooms()
+        assert len([r for r in rooms if r.template == "family"]) == 3
+        data["pupils"].append({"id": "p-new", "first_name": "Noé", "last_name": "Martin", "classes": ["CP"],
+                               "guardians": ["g-anne"]})
+        src.write_text(yaml.safe_dump(data, allow_unicode=True))
+        for _ in range(200):
+            if bridge.resyncer.runs >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len([r for r in await bridge.store.all_rooms() if r.template == "family"]) == 4
+    finally:
+        await bridge.stop()

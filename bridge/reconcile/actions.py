@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from bridge.rooms.desired import DesiredRoom
@@ -13,13 +13,13 @@ PHASES = {"create_space": 0, "create_room": 1, "set_state": 2, "set_power_levels
           "kick": 5, "add_to_space": 6, "archive_room": 7}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     type: str
     room_key: str
     reason: str
     user_id: str | None = None
-    detail: Mapping[str, Any] = field(default_factory=dict)
+    detail: Mapping[str, Any] | None = None  # None, not {}: millions of invites need no dict each
 
     def sort_key(self) -> tuple[int, str, str]:
         return (PHASES[self.type], self.room_key, self.user_id or "")

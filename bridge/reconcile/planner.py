@@ -64,28 +64,34 @@ def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, reasons: Map
 
 def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: str = "fr") -> Plan:
     reasons = REASONS.get(language, REASONS["fr"])
-    actions: list[Action] = []
     notes: list[str] = list(desired.warnings)
     children: dict[str, dict[str, Any]] = {}
     for d in desired.rooms.values():
         if d.space_key:
             o = observed.rooms.get(d.key)
             children.setdefault(d.space_key, {})[d.key] = o.room_id if o else None
-    for key, d in desired.rooms.items():
+    # One bucket per phase. Rooms are visited in key order and people in id order, so every
+    # bucket but the kicks (two sources) comes out sorted: no global sort of millions of actions.
+    buckets: dict[str, list[Action]] = {t: [] for t in A.PHASES}
+    for key in sorted(desired.rooms):
+        d = desired.rooms[key]
         o = observed.rooms.get(key)
         if o is not None and o.archived:
             notes.append(f"{key}: archived room is wanted again; not reopened automatically")
             continue
-        actions.extend(_plan_room(d, o, bot=bot, reasons=reasons, space_ids=children.get(key, {})))
+        for action in _plan_room(d, o, bot=bot, reasons=reasons, space_ids=children.get(key, {})):
+            buckets[action.type].append(action)
         if o is not None:
             banned = sorted(u for u in d.members if o.members.get(u) == "ban")
             if banned:
                 notes.append(f"{key}: {len(banned)} entitled people are banned and stay out")
-    for key, o in observed.rooms.items():
+    for key in sorted(observed.rooms):
+        o = observed.rooms[key]
         if key in desired.rooms or o.archived:
             continue
         for user in sorted(o.current() - {bot}):
-            actions.append(A.kick(key, user, reasons["archived"]))
-        actions.append(Action("archive_room", key, reasons["archived"]))
-    actions.sort(key=Action.sort_key)
+            buckets["kick"].append(A.kick(key, user, reasons["archived"]))
+        buckets["archive_room"].append(Action("archive_room", key, reasons["archived"]))
+    buckets["kick"].sort(key=Action.sort_key)
+    actions = [a for phase in sorted(A.PHASES, key=A.PHASES.__getitem__) for a in buckets[phase]]
     return Plan(tuple(actions), desired.rooms, tuple(notes))

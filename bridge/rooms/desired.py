@@ -57,18 +57,21 @@ def alias_localpart(key: str, *, secret: str, prefix: str) -> str:
     return f"{prefix}{digest}"
 
 
+_ADMIN_ONLY = ("m.room.power_levels", "m.room.encryption", "m.room.history_visibility", "m.room.join_rules",
+               "m.room.guest_access", "m.room.canonical_alias", "m.room.tombstone", "m.room.server_acl",
+               "m.space.child", "m.space.parent", "m.room.retention", ROOM_STATE_TYPE)
+_EVENTS: Mapping[str, int] = {**{t: 100 for t in _ADMIN_ONLY}, "m.room.name": 50, "m.room.topic": 50,
+                              "m.room.avatar": 50, "m.room.pinned_events": 50}
+
+
 def power_levels(*, bot: str, users: Mapping[str, int], events_default: int, room_mention: str,
                  is_space: bool = False) -> dict[str, Any]:
     """The complete power-levels content the bridge wants. Only moderators (50) invite, kick,
     redact or change state; structural state (encryption, power levels, join rules) is the bot's.
 
     The bot is not listed: it creates every room, and from room version 12 on the creator holds
-    unlimited power and must not appear in `users` (the executor adds it for older versions)."""
-    admin_only = ("m.room.power_levels", "m.room.encryption", "m.room.history_visibility",
-                  "m.room.join_rules", "m.room.guest_access", "m.room.canonical_alias", "m.room.tombstone",
-                  "m.room.server_acl", "m.space.child", "m.space.parent", "m.room.retention", ROOM_STATE_TYPE)
-    events = {t: 100 for t in admin_only}
-    events.update({"m.room.name": 50, "m.room.topic": 50, "m.room.avatar": 50, "m.room.pinned_events": 50})
+    unlimited power and must not appear in `users` (the executor adds it for older versions).
+    The `events` mapping is shared between rooms (never mutated): a département has 10^5 rooms."""
     return {
         "users": {u: lvl for u, lvl in sorted(users.items()) if lvl > 0 and u != bot},
         "users_default": 0,
@@ -78,7 +81,7 @@ def power_levels(*, bot: str, users: Mapping[str, int], events_default: int, roo
         "kick": 50,
         "ban": 50,
         "redact": 50,
-        "events": events,
+        "events": _EVENTS,
         "notifications": {"room": 50 if room_mention == "moderators" else 0},
     }
 
@@ -120,21 +123,18 @@ def compute(directory: Directory, templates: Mapping[str, RoomTemplate], identit
     warnings: list[str] = []
     unmapped: set[str] = set()
 
-    def mx(person_ids: Any) -> list[str]:
-        out = []
-        for pid in person_ids:
-            mxid = identities.get(pid)
-            if mxid is None:
-                unmapped.add(pid)
-            else:
-                out.append(mxid)
-        return out
+    # Roles by ascending power: assigning in this order leaves each person their highest level.
+    ascending = {t.name: sorted(t.roles.items(), key=lambda kv: kv[1]) for t in templates.values()}
 
-    def add(t: RoomTemplate, key: str, uai: str, values: dict[str, str], role_members: dict[str, list[str]]) -> None:
+    def add(t: RoomTemplate, key: str, uai: str, values: dict[str, str], role_members: dict[str, Any]) -> None:
         levels: dict[str, int] = {}
-        for role, level in t.roles.items():
-            for mxid in mx(role_members.get(role, ())):
-                levels[mxid] = max(levels.get(mxid, 0), level)
+        for role, level in ascending[t.name]:
+            for pid in role_members.get(role, ()):
+                mxid = identities.get(pid)
+                if mxid is None:
+                    unmapped.add(pid)
+                else:
+                    levels[mxid] = level
         levels.pop(settings.bot_user_id, None)
         school = directory.schools.get(uai)
         values = {"school_name": school.name if school else uai, "uai": uai, "school_year": year, **values}
@@ -163,7 +163,7 @@ def compute(directory: Directory, templates: Mapping[str, RoomTemplate], identit
                 add(t, f"{t.name}:{ref.uai}:{ref.code}:{year}", ref.uai,
                     {"class_label": klass.label if klass else ref.code, "class_code": ref.code,
                      "level": klass.level if klass else ""},
-                    {"director": directors.get(ref.uai, []), "teachers": list(teachers_of.get(ref, ())),
+                    {"director": directors.get(ref.uai, []), "teachers": teachers_of.get(ref, ()),
                      "head_teacher": head_of.get(ref, []), "guardians": guardians})
         else:
             for pupil in sorted(directory.pupils.values(), key=lambda p: p.id):
@@ -172,19 +172,27 @@ def compute(directory: Directory, templates: Mapping[str, RoomTemplate], identit
                     continue  # no family room without a class or without a legal guardian
                 ref = pupil.classes[0]
                 klass = directory.classes.get(ref)
-                teachers = sorted({t_ for r in pupil.classes for t_ in teachers_of.get(r, ())})
-                heads = sorted({h for r in pupil.classes for h in head_of.get(r, [])})
+                if len(pupil.classes) == 1:  # the common case: the class's lists as they are
+                    teachers: Any = teachers_of.get(ref, ())
+                    heads: Any = head_of.get(ref, ())
+                else:
+                    teachers = sorted({t_ for r in pupil.classes for t_ in teachers_of.get(r, ())})
+                    heads = sorted({h for r in pupil.classes for h in head_of.get(r, [])})
                 add(t, f"{t.name}:{uai}:{pupil.id}", uai,
                     {"class_label": klass.label if klass else ref.code, "class_code": ref.code,
                      "level": klass.level if klass else "", "pupil_first_name": pupil.first_name,
                      "pupil_last_initial": pupil.last_name[:1].upper()},
                     {"director": directors.get(uai, []), "teachers": teachers, "head_teacher": heads,
-                     "guardians": list(pupil.guardians)})
+                     "guardians": pupil.guardians})
 
     # One Space per school holding its rooms; its members are everyone in them.
+    space_members: dict[str, set[str]] = {}
+    for r in rooms.values():
+        if r.space_key:
+            space_members.setdefault(r.space_key, set()).update(r.members)
     for uai in sorted({r.uai for r in rooms.values() if r.space_key}):
         key = f"{SPACE_TEMPLATE}:{uai}"
-        members = frozenset(m for r in rooms.values() if r.space_key == key for m in r.members)
+        members = frozenset(space_members.get(key, ()))
         school = directory.schools.get(uai)
         rooms[key] = DesiredRoom(
             key=key, template=SPACE_TEMPLATE, uai=uai,

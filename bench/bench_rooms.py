@@ -33,7 +33,7 @@ from bridge.config import load_config  # noqa: E402
 from bridge.devserver import LocalSynapse, free_port  # noqa: E402
 from bridge.matrix.appservice_api import AppserviceAPI  # noqa: E402
 from bridge.reconcile import planner  # noqa: E402
-from bridge.reconcile.executor import RoomExecutor  # noqa: E402
+from bridge.reconcile.executor import RoomExecutor, create_room_body  # noqa: E402
 from bridge.reconcile.observed import ObservedState  # noqa: E402
 from bridge.reconcile.sync import desired_state, gc_paused, persons, run_sync  # noqa: E402
 from bridge.rooms.desired import Settings, compute  # noqa: E402
@@ -58,49 +58,55 @@ def make_config(workdir: Path, synapse: LocalSynapse) -> Any:
 async def provisioning(config: Any, rooms: int) -> None:
     from gen_departement import generate
 
-    d = generate(pupils=rooms, guardians=rooms * 2, teachers=max(2, rooms // 10))
-    known: dict[str, str] = {}
-    desired, _ = desired_state(config, d, known, now=NOW)
-    only_family = {k: r for k, r in desired.rooms.items() if r.template == "family"}
-    desired = dataclasses.replace(desired, rooms={k: dataclasses.replace(r, space_key=None)
-                                                  for k, r in only_family.items()})
-    store = await open_store(config.database_url)
+    async def bridge_round(tag: str) -> float:
+        d = generate(pupils=rooms, guardians=rooms * 2, teachers=max(2, rooms // 10), seed=len(tag))
+        cfg = dataclasses.replace(config, database_url=f"sqlite:///{config.path.parent / (tag + '.db')}")
+        desired, _ = desired_state(cfg, d, {}, now=NOW)
+        fam = {k: dataclasses.replace(r, space_key=None, alias_localpart=r.alias_localpart + tag)
+               for k, r in desired.rooms.items() if r.template == "family"}
+        desired = dataclasses.replace(desired, rooms=fam)
+        store = await open_store(cfg.database_url)
+        ex = RoomExecutor(api=api, store=store, bot=cfg.bot_user_id, server_name=cfg.homeserver.server_name,
+                          concurrency=cfg.rooms.concurrency)
+        plan = planner.plan(desired, ObservedState(), bot=cfg.bot_user_id)
+        t = time.perf_counter()
+        report = await ex.apply(plan)
+        took = time.perf_counter() - t
+        assert not report.failed, report.failed[:3]
+        await store.close()
+        bodies.extend(create_room_body(r, invite=sorted(r.members)) for r in fam.values())
+        return took
+
+    async def raw_round(tag: str, batch: list[dict[str, Any]]) -> float:
+        sem = asyncio.Semaphore(config.rooms.concurrency)
+        headers = {"Authorization": f"Bearer {config.appservice.as_token}"}
+        async with aiohttp.ClientSession() as http:
+            async def one(body: dict[str, Any]) -> None:
+                body = {**body, "room_alias_name": body["room_alias_name"] + "r" + tag}
+                async with sem:
+                    async with http.post(f"{config.homeserver.url}/_matrix/client/v3/createRoom",
+                                         params={"user_id": config.bot_user_id}, json=body,
+                                         headers=headers) as resp:
+                        assert resp.status == 200, await resp.text()
+
+            t = time.perf_counter()
+            await asyncio.gather(*(one(b) for b in batch))
+            return time.perf_counter() - t
+
     api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
     await api.register_user(config.bot.localpart)
-    ex = RoomExecutor(api=api, store=store, bot=config.bot_user_id, server_name=config.homeserver.server_name,
-                      concurrency=config.rooms.concurrency)
-    plan = planner.plan(desired, ObservedState(), bot=config.bot_user_id)
-    t = time.perf_counter()
-    report = await ex.apply(plan)
-    bridge_s = time.perf_counter() - t
-    assert not report.failed, report.failed[:3]
-    # Raw: the same bodies (new aliases), same concurrency, nothing else.
-    bodies = []
-    for r in desired.rooms.values():
-        members = sorted(r.members)
-        bodies.append({"preset": "private_chat", "visibility": "private", "name": r.name,
-                       "room_alias_name": "ent-bridge_raw" + secrets.token_hex(8), "invite": members,
-                       "power_level_content_override": dict(r.power_levels),
-                       "initial_state": [{"type": "m.room.encryption", "state_key": "",
-                                          "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]})
-    sem = asyncio.Semaphore(config.rooms.concurrency)
-    headers = {"Authorization": f"Bearer {config.appservice.as_token}"}
-    async with aiohttp.ClientSession() as http:
-        async def one(body: dict[str, Any]) -> None:
-            async with sem:
-                async with http.post(f"{config.homeserver.url}/_matrix/client/v3/createRoom",
-                                     params={"user_id": config.bot_user_id}, json=body, headers=headers) as resp:
-                    assert resp.status == 200, await resp.text()
-
-        t = time.perf_counter()
-        await asyncio.gather(*(one(b) for b in bodies))
-        raw_s = time.perf_counter() - t
-    n = len(bodies)
-    print(f"provisioning: {n} encrypted rooms with {sum(len(b['invite']) for b in bodies)} invites")
-    print(f"  bridge {n / bridge_s:6.2f} rooms/s   raw {n / raw_s:6.2f} rooms/s   "
-          f"ratio {raw_s / bridge_s:.2f} (target >= 0.90)")
+    bodies: list[dict[str, Any]] = []
+    bridge_times, raw_times = [], []
+    for i in range(2):  # alternate, keep the best of each: the homeserver warms up as it goes
+        start = len(bodies)
+        bridge_times.append(await bridge_round(f"b{i}"))
+        raw_times.append(await raw_round(f"{i}", bodies[start:]))
+    n = len(bodies) // 2
+    b, r = min(bridge_times), min(raw_times)
+    print(f"provisioning: {n} encrypted rooms a round, {sum(len(x['invite']) for x in bodies) // 2} invites, "
+          f"concurrency {config.rooms.concurrency}, identical createRoom bodies")
+    print(f"  bridge {n / b:6.2f} rooms/s   raw {n / r:6.2f} rooms/s   ratio {r / b:.2f} (target >= 0.90)")
     await api.close()
-    await store.close()
 
 
 async def noop_resync(config: Any) -> None:
@@ -143,11 +149,14 @@ async def main() -> None:
     ap.add_argument("--skip-aaf", action="store_true")
     ap.add_argument("--only-planning", action="store_true")
     args = ap.parse_args()
+    from bridge import logging as blog
+
+    blog.configure(level="warning")
     planning(args.pupils)
     if args.only_planning:
         return
     with tempfile.TemporaryDirectory() as tmp:
-        synapse = LocalSynapse(workdir=Path(tmp) / "synapse", server_name="ent.bench")
+        synapse = LocalSynapse(workdir=Path(tmp) / "synapse", server_name="ent.test")
         config = make_config(Path(tmp), synapse)
         synapse.start()
         try:

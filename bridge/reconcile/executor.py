@@ -203,26 +203,7 @@ class RoomExecutor:
             for user in invite:  # already created (a re-run): invite one by one, idempotently
                 await self.api.invite((await self._room_id(d.key)), user, as_user=self.bot)
             return
-        initial_state: list[dict[str, Any]] = [
-            {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
-            {"type": "m.room.history_visibility", "state_key": "",
-             "content": {"history_visibility": d.history_visibility}},
-            {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "invite"}},
-            # Marks the room as the bridge's, without personal data (the template and the alias).
-            {"type": ROOM_STATE_TYPE, "state_key": "", "content": {"template": d.template}},
-        ]
-        if d.encrypted:
-            initial_state.append({"type": "m.room.encryption", "state_key": "",
-                                  "content": {"algorithm": "m.megolm.v1.aes-sha2"}})
-        body: dict[str, Any] = {
-            "preset": "private_chat", "visibility": "private", "name": d.name,
-            "room_alias_name": d.alias_localpart, "initial_state": initial_state,
-            "power_level_content_override": dict(d.power_levels), "invite": invite,
-        }
-        if d.topic:
-            body["topic"] = d.topic
-        if d.is_space:
-            body["creation_content"] = {"type": "m.space"}
+        body = create_room_body(d, invite=invite)
         try:
             room_id = await self.api.create_room(as_user=self.bot, body=body)
         except PermanentMatrixError as exc:
@@ -237,6 +218,31 @@ class RoomExecutor:
                 await self.api.invite(room_id, user, as_user=self.bot)
         await self.store.put_room(RoomRecord(d.key, room_id, self.alias(d), d.template), now_ms=_now_ms())
         get_logger(room_id=room_id).info("room_ensured", template=d.template, space=d.is_space)
+
+
+def create_room_body(d: DesiredRoom, *, invite: list[str]) -> dict[str, Any]:
+    """The createRoom request for a desired room (pure): all state in one request."""
+    initial_state: list[dict[str, Any]] = [
+        {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
+        {"type": "m.room.history_visibility", "state_key": "",
+         "content": {"history_visibility": d.history_visibility}},
+        {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "invite"}},
+        # Marks the room as the bridge's, without personal data (the template only).
+        {"type": ROOM_STATE_TYPE, "state_key": "", "content": {"template": d.template}},
+    ]
+    if d.encrypted:
+        initial_state.append({"type": "m.room.encryption", "state_key": "",
+                              "content": {"algorithm": "m.megolm.v1.aes-sha2"}})
+    body: dict[str, Any] = {
+        "preset": "private_chat", "visibility": "private", "name": d.name,
+        "room_alias_name": d.alias_localpart, "initial_state": initial_state,
+        "power_level_content_override": dict(d.power_levels), "invite": invite,
+    }
+    if d.topic:
+        body["topic"] = d.topic
+    if d.is_space:
+        body["creation_content"] = {"type": "m.space"}
+    return body
 
 
 def creators_privileged(room_version: str) -> bool:

@@ -22,11 +22,13 @@ from nio.exceptions import LocalProtocolError
 from bridge.errors import BridgeError
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
+from bridge.matrix.cross_signing import CrossSigningKeys, seal, unseal
 from bridge.store.base import Store
 
 log = get_logger(component="bot")
 
 DEVICE_KEY = "bot_device_id"
+CROSS_SIGNING_KEY = "bot_cross_signing"
 
 
 class AppserviceNioClient(AsyncClient):
@@ -79,7 +81,14 @@ class Bot:
         return self.client.device_id
 
     async def _device_id(self) -> str:
+        import os
+
         device_id = await self.store.get_value(DEVICE_KEY)
+        if device_id is not None and not os.path.exists(os.path.join(self.store_dir, f"{self.user_id}_{device_id}.db")):
+            # The crypto store is gone: reusing the device id would clash with the keys the
+            # homeserver has for it. A new device, signed by the same identity, replaces it.
+            log.warning("bot_crypto_store_lost", old_device_id=device_id)
+            device_id = None
         if device_id is None:
             device_id = "ENTBOT" + secrets.token_hex(4).upper()
             await self.store.set_value(DEVICE_KEY, device_id)
@@ -104,6 +113,7 @@ class Bot:
         self.client = client
         if client.should_upload_keys:
             await client.keys_upload()
+        await self.ensure_cross_signing()
         client.add_event_callback(self._on_text, (RoomMessageText, RoomMessageNotice))
         client.add_event_callback(self._on_undecryptable, MegolmEvent)
         client.add_response_callback(self._on_sync, SyncResponse)
@@ -111,6 +121,38 @@ class Bot:
         if sync:
             await client.sync(timeout=0, full_state=True)
             self._sync_task = asyncio.create_task(self._sync_loop(), name="bot-sync")
+
+    async def cross_signing_keys(self, *, reset: bool = False) -> CrossSigningKeys:
+        """The bot's identity from the store, made (and stored, before any upload) if absent."""
+        sealed = await self.store.get_value(CROSS_SIGNING_KEY)
+        if sealed is not None and not reset:
+            return unseal(sealed, store_key=self._store_key)
+        keys = CrossSigningKeys.generate()
+        await self.store.set_value(CROSS_SIGNING_KEY, seal(keys, store_key=self._store_key))
+        log.info("bot_identity_created", master_key=keys.master_public)
+        return keys
+
+    async def ensure_cross_signing(self, *, reset: bool = False) -> CrossSigningKeys:
+        """Upload the cross-signing keys (same keys again is a no-op for the homeserver; an
+        appservice user may replace them without interactive auth) and sign this device."""
+        assert self.client is not None
+        keys = await self.cross_signing_keys(reset=reset)
+        await self.api.request("POST", "/_matrix/client/v3/keys/device_signing/upload", user_id=self.user_id,
+                               json=keys.upload_body(self.user_id))
+        query = await self.api.request("POST", "/_matrix/client/v3/keys/query", user_id=self.user_id,
+                                       json={"device_keys": {self.user_id: [self.device_id]}})
+        device = (query.get("device_keys") or {}).get(self.user_id, {}).get(self.device_id)
+        if device is None:
+            raise BridgeError("the homeserver has no keys for the bot's device")
+        ssk_id = f"ed25519:{keys.self_signing_public}"
+        if ssk_id not in (device.get("signatures") or {}).get(self.user_id, {}):
+            signed_device = keys.sign_device(device, self.user_id)
+            resp = await self.api.request("POST", "/_matrix/client/v3/keys/signatures/upload", user_id=self.user_id,
+                                          json={self.user_id: {self.device_id: signed_device}})
+            if resp.get("failures"):
+                raise BridgeError(f"the homeserver refused the device signature: {resp['failures']}")
+            log.info("bot_device_signed", device_id=self.device_id)
+        return keys
 
     async def _sync_loop(self) -> None:
         assert self.client is not None

@@ -23,6 +23,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "ENT_BRIDGE_ADMIN_TOKEN": ("homeserver", "admin_token"),
     "ENT_BRIDGE_ROOM_KEY_SECRET": ("rooms", "key_secret"),
     "ENT_BRIDGE_HOMESERVER_URL": ("homeserver", "url"),
+    "ENT_BRIDGE_AUDIT_KEY": ("audit", "key"),
 }
 
 
@@ -82,6 +83,8 @@ class Config:
     academie: str | None = None
     log_level: str = "info"
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    audit_key: str = ""
+    audit_retention_days: int = 365
     resync_minutes: float = 60.0
     watch_sources: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -245,6 +248,8 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         directory_sources=tuple(str(rel(s)) for s in sources),
         academie=r.get("directory", "academie", str, None),
         resync_minutes=r.get("directory", "resync_minutes", float, 60.0),
+        audit_key=r.secret("audit", "key") or "",
+        audit_retention_days=r.get("audit", "retention_days", int, 365),
         watch_sources=r.get("directory", "watch", bool, True),
         log_level=r.get("logging", "level", str, "info"),
         extra=raw,

@@ -56,7 +56,7 @@ def write_registration(*, config_path: Path, out_path: Path, url: str) -> dict[s
     as_token, hs_token = new_token(), new_token()
     for section, key, value in (("appservice", "as_token", as_token), ("appservice", "hs_token", hs_token)):
         text = _set_key(text, section, key, value)
-    for section, key in (("bot", "store_key"), ("rooms", "key_secret")):
+    for section, key in (("bot", "store_key"), ("rooms", "key_secret"), ("audit", "key")):
         current = str((raw.get(section) or {}).get(key) or "")
         if not current or current.upper().startswith("CHANGE"):
             text = _set_key(text, section, key, new_token())

@@ -32,7 +32,8 @@ def test_example_refuses_placeholder_secrets(tmp_path: Path) -> None:
 def test_secrets_from_environment(tmp_path: Path) -> None:
     path = _example(tmp_path)
     env = {"ENT_BRIDGE_AS_TOKEN": "a" * 20, "ENT_BRIDGE_HS_TOKEN": "b" * 20,
-           "ENT_BRIDGE_STORE_KEY": "c" * 20, "ENT_BRIDGE_ROOM_KEY_SECRET": "d" * 20}
+           "ENT_BRIDGE_STORE_KEY": "c" * 20, "ENT_BRIDGE_ROOM_KEY_SECRET": "d" * 20,
+           "ENT_BRIDGE_AUDIT_KEY": "e" * 20}
     config = load_config(path, env=env)
     assert config.appservice.as_token == "a" * 20
     assert config.bot_user_id == "@ent-bridge_bot:ent.example.fr"
@@ -54,6 +55,7 @@ def test_bot_must_not_be_the_sender(tmp_path: Path) -> None:
     data["appservice"].update(as_token="x" * 20, hs_token="y" * 20, sender_localpart="ent-bridge_bot")
     data["bot"]["store_key"] = "z" * 20
     data["rooms"]["key_secret"] = "w" * 20
+    data["audit"]["key"] = "v" * 20
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="bot.localpart"):
         load_config(path, env={})

@@ -92,3 +92,15 @@ async def test_identities(store: Any) -> None:
     await store.put_identities({"E1": "@a:ent.test", "E2": "@b:ent.test"})
     await store.put_identities({"E2": "@c:ent.test"})
     assert await store.identities() == {"E1": "@a:ent.test", "E2": "@c:ent.test"}
+
+
+async def test_audit_rows(store: Any) -> None:
+    from bridge.store.base import AuditRow
+
+    assert await store.audit_last() is None
+    await store.audit_append([AuditRow(1, 10, "{}", "m1"), AuditRow(2, 20, "{}", "m2")])
+    await store.audit_append([AuditRow(3, 30, "{}", "m3")])
+    assert (await store.audit_last()).seq == 3
+    assert [r.seq for r in await store.audit_rows(after_seq=1)] == [2, 3]
+    assert (await store.audit_prune(before_ts=25)).seq == 2
+    assert [r.seq for r in await store.audit_rows()] == [3]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import quote
 
+from bridge.audit import AuditLog
 from bridge.errors import MatrixError, PermanentMatrixError
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
@@ -35,7 +36,8 @@ class ApplyReport:
 
 class RoomExecutor:
     def __init__(self, *, api: AppserviceAPI, store: Store, bot: str, server_name: str,
-                 concurrency: int = 8, language: str = "fr") -> None:
+                 concurrency: int = 8, language: str = "fr", audit: AuditLog | None = None) -> None:
+        self.audit = audit
         self.api = api
         self.store = store
         self.bot = bot
@@ -112,6 +114,7 @@ class RoomExecutor:
                     if id(action) in folded:
                         continue
                     try:
+                        invites: list[Action] = []
                         if action.type in ("create_room", "create_space"):
                             # The room's invites ride along in createRoom: one request instead
                             # of one per person, same events on the homeserver.
@@ -126,13 +129,19 @@ class RoomExecutor:
                             await self._do(action, plan)
                         report.done += 1
                         progress.step()
+                        self._audit(action, folded_invites=invites)
                     except MatrixError as exc:
                         # Temporary errors were already retried with backoff by the API client;
                         # what reaches here is permanent for this run: stop this room, go on.
                         log.error("apply_failed", action=action.type, error=str(exc))
                         report.failed.append((key, f"{action.type}: {exc}"))
                         progress.step(ok=False)
-                        return
+                        if self.audit is not None:
+                            self.audit.record(actor="ent-bridge", action=f"{action.type}_failed", room=key,
+                                              subject=action.user_id, reason=str(exc)[:300])
+                        break
+                if self.audit is not None:
+                    await self.audit.flush()  # one write per room keeps the log close to the truth
 
         for selector in (lambda a: a.type in early,
                          lambda a: a.type not in early and a.type not in late,
@@ -142,6 +151,12 @@ class RoomExecutor:
                 groups[key].extend(a for a in actions if selector(a))
             await asyncio.gather(*(run(k, acts) for k, acts in sorted(groups.items()) if acts))
         return report
+
+    def _audit(self, action: Action, *, folded_invites: list[Action]) -> None:
+        if self.audit is None:
+            return
+        for a in [action, *folded_invites]:
+            self.audit.record(actor="ent-bridge", action=a.type, room=a.room_key, subject=a.user_id, reason=a.reason)
 
     async def _room_id(self, key: str) -> str:
         rec = await self.store.get_room(key)

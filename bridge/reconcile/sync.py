@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from bridge.audit import AuditLog
 from bridge.config import Config
 from bridge.directory.model import Directory
 from bridge.directory.sources import load
@@ -88,8 +89,9 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: App
     directory, _ = load(sources, academie=config.academie)
     known = await store.identities()
     desired, identities = desired_state(config, directory, known, now=now)
+    audit = AuditLog(store, key=config.audit_key)
     executor = RoomExecutor(api=api, store=store, bot=config.bot_user_id, server_name=config.homeserver.server_name,
-                            concurrency=config.rooms.concurrency, language=config.rooms.language)
+                            concurrency=config.rooms.concurrency, language=config.rooms.language, audit=audit)
     observed = ObservedState() if offline else await executor.observe(desired.rooms)
     with gc_paused():
         plan = planner.plan(desired, observed, bot=config.bot_user_id, language=config.rooms.language)
@@ -101,6 +103,9 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: App
                            previous_directory_size=int(previous) if previous else None,
                            allow_mass_removal=allow_mass_removal)
     log.info("sync_planned", actions=len(plan.actions), summary=json.dumps(plan.summary()), guard_ok=verdict.ok)
+    if apply and not verdict.ok:
+        await audit.append(actor="ent-bridge", action="plan_refused", reason="; ".join(verdict.reasons),
+                           detail={"summary": plan.summary()})
     if not apply or not verdict.ok:
         return SyncResult(plan, verdict, size)
     if plan.is_empty():

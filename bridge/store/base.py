@@ -15,6 +15,14 @@ class InboxItem:
 
 
 @dataclass(frozen=True)
+class AuditRow:
+    seq: int
+    ts: int
+    body: str
+    mac: str
+
+
+@dataclass(frozen=True)
 class RoomRecord:
     room_key: str
     room_id: str
@@ -55,3 +63,11 @@ class Store(Protocol):
     # Identity mapping (person id -> Matrix user id), so people keep their account.
     async def identities(self) -> dict[str, str]: ...
     async def put_identities(self, mapping: dict[str, str]) -> None: ...
+
+    # Audit log rows (the chaining is bridge/audit.py's; the store only keeps rows in order).
+    async def audit_last(self) -> AuditRow | None: ...
+    async def audit_append(self, rows: list[AuditRow]) -> None: ...
+    async def audit_rows(self, *, after_seq: int = 0) -> list[AuditRow]: ...
+    async def audit_prune(self, *, before_ts: int) -> AuditRow | None:
+        """Delete rows older than before_ts; returns the last deleted row (the new anchor)."""
+        ...

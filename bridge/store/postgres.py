@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from bridge.errors import StoreError
-from bridge.store.base import InboxItem, RoomRecord
+from bridge.store.base import AuditRow, InboxItem, RoomRecord
 from bridge.store.migrations import migrations
 
 
@@ -128,3 +128,24 @@ class PostgresStore:
             await conn.executemany("INSERT INTO identities (person_id, user_id) VALUES ($1, $2) "
                                    "ON CONFLICT (person_id) DO UPDATE SET user_id = excluded.user_id",
                                    sorted(mapping.items()))
+
+    async def audit_last(self) -> AuditRow | None:
+        row = await self.pool.fetchrow("SELECT seq, ts, body, mac FROM audit ORDER BY seq DESC LIMIT 1")
+        return None if row is None else AuditRow(*row)
+
+    async def audit_append(self, rows: list[AuditRow]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany("INSERT INTO audit (seq, ts, body, mac) VALUES ($1, $2, $3, $4)",
+                                   [(r.seq, r.ts, r.body, r.mac) for r in rows])
+
+    async def audit_rows(self, *, after_seq: int = 0) -> list[AuditRow]:
+        rows = await self.pool.fetch("SELECT seq, ts, body, mac FROM audit WHERE seq > $1 ORDER BY seq", after_seq)
+        return [AuditRow(*r) for r in rows]
+
+    async def audit_prune(self, *, before_ts: int) -> AuditRow | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT seq, ts, body, mac FROM audit WHERE ts < $1 ORDER BY seq DESC LIMIT 1",
+                                      before_ts)
+            if row is not None:
+                await conn.execute("DELETE FROM audit WHERE seq <= $1", row[0])
+        return None if row is None else AuditRow(*row)

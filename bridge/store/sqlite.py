@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import StoreError
-from bridge.store.base import InboxItem, RoomRecord
+from bridge.store.base import AuditRow, InboxItem, RoomRecord
 from bridge.store.migrations import migrations
 
 
@@ -140,3 +140,24 @@ class SqliteStore:
             self.db.executemany("INSERT INTO identities (person_id, user_id) VALUES (?, ?) "
                                 "ON CONFLICT (person_id) DO UPDATE SET user_id = excluded.user_id",
                                 sorted(mapping.items()))
+
+    async def audit_last(self) -> AuditRow | None:
+        row = self.db.execute("SELECT seq, ts, body, mac FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else AuditRow(*row)
+
+    async def audit_append(self, rows: list[AuditRow]) -> None:
+        with self._tx():
+            self.db.executemany("INSERT INTO audit (seq, ts, body, mac) VALUES (?, ?, ?, ?)",
+                                [(r.seq, r.ts, r.body, r.mac) for r in rows])
+
+    async def audit_rows(self, *, after_seq: int = 0) -> list[AuditRow]:
+        rows = self.db.execute("SELECT seq, ts, body, mac FROM audit WHERE seq > ? ORDER BY seq", (after_seq,))
+        return [AuditRow(*r) for r in rows.fetchall()]
+
+    async def audit_prune(self, *, before_ts: int) -> AuditRow | None:
+        with self._tx():
+            row = self.db.execute("SELECT seq, ts, body, mac FROM audit WHERE ts < ? ORDER BY seq DESC LIMIT 1",
+                                  (before_ts,)).fetchone()
+            if row is not None:
+                self.db.execute("DELETE FROM audit WHERE seq <= ?", (row[0],))
+        return None if row is None else AuditRow(*row)

@@ -1,0 +1,89 @@
+"""Audit log: the HMAC chain catches edited, removed and reordered entries; pruning keeps it valid."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.audit import AuditLog
+from bridge.store.sqlite import SqliteStore
+
+
+@pytest.fixture
+async def log(tmp_path: Path) -> Any:
+    store = SqliteStore(str(tmp_path / "a.db"))
+    await store.open()
+    audit = AuditLog(store, key="k" * 32)
+    for i in range(5):
+        audit.record(actor="ent-bridge", action="invite", room=f"class:X:{i}", subject=f"@u{i}:s",
+                     reason="inscrit", now_ms=1000 * (i + 1))
+    await audit.flush()
+    yield audit, tmp_path / "a.db"
+    await store.close()
+
+
+async def test_intact_chain_verifies(log: Any) -> None:
+    audit, _ = log
+    result = await audit.verify()
+    assert result.ok and result.checked == 5
+
+
+@pytest.mark.parametrize("tamper, problem", [
+    ("UPDATE audit SET body = replace(body, '@u2:s', '@x:s') WHERE seq = 3", "entry 3 was modified, or entries were reordered"),
+    ("DELETE FROM audit WHERE seq = 2", "entry 2 is missing"),
+    ("UPDATE audit SET seq = -seq WHERE seq IN (2, 3); UPDATE audit SET seq = 3 WHERE seq = -2;"
+     " UPDATE audit SET seq = 2 WHERE seq = -3", "entry 2 was modified, or entries were reordered"),
+    ("UPDATE audit SET ts = 1 WHERE seq = 4", "entry 4: its time was changed"),
+])
+async def test_tampering_is_detected(log: Any, tamper: str, problem: str) -> None:
+    audit, db = log
+    conn = sqlite3.connect(db)
+    conn.executescript(tamper)
+    conn.commit()
+    conn.close()
+    result = await audit.verify()
+    assert not result.ok and result.problem.startswith(problem)
+
+
+async def test_wrong_key_fails_and_prune_keeps_chain(log: Any) -> None:
+    audit, _ = log
+    assert not (await AuditLog(audit.store, key="other" * 8).verify()).ok
+    assert await audit.prune(older_than_ms=3500) == 3
+    result = await audit.verify()
+    assert result.ok and result.checked == 3  # entries 4, 5 and the prune record
+    assert "audit_pruned" in (await audit.store.audit_rows())[-1].body
+
+
+@pytest.mark.synapse
+async def test_sync_actions_are_audited_and_cli_verifies(homeserver: Any, data_dir: Path, tmp_path: Path) -> None:
+    from bridge.matrix.appservice_api import AppserviceAPI
+    from bridge.reconcile.sync import run_sync
+    from bridge.store import open_store
+    from tests.conftest import config_file
+
+    config = homeserver.config(data_dir)
+    store = await open_store(config.database_url)
+    api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
+    school = str(Path(__file__).parent / "fixtures" / "school.yaml")
+    result = await run_sync(config, [school], store=store, api=api, apply=True)
+    rows = await store.audit_rows()
+    await api.close()
+    await store.close()
+    assert len(rows) == len(result.plan.actions)  # one entry per action, invites folded in createRoom too
+    assert all("body" not in r.body for r in rows)
+    cfg = config_file(homeserver, data_dir)
+    ok = subprocess.run([sys.executable, "-m", "bridge", "-c", str(cfg), "audit", "verify"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "chain intact" in ok.stdout
+    conn = sqlite3.connect(data_dir / "bridge.db")
+    conn.execute("UPDATE audit SET body = replace(body, 'invite', 'kick') WHERE seq = 5")
+    conn.commit()
+    conn.close()
+    bad = subprocess.run([sys.executable, "-m", "bridge", "-c", str(cfg), "audit", "verify"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "entry 5 was modified" in bad.stderr

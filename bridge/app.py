@@ -37,6 +37,7 @@ class Bridge:
     runner: web.AppRunner | None = None
     handlers: list[EventHandler] = field(default_factory=list)
     resyncer: Resyncer | None = None
+    sweeper: Resyncer | None = None
 
     @classmethod
     async def create(cls, config: Config, *, store: Store | None = None) -> "Bridge":
@@ -68,7 +69,15 @@ class Bridge:
             self.resyncer = Resyncer(self.resync, sources=list(self.config.directory_sources),
                                      interval=self.config.resync_minutes * 60, watch=self.config.watch_sources)
             self.resyncer.start()
+            self.sweeper = Resyncer(self.sweep, sources=[], interval=self.config.sweep_hours * 3600, watch=False)
+            self.sweeper.start()
         log.info("bridge_started", bot=self.config.bot_user_id)
+
+    async def sweep(self) -> None:
+        """Retention sweep of every managed room whose template sets a lifetime."""
+        from bridge.retention_sweep import sweep_managed
+
+        await sweep_managed(self.config, store=self.store, api=self.api)
 
     async def resync(self) -> None:
         """One directory sync, applied when the guards allow it; a refusal is logged as an error."""
@@ -80,8 +89,9 @@ class Bridge:
             log.error("resync_refused_by_guard", reasons=list(result.verdict.reasons))
 
     async def stop(self) -> None:
-        if self.resyncer is not None:
-            await self.resyncer.stop()
+        for runner in (self.resyncer, self.sweeper):
+            if runner is not None:
+                await runner.stop()
         await self.bot.stop()
         await self.dispatcher.stop()
         if self.runner is not None:

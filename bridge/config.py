@@ -87,6 +87,7 @@ class Config:
     audit_retention_days: int = 365
     resync_minutes: float = 60.0
     watch_sources: bool = True
+    sweep_hours: float = 24.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -250,6 +251,7 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         resync_minutes=r.get("directory", "resync_minutes", float, 60.0),
         audit_key=r.secret("audit", "key") or "",
         audit_retention_days=r.get("audit", "retention_days", int, 365),
+        sweep_hours=r.get("retention", "sweep_hours", float, 24.0),
         watch_sources=r.get("directory", "watch", bool, True),
         log_level=r.get("logging", "level", str, "info"),
         extra=raw,

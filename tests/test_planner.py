@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def observed_from(ds, **overrides):
         members = {m: "join" for m in r.members} | {BOT: "join"}
         rooms[key] = ObservedRoom(key, f"!{abs(hash(key))}:ent.test", members, dict(r.power_levels), r.name, r.topic,
                                   frozenset(f"!{abs(hash(k))}:ent.test" for k, c in ds.rooms.items()
-                                            if c.space_key == key))
+                                            if c.space_key == key), retention_ms=r.retention_ms)
     rooms.update(overrides)
     return ObservedState(rooms)
 
@@ -63,8 +64,7 @@ def test_outsider_memberships(membership: str, expect: list[str]) -> None:
     key = next(k for k in ds.rooms if k.startswith("class:"))
     o = observed_from(ds)
     room = o.rooms[key]
-    altered = ObservedRoom(key, room.room_id, {**room.members, "@intrus:ent.test": membership}, room.power_levels,
-                           room.name, room.topic)
+    altered = dataclasses.replace(room, members={**room.members, "@intrus:ent.test": membership})
     p = plan(ds, observed_from(ds, **{key: altered}), bot=BOT)
     assert [a.type for a in p.actions] == expect
 
@@ -74,7 +74,7 @@ def test_entitled_but_banned_is_a_note_not_an_invite() -> None:
     key = next(k for k in ds.rooms if k.startswith("family:"))
     room = observed_from(ds).rooms[key]
     who = sorted(ds.rooms[key].members)[0]
-    altered = ObservedRoom(key, room.room_id, {**room.members, who: "ban"}, room.power_levels, room.name, room.topic)
+    altered = dataclasses.replace(room, members={**room.members, who: "ban"})
     p = plan(ds, observed_from(ds, **{key: altered}), bot=BOT)
     assert p.is_empty() and any("banned" in n for n in p.notes)
 
@@ -84,11 +84,10 @@ def test_power_level_drift_is_repaired_and_bot_entry_ignored() -> None:
     key = next(k for k in ds.rooms if k.startswith("class:"))
     room = observed_from(ds).rooms[key]
     older_room = {**room.power_levels, "users": {**room.power_levels["users"], BOT: 100}}
-    assert plan(ds, observed_from(ds, **{key: ObservedRoom(key, room.room_id, room.members, older_room,
-                                                           room.name, room.topic)}), bot=BOT).is_empty()
+    assert plan(ds, observed_from(ds, **{key: dataclasses.replace(room, power_levels=older_room)}),
+                bot=BOT).is_empty()
     hacked = {**room.power_levels, "users": {**room.power_levels["users"], "@x:ent.test": 100}}
-    p = plan(ds, observed_from(ds, **{key: ObservedRoom(key, room.room_id, room.members, hacked, room.name,
-                                                        room.topic)}), bot=BOT)
+    p = plan(ds, observed_from(ds, **{key: dataclasses.replace(room, power_levels=hacked)}), bot=BOT)
     assert [(a.type, a.detail["keys"]) for a in p.actions] == [("set_power_levels", ["users"])]
 
 
@@ -146,3 +145,12 @@ def test_guards(removals: int, current: int, prev: int | None, size: int, ok: bo
     if not ok:
         assert guards.check(p, o, limits=guards.Limits(), directory_size=size, previous_directory_size=prev,
                             allow_mass_removal=True).ok
+
+
+def test_retention_drift_is_repaired() -> None:
+    ds = desired()
+    key = next(k for k in ds.rooms if k.startswith("family:"))
+    assert ds.rooms[key].retention_ms == 180 * 86_400_000
+    room = observed_from(ds).rooms[key]
+    p = plan(ds, observed_from(ds, **{key: dataclasses.replace(room, retention_ms=None)}), bot=BOT)
+    assert [(a.type, a.detail["field"]) for a in p.actions] == [("set_state", "retention")]

@@ -19,6 +19,7 @@ def test_shipped_templates() -> None:
     assert t["family"].scope == "pupil" and t["family"].encrypted and t["family"].history_visibility == "joined"
     assert t["school"].events_default == 50 and t["school"].roles["director"] == 100
     assert "en" in t["class"].room_name
+    assert t["family"].retention_ms == 180 * 86_400_000 and t["class"].retention_ms == 365 * 86_400_000
 
 
 BASE = """templates:
@@ -39,6 +40,7 @@ BASE = """templates:
     (("    roles:", "    encrypted: false\n    roles:"), "must be end-to-end encrypted", 5),
     (("    roles:", "    colour: blue\n    roles:"), "unknown key 'colour'", 5),
     (("name: \"Classe {class_label}\"", "name: [unclosed"), "invalid YAML", None),
+    (("    roles:", "    retention: {max_lifetime: 3 weeks}\n    roles:"), "max_lifetime must be a duration", 5),
 ])
 def test_template_errors_name_file_line(tmp_path: Path, edit: tuple[str, str], message: str,
                                         line: int | None) -> None:

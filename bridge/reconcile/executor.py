@@ -184,8 +184,9 @@ class RoomExecutor:
                                      await self._with_bot_power(room_id, d.power_levels), as_user=self.bot)
         elif kind == "set_state":
             d = plan.desired[action.room_key]
-            field_ = action.detail.get("field")
-            content = {"name": d.name} if field_ == "name" else {"topic": d.topic}
+            field_ = (action.detail or {}).get("field")
+            content: dict[str, Any] = {"name": {"name": d.name}, "topic": {"topic": d.topic},
+                                       "retention": {"max_lifetime": d.retention_ms}}[str(field_)]
             await self.api.set_state(await self._room_id(d.key), f"m.room.{field_}", "", content, as_user=self.bot)
         elif kind == "add_to_space":
             child = await self._room_id(str(action.detail["child"]))
@@ -248,6 +249,9 @@ def create_room_body(d: DesiredRoom, *, invite: list[str]) -> dict[str, Any]:
     if d.encrypted:
         initial_state.append({"type": "m.room.encryption", "state_key": "",
                               "content": {"algorithm": "m.megolm.v1.aes-sha2"}})
+    if d.retention_ms is not None:
+        initial_state.append({"type": "m.room.retention", "state_key": "",
+                              "content": {"max_lifetime": d.retention_ms}})
     body: dict[str, Any] = {
         "preset": "private_chat", "visibility": "private", "name": d.name,
         "room_alias_name": d.alias_localpart, "initial_state": initial_state,

@@ -16,6 +16,7 @@ class ObservedRoom:
     topic: str = ""
     children: frozenset[str] = frozenset()  # room ids of m.space.child
     archived: bool = False
+    retention_ms: int | None = None
 
     def current(self) -> set[str]:
         return {u for u, m in self.members.items() if m in ("join", "invite")}
@@ -32,6 +33,7 @@ def from_state_events(key: str, room_id: str, events: list[dict[str, Any]], *, a
     power: Mapping[str, Any] = {}
     name = topic = ""
     children: set[str] = set()
+    retention: int | None = None
     for ev in events:
         etype, skey, content = ev.get("type"), ev.get("state_key"), ev.get("content") or {}
         if etype == "m.room.member" and skey:
@@ -44,4 +46,6 @@ def from_state_events(key: str, room_id: str, events: list[dict[str, Any]], *, a
             topic = str(content.get("topic", ""))
         elif etype == "m.space.child" and skey and content.get("via"):
             children.add(skey)
-    return ObservedRoom(key, room_id, members, power, name, topic, frozenset(children), archived)
+        elif etype == "m.room.retention" and isinstance(content.get("max_lifetime"), int):
+            retention = content["max_lifetime"]
+    return ObservedRoom(key, room_id, members, power, name, topic, frozenset(children), archived, retention)

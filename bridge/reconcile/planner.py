@@ -42,6 +42,9 @@ def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, reasons: Map
             out.append(Action("set_state", d.key, "room name differs from the template", detail={"field": "name"}))
         if d.topic and o.topic != d.topic:
             out.append(Action("set_state", d.key, "room topic differs from the template", detail={"field": "topic"}))
+        if d.retention_ms is not None and o.retention_ms != d.retention_ms:
+            out.append(Action("set_state", d.key, "message retention differs from the policy",
+                              detail={"field": "retention"}))
         diff = power_levels_differ(d.power_levels, o.power_levels, bot=bot)
         if diff:
             out.append(Action("set_power_levels", d.key, "power levels differ from the template",

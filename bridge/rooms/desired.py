@@ -29,6 +29,7 @@ class DesiredRoom:
     history_visibility: str = "joined"
     is_space: bool = False
     space_key: str | None = None
+    retention_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def compute(directory: Directory, templates: Mapping[str, RoomTemplate], identit
             power_levels=power_levels(bot=settings.bot_user_id, users=levels, events_default=t.events_default,
                                       room_mention=t.room_mention),
             encrypted=t.encrypted, history_visibility=t.history_visibility,
-            space_key=f"{SPACE_TEMPLATE}:{uai}" if t.in_space else None)
+            space_key=f"{SPACE_TEMPLATE}:{uai}" if t.in_space else None, retention_ms=t.retention_ms)
 
     for t in sorted(templates.values(), key=lambda t: t.name):
         if t.scope == "school":

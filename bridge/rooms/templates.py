@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -40,7 +40,7 @@ class RoomTemplate:
     room_mention: str = "moderators"
     in_space: bool = True
     moderation: str | None = None
-    retention: Mapping[str, Any] = field(default_factory=dict)
+    retention_ms: int | None = None  # messages older than this are removed (m.room.retention)
 
 
 def _fields(fmt: str) -> set[str]:
@@ -107,8 +107,31 @@ def _parse_template(tname: str, raw: Any, *, file: str) -> RoomTemplate:
         name=tname, scope=scope, room_name=texts("name", True), topic=texts("topic", False), roles=roles,
         encrypted=bool(encrypted), history_visibility=history, events_default=events_default,
         room_mention=mention, in_space=bool(raw.get("in_space", True)),
-        moderation=raw.get("moderation"), retention=clean(raw.get("retention") or {}),
+        moderation=raw.get("moderation"), retention_ms=_retention(raw, fail),
     )
+
+
+_UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration_ms(text: str) -> int | None:
+    """'180d', '12h', '30m', '10s' -> milliseconds; None when malformed."""
+    text = text.strip()
+    if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        return None
+    return int(text[:-1]) * _UNITS[text[-1]]
+
+
+def _retention(raw: dict[str, Any], fail: Any) -> int | None:
+    value = raw.get("retention")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(clean(value)) != {"max_lifetime"}:
+        raise fail("retention must be a mapping with max_lifetime (e.g. {max_lifetime: 180d})", "retention")
+    ms = parse_duration_ms(str(value["max_lifetime"]))
+    if ms is None:
+        raise fail("max_lifetime must be a duration like 365d, 12h, 30m or 10s", "max_lifetime", value)
+    return ms
 
 
 def load_templates(folder: Path) -> dict[str, RoomTemplate]:

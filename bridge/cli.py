@@ -66,13 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Commands that live in their own modules register themselves here."""
-    from bridge import cli_annuaire, cli_audit, cli_bot, cli_retention, cli_sync
+    from bridge import cli_annuaire, cli_audit, cli_bot, cli_retention, cli_rgpd, cli_sync
 
     cli_annuaire.register(sub)
     cli_sync.register(sub)
     cli_bot.register(sub)
     cli_audit.register(sub)
     cli_retention.register(sub)
+    cli_rgpd.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

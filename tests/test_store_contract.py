@@ -92,6 +92,8 @@ async def test_identities(store: Any) -> None:
     await store.put_identities({"E1": "@a:ent.test", "E2": "@b:ent.test"})
     await store.put_identities({"E2": "@c:ent.test"})
     assert await store.identities() == {"E1": "@a:ent.test", "E2": "@c:ent.test"}
+    await store.delete_identity("E1")
+    assert await store.identities() == {"E2": "@c:ent.test"}
 
 
 async def test_audit_rows(store: Any) -> None:

@@ -149,3 +149,6 @@ class PostgresStore:
             if row is not None:
                 await conn.execute("DELETE FROM audit WHERE seq <= $1", row[0])
         return None if row is None else AuditRow(*row)
+
+    async def delete_identity(self, person_id: str) -> None:
+        await self.pool.execute("DELETE FROM identities WHERE person_id = $1", person_id)

@@ -161,3 +161,6 @@ class SqliteStore:
             if row is not None:
                 self.db.execute("DELETE FROM audit WHERE seq <= ?", (row[0],))
         return None if row is None else AuditRow(*row)
+
+    async def delete_identity(self, person_id: str) -> None:
+        self.db.execute("DELETE FROM identities WHERE person_id = ?", (person_id,))

@@ -1,0 +1,99 @@
+"""`ent-bridge rgpd register|export PERSON|erase PERSON`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import datetime, timezone
+
+
+def _register(args: argparse.Namespace) -> int:
+    from bridge.config import load_config
+    from bridge.rgpd import register
+    from bridge.rooms.templates import load_templates
+
+    config = load_config(args.config)
+    print(register(config, load_templates(config.policies_dir)))
+    return 0
+
+
+async def _export(args: argparse.Namespace) -> int:
+    from bridge.config import load_config
+    from bridge.directory.sources import load
+    from bridge.reconcile.sync import desired_state
+    from bridge.rgpd import export
+    from bridge.rooms.templates import load_templates
+    from bridge.store import open_store
+
+    config = load_config(args.config)
+    directory, _ = load(args.sources or list(config.directory_sources), academie=config.academie)
+    store = await open_store(config.database_url)
+    try:
+        desired, identities = desired_state(config, directory, await store.identities(),
+                                            now=datetime.now(timezone.utc))
+        audit = await store.audit_rows()
+    finally:
+        await store.close()
+    if args.person not in identities and args.person not in (await _known(config)):
+        print(f"ent-bridge: error: no person {args.person!r} in the directory or the bridge's data", file=sys.stderr)
+        return 1
+    templates = load_templates(config.policies_dir)
+    data = export(args.person, directory=directory, desired=desired, identities=identities, audit=audit,
+                  retention={k: t.retention_ms for k, t in templates.items()})
+    json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+    print()
+    return 0
+
+
+async def _known(config) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    from bridge.store import open_store
+
+    store = await open_store(config.database_url)
+    try:
+        return await store.identities()
+    finally:
+        await store.close()
+
+
+async def _erase(args: argparse.Namespace) -> int:
+    from bridge.audit import AuditLog
+    from bridge.config import load_config
+    from bridge.directory.sources import load
+    from bridge.store import open_store
+
+    config = load_config(args.config)
+    directory, _ = load(args.sources or list(config.directory_sources), academie=config.academie)
+    if args.person in directory.guardians or args.person in directory.staff:
+        print("ent-bridge: error: this person is still in the directory; once the directory no longer lists "
+              "them, the next sync removes them from every room, then erase their data", file=sys.stderr)
+        return 1
+    store = await open_store(config.database_url)
+    try:
+        identities = await store.identities()
+        if args.person not in identities:
+            print("nothing held on that person")
+            return 0
+        await store.delete_identity(args.person)
+        # The entry says that an erasure happened, never whose.
+        await AuditLog(store, key=config.audit_key).append(actor="admin", action="rgpd_erase",
+                                                           reason="data-subject erasure request")
+    finally:
+        await store.close()
+    print("erased the bridge's data on that person (identity mapping); accounts are managed by the ENT's "
+          "identity provider: deactivate theirs there, or with Synapse's admin API")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("rgpd", help="processing record and data-subject rights")
+    rsub = p.add_subparsers(dest="rgpd_command", metavar="COMMAND", required=True)
+    r = rsub.add_parser("register", help="print the processing record (registre des traitements)")
+    r.set_defaults(func=_register)
+    for name, func, text in (("export", _export, "print, as JSON, all the bridge holds on a person"),
+                             ("erase", _erase, "erase the bridge's own data on a person who left")):
+        e = rsub.add_parser(name, help=text)
+        e.add_argument("person", metavar="PERSON", help="directory id of the person")
+        e.add_argument("sources", nargs="*", metavar="SOURCE", help="directory sources (default: from the config)")
+        e.set_defaults(func=lambda a, f=func: asyncio.run(f(a)))

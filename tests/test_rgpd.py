@@ -1,0 +1,67 @@
+"""RGPD: the processing record, an export holding exactly the expected data, erasure of a leaver."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge.matrix.appservice_api import AppserviceAPI
+from bridge.reconcile.sync import run_sync
+from bridge.store import open_store
+from tests.conftest import config_file
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+def _cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bridge", "-c", str(cfg), "rgpd", *args],
+                          capture_output=True, text=True)
+
+
+@pytest.mark.synapse
+async def test_register_export_erase(homeserver: Any, data_dir: Path, tmp_path: Path) -> None:
+    config = homeserver.config(data_dir)
+    store = await open_store(config.database_url)
+    api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
+    school = str(FIX / "school.yaml")
+    await run_sync(config, [school], store=store, api=api, apply=True)
+    await api.close()
+    await store.close()
+    cfg = config_file(homeserver, data_dir)
+
+    reg = _cli(cfg, "register")
+    assert reg.returncode == 0 and "family : 180 jours" in reg.stdout and "Jamais : date de naissance" in reg.stdout
+
+    out = _cli(cfg, "export", "g-sara", school)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["matrix_id"] == "@sara.haddad:ent.test"
+    assert data["directory_data"] == {"kind": "guardian", "first_name": "Sara", "last_name": "Haddad", "email": None,
+                                      "legal_guardian_of": [{"first_name": "Inès", "last_name_initial": "H"}]}
+    assert {r["kind"] for r in data["rooms"]} == {"class", "family", "school", "space"}
+    assert all(r["role"] == "membre" for r in data["rooms"])
+    assert {a["action"] for a in data["actions_about_them"]} == {"invite"}
+    assert len(data["actions_about_them"]) == 4
+
+    assert _cli(cfg, "erase", "g-sara", school).returncode == 1  # still in the directory: refused
+    left = yaml.safe_load((FIX / "school.yaml").read_text())
+    left["guardians"] = [g for g in left["guardians"] if g["id"] != "g-sara"]
+    for p in left["pupils"]:
+        p["guardians"] = [g for g in p["guardians"] if g != "g-sara"]
+    gone = tmp_path / "left.yaml"
+    gone.write_text(yaml.safe_dump(left, allow_unicode=True))
+    erased = _cli(cfg, "erase", "g-sara", str(gone))
+    assert erased.returncode == 0, erased.stderr
+    store = await open_store(config.database_url)
+    try:
+        assert "g-sara" not in await store.identities()
+        last = (await store.audit_rows())[-1].body
+        assert "rgpd_erase" in last and "sara" not in last.lower()
+    finally:
+        await store.close()

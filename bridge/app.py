@@ -14,6 +14,8 @@ from bridge.config import Config
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.bot import Bot
+from bridge.audit import AuditLog
+from bridge.moderation import Moderator
 from bridge.scheduler import Resyncer
 from bridge.store import Store, open_store
 
@@ -38,6 +40,7 @@ class Bridge:
     handlers: list[EventHandler] = field(default_factory=list)
     resyncer: Resyncer | None = None
     sweeper: Resyncer | None = None
+    moderator: Moderator | None = None
 
     @classmethod
     async def create(cls, config: Config, *, store: Store | None = None) -> "Bridge":
@@ -64,6 +67,11 @@ class Bridge:
                                               port=self.config.appservice.port)
         self.dispatcher.start()
         if with_bot:
+            self.moderator = Moderator(policies_dir=self.config.policies_dir, store=self.store, api=self.api,
+                                       bot=self.bot, audit=AuditLog(self.store, key=self.config.audit_key),
+                                       language=self.config.rooms.language)
+            await self.moderator.start()
+            self.bot.message_hooks.append(self.moderator.on_message)
             await self.bot.start()
         if self.config.directory_sources:
             self.resyncer = Resyncer(self.resync, sources=list(self.config.directory_sources),
@@ -85,6 +93,8 @@ class Bridge:
 
         result = await run_sync(self.config, list(self.config.directory_sources), store=self.store,
                                 api=self.api, apply=True)
+        if self.moderator is not None:
+            await self.moderator.refresh_rooms()
         if not result.verdict.ok:
             log.error("resync_refused_by_guard", reasons=list(result.verdict.reasons))
 
@@ -92,6 +102,8 @@ class Bridge:
         for runner in (self.resyncer, self.sweeper):
             if runner is not None:
                 await runner.stop()
+        if self.moderator is not None:
+            await self.moderator.stop()
         await self.bot.stop()
         await self.dispatcher.stop()
         if self.runner is not None:

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Commands that live in their own modules register themselves here."""
-    from bridge import cli_annuaire, cli_audit, cli_bot, cli_retention, cli_rgpd, cli_sync
+    from bridge import cli_annuaire, cli_audit, cli_bot, cli_policy, cli_retention, cli_rgpd, cli_sync
 
     cli_annuaire.register(sub)
     cli_sync.register(sub)
@@ -74,6 +74,7 @@ def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: 
     cli_audit.register(sub)
     cli_retention.register(sub)
     cli_rgpd.register(sub)
+    cli_policy.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,3 +106,12 @@ async def test_audit_rows(store: Any) -> None:
     assert [r.seq for r in await store.audit_rows(after_seq=1)] == [2, 3]
     assert (await store.audit_prune(before_ts=25)).seq == 2
     assert [r.seq for r in await store.audit_rows()] == [3]
+
+
+async def test_mutes(store: Any) -> None:
+    await store.put_mute("!r:s", "@a:s", until_ms=50)
+    await store.put_mute("!r:s", "@b:s", until_ms=10)
+    await store.put_mute("!r:s", "@a:s", until_ms=60)
+    assert await store.mutes() == [("!r:s", "@b:s", 10), ("!r:s", "@a:s", 60)]
+    await store.delete_mute("!r:s", "@b:s")
+    assert await store.mutes() == [("!r:s", "@a:s", 60)]

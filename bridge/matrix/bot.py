@@ -12,6 +12,8 @@ from nio import (
     AsyncClient,
     AsyncClientConfig,
     MegolmEvent,
+    RoomEncryptedMedia,
+    RoomMessageMedia,
     RoomMessageNotice,
     RoomMessageText,
     RoomSendResponse,
@@ -54,6 +56,7 @@ class ReceivedMessage:
     sender: str
     body: str
     decrypted: bool
+    content: dict[str, Any]
 
 
 MessageHook = Callable[[ReceivedMessage], Awaitable[None]]
@@ -114,7 +117,8 @@ class Bot:
         if client.should_upload_keys:
             await client.keys_upload()
         await self.ensure_cross_signing()
-        client.add_event_callback(self._on_text, (RoomMessageText, RoomMessageNotice))
+        client.add_event_callback(self._on_text, (RoomMessageText, RoomMessageNotice, RoomMessageMedia,
+                                                  RoomEncryptedMedia))
         client.add_event_callback(self._on_undecryptable, MegolmEvent)
         client.add_response_callback(self._on_sync, SyncResponse)
         log.info("bot_started", user_id=self.user_id, device_id=device_id)
@@ -175,9 +179,15 @@ class Bot:
         decrypted = bool(getattr(event, "decrypted", False))
         log.info("bot_message_received", room_id=room.room_id, event_id=event.event_id,
                  sender=event.sender, decrypted=decrypted)
-        msg = ReceivedMessage(room.room_id, event.event_id, event.sender, event.body, decrypted)
+        content = dict((getattr(event, "source", None) or {}).get("content") or {})
+        msg = ReceivedMessage(room.room_id, event.event_id, event.sender, getattr(event, "body", ""), decrypted,
+                              content)
         for hook in self.message_hooks:
-            await hook(msg)
+            try:
+                await hook(msg)
+            except Exception as exc:  # noqa: BLE001 - one failing hook must not stop the sync loop
+                log.error("bot_hook_failed", room_id=room.room_id, event_id=event.event_id,
+                          error=f"{type(exc).__name__}: {exc}")
 
     async def _on_undecryptable(self, room: Any, event: MegolmEvent) -> None:
         log.warning("bot_undecryptable", room_id=room.room_id, event_id=event.event_id,

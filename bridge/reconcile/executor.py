@@ -206,13 +206,18 @@ class RoomExecutor:
             raise ValueError(kind)
 
     async def _with_bot_power(self, room_id: str, content: Any) -> dict[str, Any]:
-        """Before room version 12 the creator's power is an ordinary `users` entry: keep it."""
-        create = await self.api.request(
-            "GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state/m.room.create/",
-            user_id=self.bot)
-        if creators_privileged(str(create.get("room_version", "1"))):
-            return dict(content)
-        return {**content, "users": {**content.get("users", {}), self.bot: 100}}
+        """Before room version 12 the creator's power is an ordinary `users` entry: keep it.
+        Current mutes (negative levels) are moderation's, and kept too."""
+        room = quote(room_id, safe="")
+        create = await self.api.request("GET", f"/_matrix/client/v3/rooms/{room}/state/m.room.create/",
+                                        user_id=self.bot)
+        current = await self.api.request("GET", f"/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/",
+                                         user_id=self.bot)
+        users = {u: lvl for u, lvl in (current.get("users") or {}).items() if isinstance(lvl, int) and lvl < 0}
+        users.update(content.get("users", {}))
+        if not creators_privileged(str(create.get("room_version", "1"))):
+            users[self.bot] = 100
+        return {**content, "users": users}
 
     async def _create(self, d: DesiredRoom, *, invite: list[str]) -> None:
         if await self.store.get_room(d.key) is not None:

@@ -22,8 +22,9 @@ REASONS = {
 def power_levels_differ(desired: Mapping[str, Any], observed: Mapping[str, Any], *, bot: str) -> list[str]:
     """Keys whose value differs. Keys the homeserver adds on its own (e.g. 'historical') are
     ignored; 'users' must match exactly (nobody else may hold power), except for the bot's own
-    entry, present only in rooms older than version 12."""
-    observed_users = {u: lvl for u, lvl in (observed.get("users") or {}).items() if u != bot}
+    entry, present only in rooms older than version 12, and negative levels: those are mutes,
+    owned by moderation and lifted when they expire."""
+    observed_users = {u: lvl for u, lvl in (observed.get("users") or {}).items() if u != bot and lvl >= 0}
     return sorted(k for k, v in desired.items()
                   if (observed_users if k == "users" else observed.get(k)) != v)
 

@@ -152,3 +152,14 @@ class PostgresStore:
 
     async def delete_identity(self, person_id: str) -> None:
         await self.pool.execute("DELETE FROM identities WHERE person_id = $1", person_id)
+
+    async def put_mute(self, room_id: str, user_id: str, *, until_ms: int) -> None:
+        await self.pool.execute("INSERT INTO mutes VALUES ($1, $2, $3) ON CONFLICT (room_id, user_id) "
+                                "DO UPDATE SET until_ms = excluded.until_ms", room_id, user_id, until_ms)
+
+    async def delete_mute(self, room_id: str, user_id: str) -> None:
+        await self.pool.execute("DELETE FROM mutes WHERE room_id = $1 AND user_id = $2", room_id, user_id)
+
+    async def mutes(self) -> list[tuple[str, str, int]]:
+        rows = await self.pool.fetch("SELECT room_id, user_id, until_ms FROM mutes ORDER BY until_ms")
+        return [(r[0], r[1], r[2]) for r in rows]

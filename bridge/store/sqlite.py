@@ -164,3 +164,13 @@ class SqliteStore:
 
     async def delete_identity(self, person_id: str) -> None:
         self.db.execute("DELETE FROM identities WHERE person_id = ?", (person_id,))
+
+    async def put_mute(self, room_id: str, user_id: str, *, until_ms: int) -> None:
+        self.db.execute("INSERT INTO mutes VALUES (?, ?, ?) ON CONFLICT (room_id, user_id) "
+                        "DO UPDATE SET until_ms = excluded.until_ms", (room_id, user_id, until_ms))
+
+    async def delete_mute(self, room_id: str, user_id: str) -> None:
+        self.db.execute("DELETE FROM mutes WHERE room_id = ? AND user_id = ?", (room_id, user_id))
+
+    async def mutes(self) -> list[tuple[str, str, int]]:
+        return [tuple(r) for r in self.db.execute("SELECT room_id, user_id, until_ms FROM mutes ORDER BY until_ms")]

@@ -1,0 +1,1 @@
+"""Moderation policies: YAML model and loader, pure protections and the engine that runs them."""

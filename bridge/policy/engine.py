@@ -1,0 +1,64 @@
+"""The policy engine (pure): one message + its context + now -> decisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Sequence
+
+from bridge.policy.model import Profile
+from bridge.policy.protections import other, text
+
+QUIET_NOTICE = {
+    "fr": "Message bien reçu. Il a été envoyé en dehors des heures de travail de l'équipe : "
+          "il sera lu dès la reprise (droit à la déconnexion).",
+    "en": "Message received. It was sent outside the staff's working hours and will be read when "
+          "they are back (right to disconnect).",
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    room_id: str
+    event_id: str
+    sender: str
+    sender_power: int
+    content: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Decision:
+    protection: str
+    actions: tuple[str, ...]
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate(profile: Profile, msg: Message, *, now: datetime, recent_ms: Sequence[int] = (),
+             compiled_words: tuple[str, ...] | None = None) -> list[Decision]:
+    """Decisions for one message. Moderators and admins (power >= exempt_power) are exempt."""
+    if msg.sender_power >= profile.exempt_power:
+        return []
+    out: list[Decision] = []
+    body = str(msg.content.get("body", ""))
+    if profile.banned_words and (why := text.banned_word(body, profile.banned_words, compiled=compiled_words)):
+        out.append(Decision("banned_words", profile.banned_words.action, why))
+    if profile.links and (why := text.links(body, profile.links)):
+        out.append(Decision("links", profile.links.action, why))
+    if profile.mentions and (why := text.mentions(msg.content, profile.mentions, is_moderator=False)):
+        out.append(Decision("mentions", profile.mentions.action, why))
+    if profile.media and (why := other.media(msg.content, profile.media)):
+        out.append(Decision("media", profile.media.action, why))
+    now_ms = int(now.timestamp() * 1000)
+    if profile.flood and (why := other.flood(recent_ms, now_ms, profile.flood)):
+        out.append(Decision("flood", profile.flood.action, why, {"mute_minutes": profile.flood.mute_minutes}))
+    if profile.quiet_hours and not out and other.in_quiet_hours(now, profile.quiet_hours):
+        out.append(Decision("quiet_hours", profile.quiet_hours.action, "hors des heures de travail"))
+    return out
+
+
+def strike_escalation(strikes_ms: Sequence[int], now_ms: int, profile: Profile) -> float | None:
+    """Minutes of mute earned by repeated offences (strikes decay after the window), or None."""
+    window = profile.strikes.window_hours * 3_600_000
+    recent = [t for t in strikes_ms if now_ms - t <= window]
+    return profile.strikes.mute_minutes if len(recent) >= profile.strikes.threshold else None

@@ -1,0 +1,78 @@
+"""Moderation policy model (pure dataclasses); the JSON Schema for editors is derived from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import time
+
+ACTIONS = ("redact", "warn", "mute", "kick", "report", "notice")
+
+
+@dataclass(frozen=True)
+class BannedWords:
+    words: tuple[str, ...]
+    action: tuple[str, ...] = ("redact", "warn")
+
+
+@dataclass(frozen=True)
+class Flood:
+    max_messages: int = 8
+    per_seconds: int = 10
+    action: tuple[str, ...] = ("mute",)
+    mute_minutes: float = 60.0
+
+
+@dataclass(frozen=True)
+class Media:
+    allowed_mime: tuple[str, ...] = ("image/jpeg", "image/png", "application/pdf")
+    max_size_mb: float = 10.0
+    action: tuple[str, ...] = ("redact", "warn")
+
+
+@dataclass(frozen=True)
+class Links:
+    allow_domains: tuple[str, ...] = ()  # empty: no links at all
+    action: tuple[str, ...] = ("redact", "warn")
+
+
+@dataclass(frozen=True)
+class Mentions:
+    room_mention: str = "moderators"  # who may use @room: moderators | everyone
+    max_mentions: int = 5
+    action: tuple[str, ...] = ("redact", "warn")
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    start: time = time(20, 0)
+    end: time = time(7, 30)
+    weekends: bool = True
+    timezone: str = "Europe/Paris"
+    action: tuple[str, ...] = ("notice",)
+
+
+@dataclass(frozen=True)
+class Strikes:
+    threshold: int = 3
+    window_hours: float = 24.0
+    mute_minutes: float = 60.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    exempt_power: int = 50  # moderators and admins are exempt
+    content_inspection: bool = True
+    banned_words: BannedWords | None = None
+    flood: Flood | None = None
+    media: Media | None = None
+    links: Links | None = None
+    mentions: Mentions | None = None
+    quiet_hours: QuietHours | None = None
+    strikes: Strikes = field(default_factory=Strikes)
+
+
+@dataclass(frozen=True)
+class Policies:
+    profiles: dict[str, Profile]
+    source: str = ""

@@ -1,0 +1,1 @@
+"""Protections: pure functions (message, protection settings, context) -> reason or None."""

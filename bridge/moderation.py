@@ -129,8 +129,11 @@ class Moderator:
                 self._quiet_sent[(msg.room_id, msg.sender)] = now_ms
                 await self.bot.send_notice(msg.room_id, f"{msg.sender} : {QUIET_NOTICE.get(lang, QUIET_NOTICE['fr'])}")
             elif action == "mute":
+                if (msg.room_id, msg.sender) in self._unmute_tasks:
+                    continue  # already muted: the current mute runs its course
                 minutes = float(d.detail.get("mute_minutes", 60))
-                await self.mute(msg.room_id, msg.sender, until_ms=now_ms + int(minutes * 60_000))
+                # Expiries are wall-clock times: they are slept on and survive restarts.
+                await self.mute(msg.room_id, msg.sender, until_ms=int(time.time() * 1000) + int(minutes * 60_000))
                 await self.bot.send_notice(msg.room_id, MUTED.get(lang, MUTED["fr"]).format(
                     user=msg.sender, minutes=f"{minutes:g}", reason=d.reason))
             elif action == "kick":
@@ -167,7 +170,10 @@ class Moderator:
     def _schedule_unmute(self, room_id: str, user_id: str, delay: float) -> None:
         async def later() -> None:
             await asyncio.sleep(delay)
-            await self.unmute(room_id, user_id)
+            try:
+                await self.unmute(room_id, user_id)
+            finally:
+                self._unmute_tasks.pop((room_id, user_id), None)
 
         old = self._unmute_tasks.pop((room_id, user_id), None)
         if old:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ from aiohttp import web
 from bridge.appservice.dispatch import Dispatcher, EventHandler
 from bridge.appservice.server import AppserviceServer
 from bridge.config import Config
+from bridge.errors import BridgeError
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.bot import Bot
@@ -66,6 +68,7 @@ class Bridge:
         self.runner = await self.server.start(host=self.config.appservice.bind_address,
                                               port=self.config.appservice.port)
         self.dispatcher.start()
+        await self.ping_homeserver()
         if with_bot:
             self.moderator = Moderator(policies_dir=self.config.policies_dir, store=self.store, api=self.api,
                                        bot=self.bot, audit=AuditLog(self.store, key=self.config.audit_key),
@@ -86,6 +89,19 @@ class Bridge:
         from bridge.retention_sweep import sweep_managed
 
         await sweep_managed(self.config, store=self.store, api=self.api)
+
+    async def ping_homeserver(self) -> None:
+        """Ask the homeserver to ping us (MSC2659). Besides checking the registration both ways,
+        a successful ping makes Synapse retry at once the transactions it held back while the
+        bridge was down, instead of after its backoff (up to about 8 minutes)."""
+        from urllib.parse import quote
+
+        try:
+            await self.api.request("POST", f"/_matrix/client/v1/appservice/{quote(self.config.appservice.id)}/ping",
+                                   json={"transaction_id": f"startup-{int(time.time())}"})
+            log.info("homeserver_ping_ok")
+        except BridgeError as exc:
+            log.warning("homeserver_ping_failed", error=str(exc))
 
     async def resync(self) -> None:
         """One directory sync, applied when the guards allow it; a refusal is logged as an error."""

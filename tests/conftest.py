@@ -155,3 +155,18 @@ async def sync_until(client: Any, predicate: Callable[[], bool], *, timeout: flo
 
 def postgres_dsn() -> str | None:
     return os.environ.get("ENT_BRIDGE_TEST_POSTGRES")
+
+
+def unique_school(tmp_path: Path) -> dict[str, Any]:
+    """The school.yaml fixture under a fresh UAI: the session's homeserver is shared, and room
+    aliases derive from room keys, so each test gets rooms of its own."""
+    data = yaml.safe_load((ROOT / "tests" / "fixtures" / "school.yaml").read_text())
+    uai = f"07{secrets.randbelow(10**5):05d}{chr(65 + secrets.randbelow(26))}"
+    data["schools"][0]["uai"] = uai
+    return data
+
+
+def write_school(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / f"school-{data['schools'][0]['uai']}.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return path

@@ -64,12 +64,12 @@ async def test_sync_actions_are_audited_and_cli_verifies(homeserver: Any, data_d
     from bridge.matrix.appservice_api import AppserviceAPI
     from bridge.reconcile.sync import run_sync
     from bridge.store import open_store
-    from tests.conftest import config_file
+    from tests.conftest import config_file, unique_school, write_school
 
     config = homeserver.config(data_dir)
     store = await open_store(config.database_url)
     api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
-    school = str(Path(__file__).parent / "fixtures" / "school.yaml")
+    school = str(write_school(tmp_path, unique_school(tmp_path)))
     result = await run_sync(config, [school], store=store, api=api, apply=True)
     rows = await store.audit_rows()
     await api.close()

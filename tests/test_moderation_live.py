@@ -17,7 +17,7 @@ from nio import RoomMessageNotice
 
 from bridge.app import Bridge
 from bridge.reconcile.sync import run_sync
-from tests.conftest import sync_until
+from tests.conftest import sync_until, unique_school, write_school
 
 pytestmark = pytest.mark.synapse
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,10 +49,11 @@ async def test_banned_word_flood_quiet_hours_and_exemption(homeserver: Any, data
     base = homeserver.config(data_dir)
     config = dataclasses.replace(base, policies_dir=policies,
                                  identity=dataclasses.replace(base.identity, mapping_file=mapping))
+    school = str(write_school(tmp_path, unique_school(tmp_path)))
     bridge = await Bridge.create(config)
     await bridge.start()
     try:
-        result = await run_sync(config, [str(FIX / "school.yaml")], store=bridge.store, api=bridge.api, apply=True)
+        result = await run_sync(config, [school], store=bridge.store, api=bridge.api, apply=True)
         await bridge.moderator.refresh_rooms()
         bridge.moderator.clock = lambda: NOON
         cp = next(k for k in result.plan.desired if k.startswith("class:") and ":CP:" in k)
@@ -120,7 +121,7 @@ async def test_banned_word_flood_quiet_hours_and_exemption(homeserver: Any, data
         assert any("moderation_banned_words" in b for b in rows) and any("unmute" in b for b in rows)
         assert not any("c0nnard" in b or "cahier" in b for b in rows)  # no message content in the audit
         # The sync does not fight moderation: a muted person is not "repaired".
-        assert (await run_sync(config, [str(FIX / "school.yaml")], store=bridge.store, api=bridge.api,
+        assert (await run_sync(config, [school], store=bridge.store, api=bridge.api,
                                apply=False)).plan.is_empty()
     finally:
         await bridge.stop()

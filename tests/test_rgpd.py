@@ -14,7 +14,7 @@ import yaml
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.reconcile.sync import run_sync
 from bridge.store import open_store
-from tests.conftest import config_file
+from tests.conftest import config_file, unique_school, write_school
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -29,7 +29,8 @@ async def test_register_export_erase(homeserver: Any, data_dir: Path, tmp_path: 
     config = homeserver.config(data_dir)
     store = await open_store(config.database_url)
     api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
-    school = str(FIX / "school.yaml")
+    directory = unique_school(tmp_path)
+    school = str(write_school(tmp_path, directory))
     await run_sync(config, [school], store=store, api=api, apply=True)
     await api.close()
     await store.close()
@@ -50,7 +51,7 @@ async def test_register_export_erase(homeserver: Any, data_dir: Path, tmp_path: 
     assert len(data["actions_about_them"]) == 4
 
     assert _cli(cfg, "erase", "g-sara", school).returncode == 1  # still in the directory: refused
-    left = yaml.safe_load((FIX / "school.yaml").read_text())
+    left = directory
     left["guardians"] = [g for g in left["guardians"] if g["id"] != "g-sara"]
     for p in left["pupils"]:
         p["guardians"] = [g for g in p["guardians"] if g != "g-sara"]

@@ -13,6 +13,7 @@ import yaml
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.reconcile.sync import run_sync
 from bridge.store import open_store
+from tests.conftest import unique_school
 
 pytestmark = pytest.mark.synapse
 FIX = Path(__file__).parent / "fixtures"
@@ -23,7 +24,7 @@ class Harness:
     def __init__(self, config: Any, tmp: Path) -> None:
         self.config = config
         self.tmp = tmp
-        self.data = yaml.safe_load((FIX / "school.yaml").read_text())
+        self.data = unique_school(tmp)
         self.store: Any = None
         self.api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
 

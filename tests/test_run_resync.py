@@ -12,6 +12,7 @@ import yaml
 
 from bridge.app import Bridge
 from bridge.scheduler import Resyncer, sources_fingerprint
+from tests.conftest import unique_school
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -43,7 +44,7 @@ async def test_resyncer_runs_at_start_on_change_and_survives_errors(tmp_path: Pa
 
 @pytest.mark.synapse
 async def test_run_syncs_directory_on_start_and_on_change(homeserver: Any, data_dir: Path, tmp_path: Path) -> None:
-    data = yaml.safe_load((FIX / "school.yaml").read_text())
+    data = unique_school(tmp_path)
     src = tmp_path / "dir.yaml"
     src.write_text(yaml.safe_dump(data, allow_unicode=True))
     config = dataclasses.replace(homeserver.config(data_dir), directory_sources=(str(src),))

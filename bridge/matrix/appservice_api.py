@@ -48,7 +48,7 @@ class AppserviceAPI:
 
     async def request(self, method: str, path: str, *, user_id: str | None = None,
                       device_id: str | None = None, json: Any = None,
-                      params: dict[str, str] | None = None) -> Any:
+                      params: dict[str, str] | None = None, timeout: float | None = None) -> Any:
         query = dict(params or {})
         if user_id:
             query["user_id"] = user_id
@@ -59,11 +59,12 @@ class AppserviceAPI:
         self.request_count += 1
         if method != "GET":
             self.write_count += 1
+        extra: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
         attempt = 0
         while True:
             try:
-                async with self.session.request(method, url, params=query, json=json,
-                                                headers=headers) as resp:
+                async with self.session.request(method, url, params=query, json=json, headers=headers,
+                                                **extra) as resp:
                     if resp.status < 400:
                         return await resp.json(content_type=None) or {}
                     try:
@@ -108,7 +109,9 @@ class AppserviceAPI:
     # --- rooms (all acting as a namespaced user, usually the bot) ----------------------------
 
     async def create_room(self, *, as_user: str, body: dict[str, Any]) -> str:
-        resp = await self.request("POST", "/_matrix/client/v3/createRoom", user_id=as_user, json=body)
+        # A room with its initial state and invites is the slowest request there is: wait longer.
+        resp = await self.request("POST", "/_matrix/client/v3/createRoom", user_id=as_user, json=body,
+                                  timeout=max(self.timeout, 120.0))
         return str(resp["room_id"])
 
     async def resolve_alias(self, alias: str) -> str | None:

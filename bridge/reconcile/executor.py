@@ -24,6 +24,7 @@ from bridge.reconcile.progress import Progress
 from bridge.rooms.desired import ROOM_STATE_TYPE, DesiredRoom
 from bridge.store.base import RoomRecord, Store
 
+FOLD_INVITES = 25
 ARCHIVED_PREFIX = {"fr": "[Archivé] ", "en": "[Archived] "}
 
 
@@ -118,7 +119,9 @@ class RoomExecutor:
                         if action.type in ("create_room", "create_space"):
                             # The room's invites ride along in createRoom: one request instead
                             # of one per person, same events on the homeserver.
-                            invites = [a for a in actions if a.type == "invite"]
+                            # Not too many: a createRoom with hundreds of invites can outlast
+                            # the request timeout; the rest follow one by one.
+                            invites = [a for a in actions if a.type == "invite"][:FOLD_INVITES]
                             await self._create(plan.desired[key], invite=[str(a.user_id) for a in invites])
                             folded.update(id(a) for a in invites)
                             report.created += 1
@@ -205,6 +208,23 @@ class RoomExecutor:
         else:  # pragma: no cover - the planner only emits the kinds above
             raise ValueError(kind)
 
+    async def _wait_joined(self, room_id: str, *, timeout: float = 120.0) -> None:
+        """Until the bot's own join is in the room (the alias can exist before createRoom ends)."""
+        delay, waited = 0.2, 0.0
+        while True:
+            try:
+                state = await self.api.room_state(room_id, as_user=self.bot)
+                if any(e.get("type") == "m.room.member" and e.get("state_key") == self.bot
+                       and (e.get("content") or {}).get("membership") == "join" for e in state):
+                    return
+            except PermanentMatrixError:
+                pass  # 403 while the bot is not yet a member
+            if waited >= timeout:
+                raise PermanentMatrixError(f"room {room_id} never became usable by the bot")
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)
+
     async def _with_bot_power(self, room_id: str, content: Any) -> dict[str, Any]:
         """Before room version 12 the creator's power is an ordinary `users` entry: keep it.
         Current mutes (negative levels) are moderation's, and kept too."""
@@ -230,11 +250,13 @@ class RoomExecutor:
         except PermanentMatrixError as exc:
             if exc.errcode != "M_ROOM_IN_USE":
                 raise
-            # Created before a crash, store not updated: adopt it.
+            # Created before a crash (store not updated), or by an earlier attempt of this very
+            # request that timed out on our side: adopt it once the homeserver has finished it.
             found = await self.api.resolve_alias(self.alias(d))
             if found is None:
                 raise
             room_id = found
+            await self._wait_joined(room_id)
             for user in invite:  # the adopted room may predate these invites
                 await self.api.invite(room_id, user, as_user=self.bot)
         await self.store.put_room(RoomRecord(d.key, room_id, self.alias(d), d.template), now_ms=_now_ms())

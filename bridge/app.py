@@ -10,13 +10,13 @@ from typing import Any
 from aiohttp import web
 
 from bridge.appservice.dispatch import Dispatcher, EventHandler
+from bridge.audit import AuditLog
 from bridge.appservice.server import AppserviceServer
 from bridge.config import Config
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, PermanentMatrixError
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.bot import Bot
-from bridge.audit import AuditLog
 from bridge.moderation import Moderator
 from bridge.scheduler import Resyncer
 from bridge.store import Store, open_store
@@ -42,7 +42,9 @@ class Bridge:
     handlers: list[EventHandler] = field(default_factory=list)
     resyncer: Resyncer | None = None
     sweeper: Resyncer | None = None
+    policy_watch: Resyncer | None = None
     moderator: Moderator | None = None
+    entitled: dict[str, frozenset[str]] = field(default_factory=dict)  # room id -> people, from the last sync
 
     @classmethod
     async def create(cls, config: Config, *, store: Store | None = None) -> "Bridge":
@@ -61,7 +63,30 @@ class Bridge:
 
         server = AppserviceServer(hs_token=config.appservice.hs_token, store=store,
                                   on_new_events=dispatcher.notify, user_query=user_query)
-        return cls(config, store, api, bot, server, dispatcher, handlers=handlers)
+        bridge = cls(config, store, api, bot, server, dispatcher, handlers=handlers)
+        handlers.append(bridge.remove_outsiders)
+        return bridge
+
+    async def remove_outsiders(self, event: dict[str, Any]) -> None:
+        """Undo at once an invite or join of someone not entitled (not at the next sync)."""
+        from bridge.policy.outsiders import outsider
+
+        user = outsider(event, self.entitled, bot=self.config.bot_user_id)
+        if user is None:
+            return
+        room_id = str(event["room_id"])
+        reason = {"fr": "n'est pas autorisé dans ce salon selon l'annuaire",
+                  "en": "is not entitled to this room according to the directory"}[self.config.rooms.language]
+        try:
+            await self.api.kick(room_id, user, as_user=self.config.bot_user_id, reason=reason)
+        except PermanentMatrixError as exc:
+            if exc.status != 403:
+                raise  # the dispatcher records it and retries
+            return  # already gone (left, or the invite was withdrawn)
+        get_logger(room_id=room_id).info("outsider_removed", user_id=user, by=event.get("sender"))
+        await AuditLog(self.store, key=self.config.audit_key).append(
+            actor="ent-bridge", action="outsider_removed", room=room_id, subject=user, reason=reason,
+            detail={"invited_by": event.get("sender")})
 
     async def start(self, *, with_bot: bool = True) -> None:
         # Listen first: Synapse may already be resending transactions from before a restart.
@@ -75,6 +100,10 @@ class Bridge:
                                        language=self.config.rooms.language)
             await self.moderator.start()
             self.bot.message_hooks.append(self.moderator.on_message)
+            # Hot reload when a policy file changes (SIGHUP does the same, see run_forever).
+            self.policy_watch = Resyncer(self.reload_policies, sources=[str(self.config.policies_dir)],
+                                         interval=24 * 3600, watch=True, run_at_start=False)
+            self.policy_watch.start()
             await self.bot.start()
         if self.config.directory_sources:
             self.resyncer = Resyncer(self.resync, sources=list(self.config.directory_sources),
@@ -89,6 +118,15 @@ class Bridge:
         from bridge.retention_sweep import sweep_managed
 
         await sweep_managed(self.config, store=self.store, api=self.api)
+
+    async def reload_policies(self) -> str | None:
+        """Reload templates and moderation; a broken file leaves the previous policies in force."""
+        if self.moderator is None:
+            return None
+        error = self.moderator.reload()
+        if error:
+            log.error("policy_reload_failed_previous_kept", error=error)
+        return error
 
     async def ping_homeserver(self) -> None:
         """Ask the homeserver to ping us (MSC2659). Besides checking the registration both ways,
@@ -111,11 +149,13 @@ class Bridge:
                                 api=self.api, apply=True)
         if self.moderator is not None:
             await self.moderator.refresh_rooms()
+        ids = {r.room_key: r.room_id for r in await self.store.all_rooms() if not r.archived}
+        self.entitled = {ids[k]: frozenset(r.members) for k, r in result.plan.desired.items() if k in ids}
         if not result.verdict.ok:
             log.error("resync_refused_by_guard", reasons=list(result.verdict.reasons))
 
     async def stop(self) -> None:
-        for runner in (self.resyncer, self.sweeper):
+        for runner in (self.resyncer, self.sweeper, self.policy_watch):
             if runner is not None:
                 await runner.stop()
         if self.moderator is not None:
@@ -157,6 +197,7 @@ async def run_forever(config: Config) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(bridge.reload_policies()))
     try:
         await stop.wait()
     finally:

@@ -32,7 +32,8 @@ class Resyncer:
     often copied in place: a change is acted on once the files have been stable for `settle` s."""
 
     def __init__(self, job: Callable[[], Awaitable[None]], *, sources: list[str], interval: float,
-                 watch: bool = True, poll: float = 5.0, settle: float = 5.0) -> None:
+                 watch: bool = True, poll: float = 5.0, settle: float = 5.0, run_at_start: bool = True) -> None:
+        self.run_at_start = run_at_start
         self.job = job
         self.sources = sources
         self.interval = interval
@@ -54,7 +55,8 @@ class Resyncer:
 
     async def run(self) -> None:
         seen = sources_fingerprint(self.sources)
-        await self._run_job("start")
+        if self.run_at_start:
+            await self._run_job("start")
         loop = asyncio.get_running_loop()
         next_run = loop.time() + self.interval
         while True:

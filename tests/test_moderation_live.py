@@ -125,3 +125,34 @@ async def test_banned_word_flood_quiet_hours_and_exemption(homeserver: Any, data
                                apply=False)).plan.is_empty()
     finally:
         await bridge.stop()
+
+
+async def test_hot_reload_keeps_previous_policy_on_broken_file(homeserver: Any, data_dir: Path,
+                                                               tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    config = dataclasses.replace(homeserver.config(data_dir), policies_dir=policies)
+    bridge = await Bridge.create(config)
+    await bridge.start()
+    try:
+        assert bridge.policy_watch is not None
+        bridge.policy_watch.poll = bridge.policy_watch.settle = 0.05
+        words_before = bridge.moderator.policies.profiles["default"].banned_words.words
+        path = policies / "moderation.yaml"
+        good = path.read_text()
+        path.write_text(good.replace("max_messages: 8", "max_messages: [broken"))
+        for _ in range(100):
+            if bridge.policy_watch.runs >= 1:
+                break
+            await asyncio.sleep(0.05)
+        assert bridge.policy_watch.runs == 1
+        assert bridge.moderator.policies.profiles["default"].banned_words.words == words_before  # old one kept
+        assert await bridge.reload_policies() is not None  # and the error is reported
+        path.write_text(good.replace("words_file: banned-words-fr.txt", "words: [zut]"))
+        for _ in range(100):
+            if bridge.policy_watch.runs >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert bridge.moderator.policies.profiles["default"].banned_words.words == ("zut",)
+    finally:
+        await bridge.stop()

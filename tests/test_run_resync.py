@@ -69,3 +69,48 @@ async def test_run_syncs_directory_on_start_and_on_change(homeserver: Any, data_
         assert len([r for r in await bridge.store.all_rooms() if r.template == "family"]) == 4
     finally:
         await bridge.stop()
+
+
+@pytest.mark.synapse
+async def test_outsider_invited_by_a_teacher_is_removed_at_once(homeserver: Any, data_dir: Path, tmp_path: Path,
+                                                                humans: Any) -> None:
+    from tests.conftest import sync_until
+
+    teacher = await humans("teacher")
+    homeserver.synapse.register_user("voisin", "mot-de-passe-voisin")
+    stranger = f"@voisin:{homeserver.synapse.server_name}"
+    data = unique_school(tmp_path)
+    src = tmp_path / "dir.yaml"
+    src.write_text(yaml.safe_dump(data, allow_unicode=True))
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(yaml.safe_dump({"t-cp": teacher.user_id}))
+    base = homeserver.config(data_dir)
+    config = dataclasses.replace(base, directory_sources=(str(src),), resync_minutes=600,
+                                 identity=dataclasses.replace(base.identity, mapping_file=mapping))
+    bridge = await Bridge.create(config)
+    await bridge.start(with_bot=False)
+    try:
+        for _ in range(200):
+            if bridge.entitled:
+                break
+            await asyncio.sleep(0.1)
+        room_id = next(r.room_id for r in await bridge.store.all_rooms() if r.template == "class"
+                       and ":CP:" in r.room_key)
+        await sync_until(teacher, lambda: room_id in teacher.invited_rooms)
+        await teacher.join(room_id)
+        await teacher.room_invite(room_id, stranger)
+        start = asyncio.get_running_loop().time()
+
+        async def membership() -> str:
+            state = await bridge.api.room_state(room_id, as_user=config.bot_user_id)
+            return next(e["content"]["membership"] for e in state
+                        if e["type"] == "m.room.member" and e["state_key"] == stranger)
+
+        while await membership() == "invite":
+            assert asyncio.get_running_loop().time() - start < 10, "outsider still invited"
+            await asyncio.sleep(0.1)
+        assert await membership() == "leave"
+        assert bridge.resyncer.runs == 1  # undone by the event, not by a sync
+        assert any("outsider_removed" in r.body for r in await bridge.store.audit_rows())
+    finally:
+        await bridge.stop()

@@ -100,6 +100,7 @@ class Bridge:
                                        language=self.config.rooms.language)
             await self.moderator.start()
             self.bot.message_hooks.append(self.moderator.on_message)
+            self.handlers.append(self.moderator.on_event)
             # Hot reload when a policy file changes (SIGHUP does the same, see run_forever).
             self.policy_watch = Resyncer(self.reload_policies, sources=[str(self.config.policies_dir)],
                                          interval=24 * 3600, watch=True, run_at_start=False)

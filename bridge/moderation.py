@@ -89,6 +89,16 @@ class Moderator:
         room = self.bot.client.rooms.get(room_id) if self.bot.client else None
         return int(room.power_levels.get_user_level(user_id)) if room is not None else 0
 
+    async def on_event(self, event: dict[str, Any]) -> None:
+        """Dispatcher hook: plaintext messages of unencrypted managed rooms arrive with the
+        homeserver's transactions (encrypted ones reach `on_message` once the bot decrypted them)."""
+        if event.get("type") != "m.room.message" or event.get("sender") == self.bot.user_id:
+            return
+        content = event.get("content") or {}
+        await self.on_message(ReceivedMessage(str(event.get("room_id")), str(event.get("event_id")),
+                                              str(event.get("sender")), str(content.get("body", "")), False,
+                                              dict(content)))
+
     async def on_message(self, msg: ReceivedMessage) -> None:
         template = self.templates.get(self.room_template.get(msg.room_id, ""))
         profile = self.policies.profiles.get(template.moderation or "") if template else None

@@ -26,7 +26,7 @@ class Dispatcher:
 
     async def drain_once(self) -> int:
         """Handle every pending event once; returns how many were handled successfully."""
-        done = 0
+        done: list[tuple[str, int]] = []
         retry_soon = False
         for item in await self.store.pending_events(limit=500):
             log = get_logger(txn_id=item.txn_id, room_id=item.event.get("room_id"),
@@ -42,11 +42,14 @@ class Dispatcher:
                     attempts=item.attempts + 1, error=type(exc).__name__)
                 retry_soon = retry_soon or not dead
                 continue
-            await self.store.event_done(item.txn_id, item.idx)
-            done += 1
+            done.append((item.txn_id, item.idx))
+        # Handled events leave the inbox together. A crash before this line re-handles them:
+        # handlers are idempotent (redacting or kicking twice is harmless), losing one is not.
+        if done:
+            await self.store.events_done(done)
         if retry_soon:
             self._schedule_retry()
-        return done
+        return len(done)
 
     def _schedule_retry(self) -> None:
         loop = asyncio.get_running_loop()
@@ -57,7 +60,8 @@ class Dispatcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await self.drain_once()
+            while await self.drain_once() >= 500:
+                pass  # a full batch: more may be waiting
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="dispatcher")

@@ -77,6 +77,10 @@ class PostgresStore:
     async def event_done(self, txn_id: str, idx: int) -> None:
         await self.pool.execute("DELETE FROM inbox WHERE txn_id = $1 AND idx = $2", txn_id, idx)
 
+    async def events_done(self, items: list[tuple[str, int]]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany("DELETE FROM inbox WHERE txn_id = $1 AND idx = $2", items)
+
     async def event_failed(self, txn_id: str, idx: int, *, error: str, max_attempts: int) -> bool:
         dead = await self.pool.fetchval(
             "UPDATE inbox SET attempts = attempts + 1, last_error = $1, "

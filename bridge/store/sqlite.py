@@ -86,6 +86,10 @@ class SqliteStore:
     async def event_done(self, txn_id: str, idx: int) -> None:
         self.db.execute("DELETE FROM inbox WHERE txn_id = ? AND idx = ?", (txn_id, idx))
 
+    async def events_done(self, items: list[tuple[str, int]]) -> None:
+        with self._tx():
+            self.db.executemany("DELETE FROM inbox WHERE txn_id = ? AND idx = ?", items)
+
     async def event_failed(self, txn_id: str, idx: int, *, error: str, max_attempts: int) -> bool:
         with self._tx():
             self.db.execute(

@@ -61,6 +61,7 @@ class RoomsConfig:
     max_removal_share: float = 0.05
     max_removals: int = 200
     max_directory_shrink: float = 0.10
+    archive_grace_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,7 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         max_removal_share=r.get("rooms", "max_removal_share", float, 0.05),
         max_removals=r.get("rooms", "max_removals", int, 200),
         max_directory_shrink=r.get("rooms", "max_directory_shrink", float, 0.10),
+        archive_grace_days=r.get("rooms", "archive_grace_days", int, 30),
     )
     sources = r.get("directory", "sources", list, [])
     if not all(isinstance(s, str) for s in sources):

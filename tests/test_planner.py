@@ -91,11 +91,17 @@ def test_power_level_drift_is_repaired_and_bot_entry_ignored() -> None:
     assert [(a.type, a.detail["keys"]) for a in p.actions] == [("set_power_levels", ["users"])]
 
 
-def test_rooms_not_desired_are_archived_with_their_members_removed() -> None:
+def test_rooms_not_desired_are_archived_then_emptied_after_grace() -> None:
     ds = desired()
     gone = ObservedRoom("class:0750003C:CM2:2025-2026", "!old:ent.test", {"@a:ent.test": "join", BOT: "join"}, {})
     p = plan(ds, observed_from(ds, **{gone.key: gone}), bot=BOT)
-    assert [(a.type, a.user_id) for a in p.actions] == [("kick", "@a:ent.test"), ("archive_room", None)]
+    assert [(a.type, a.user_id) for a in p.actions] == [("archive_room", None)]  # read-only, nobody kicked
+    in_grace = dataclasses.replace(gone, archived=True)
+    assert plan(ds, observed_from(ds, **{gone.key: in_grace}), bot=BOT).is_empty()
+    over = dataclasses.replace(gone, archived=True, grace_over=True)
+    p = plan(ds, observed_from(ds, **{gone.key: over}), bot=BOT)
+    assert [(a.type, a.user_id) for a in p.actions] == [("kick", "@a:ent.test")]
+    assert p.removals == 0  # announced removals don't trip the mass-removal guard
 
 
 def test_desired_contents() -> None:

@@ -174,3 +174,36 @@ async def test_lost_store_is_rebuilt_from_aliases(h: Harness, tmp_path: Path) ->
     again = await h.sync(apply=False)
     assert again.plan.is_empty(), again.plan.actions[:3]
     assert {k: (await h.store.get_room(k)).room_id for k in first.plan.desired} == room_ids
+
+
+async def test_school_year_rollover_archives_then_empties_after_grace(h: Harness) -> None:
+    june = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    first = await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=True, now=june)
+    old_keys = {k for k in first.plan.desired if k.startswith("class:")}
+    assert all(k.endswith(":2025-2026") for k in old_keys)
+    # 2 August: next year's class rooms are created; last year's become read-only, nobody kicked.
+    august = datetime(2026, 8, 2, tzinfo=timezone.utc)
+    roll = await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=True, now=august)
+    assert roll.verdict.ok and not roll.report.failed
+    summary = roll.plan.summary()
+    assert summary["archive_room"] == len(old_keys) and summary["create_room"] == len(old_keys)
+    assert "kick" not in summary
+    assert not any(k.startswith("family:") for k in (a.room_key for a in roll.plan.actions))  # families stay
+    for key in old_keys:
+        rec = await h.store.get_room(key)
+        assert rec.archived
+        state = await h.api.room_state(rec.room_id, as_user=h.config.bot_user_id)
+        assert next(e for e in state if e["type"] == "m.room.power_levels")["content"]["events_default"] == 100
+        assert "lecture seule" in next(e for e in state if e["type"] == "m.room.topic")["content"]["topic"]
+    assert (await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=False,
+                           now=datetime(2026, 8, 20, tzinfo=timezone.utc))).plan.is_empty()
+    # After the grace period (30 days), the archived rooms are emptied, guards or not.
+    later = datetime(2026, 9, 5, tzinfo=timezone.utc)
+    empty = await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=True, now=later)
+    assert empty.verdict.ok and empty.plan.summary().get("kick", 0) > 0
+    for key in old_keys:
+        rec = await h.store.get_room(key)
+        state = await h.api.room_state(rec.room_id, as_user=h.config.bot_user_id)
+        assert {e["state_key"] for e in state if e["type"] == "m.room.member"
+                and e["content"]["membership"] in ("join", "invite")} == {h.config.bot_user_id}
+    assert (await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=False, now=later)).plan.is_empty()

@@ -85,7 +85,7 @@ async def test_archive_flag(store: Any) -> None:
     rec = RoomRecord("family:0610001A:E1", "!f:ent.test", "#ent-bridge_y:ent.test", "family")
     await store.put_room(rec, now_ms=1)
     await store.archive_room(rec.room_key, now_ms=5)
-    assert (await store.get_room(rec.room_key)).archived is True
+    assert (await store.get_room(rec.room_key)).archived_at == 5
     assert (await store.all_rooms())[0].archived is True
 
 

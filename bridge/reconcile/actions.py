@@ -56,7 +56,9 @@ class Plan:
 
     @property
     def removals(self) -> int:
-        return sum(1 for a in self.actions if a.type == "kick")
+        """Removals the guards weigh: those announced at archiving time (grace period over) are
+        expected, and don't count."""
+        return sum(1 for a in self.actions if a.type == "kick" and not (a.detail or {}).get("announced"))
 
     def summary(self) -> dict[str, int]:
         out: dict[str, int] = {}

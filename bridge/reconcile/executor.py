@@ -8,6 +8,7 @@ the room" answers count as done. Actions of one room run in order; rooms run con
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from bridge.rooms.desired import ROOM_STATE_TYPE, DesiredRoom
 from bridge.store.base import RoomRecord, Store
 
 FOLD_INVITES = 25
+ARCHIVED_TOPIC = {"fr": "Salon archivé : lecture seule. Il sera vidé de ses membres dans {days} jours.",
+                  "en": "Archived room: read-only. Its members will be removed in {days} days."}
 ARCHIVED_PREFIX = {"fr": "[Archivé] ", "en": "[Archived] "}
 
 
@@ -37,7 +40,10 @@ class ApplyReport:
 
 class RoomExecutor:
     def __init__(self, *, api: AppserviceAPI, store: Store, bot: str, server_name: str,
-                 concurrency: int = 8, language: str = "fr", audit: AuditLog | None = None) -> None:
+                 concurrency: int = 8, language: str = "fr", audit: AuditLog | None = None,
+                 grace_days: int = 30, now_ms: int | None = None) -> None:
+        self.grace_days = grace_days
+        self.now_ms = now_ms  # the sync's clock (tests and rollovers pass one); wall clock if None
         self.audit = audit
         self.api = api
         self.store = store
@@ -51,7 +57,8 @@ class RoomExecutor:
 
     # --- observe -------------------------------------------------------------------------------
 
-    async def observe(self, desired: Mapping[str, DesiredRoom]) -> ObservedState:
+    async def observe(self, desired: Mapping[str, DesiredRoom], *, now_ms: int | None = None,
+                      grace_ms: int = 30 * 86_400_000) -> ObservedState:
         records = {r.room_key: r for r in await self.store.all_rooms()}
         if not records:
             records = await self._rebuild_from_aliases(desired)
@@ -59,10 +66,11 @@ class RoomExecutor:
         async def one(key: str) -> ObservedRoom:
             async with self.sem:
                 rec = records[key]
-                if rec.archived:
-                    return ObservedRoom(key, rec.room_id, {}, {}, archived=True)
+                if rec.archived_at is not None and (now_ms or _now_ms()) < rec.archived_at + grace_ms:
+                    return ObservedRoom(key, rec.room_id, {}, {}, archived=True)  # read-only, left alone
                 events = await self.api.room_state(rec.room_id, as_user=self.bot)
-                return from_state_events(key, rec.room_id, events)
+                room = from_state_events(key, rec.room_id, events, archived=rec.archived)
+                return dataclasses.replace(room, grace_over=True) if rec.archived else room
 
         results = await asyncio.gather(*(one(k) for k in sorted(records)))
         return ObservedState({r.key: r for r in results})
@@ -204,7 +212,10 @@ class RoomExecutor:
                 await self.api.set_state(room_id, "m.room.name", "", {"name": prefix + state.name}, as_user=self.bot)
             read_only = await self._with_bot_power(room_id, {**state.power_levels, "events_default": 100})
             await self.api.set_state(room_id, "m.room.power_levels", "", read_only, as_user=self.bot)
-            await self.store.archive_room(action.room_key, now_ms=_now_ms())
+            # The final word, in the room's topic: read-only now, emptied after the grace period.
+            await self.api.set_state(room_id, "m.room.topic", "", {"topic": ARCHIVED_TOPIC.get(
+                self.language, ARCHIVED_TOPIC["fr"]).format(days=self.grace_days)}, as_user=self.bot)
+            await self.store.archive_room(action.room_key, now_ms=self.now_ms or _now_ms())
         else:  # pragma: no cover - the planner only emits the kinds above
             raise ValueError(kind)
 
@@ -248,7 +259,8 @@ class RoomExecutor:
         try:
             room_id = await self.api.create_room(as_user=self.bot, body=body)
         except PermanentMatrixError as exc:
-            if exc.errcode != "M_ROOM_IN_USE":
+            # M_ROOM_IN_USE, or 409 "alias already exists" while an earlier attempt is mid-way.
+            if exc.errcode != "M_ROOM_IN_USE" and exc.status != 409:
                 raise
             # Created before a crash (store not updated), or by an earlier attempt of this very
             # request that timed out on our side: adopt it once the homeserver has finished it.

@@ -17,6 +17,7 @@ class ObservedRoom:
     children: frozenset[str] = frozenset()  # room ids of m.space.child
     archived: bool = False
     retention_ms: int | None = None
+    grace_over: bool = False  # archived, and the grace period before emptying it has passed
 
     def current(self) -> set[str]:
         return {u for u, m in self.members.items() if m in ("join", "invite")}

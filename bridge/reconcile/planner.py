@@ -12,10 +12,12 @@ from bridge.rooms.desired import DesiredRoom, DesiredState
 REASONS = {
     "fr": {"entitled": "inscrit dans l'annuaire pour ce salon",
            "not_entitled": "n'est pas (ou plus) autorisé dans ce salon selon l'annuaire",
-           "archived": "salon archivé : il ne correspond plus à l'annuaire"},
+           "archived": "salon archivé : il ne correspond plus à l'annuaire",
+           "grace_over": "salon archivé : fin de la période de consultation"},
     "en": {"entitled": "listed in the directory for this room",
            "not_entitled": "is not (or no longer) entitled to this room according to the directory",
-           "archived": "room archived: it no longer matches the directory"},
+           "archived": "room archived: it no longer matches the directory",
+           "grace_over": "archived room: the reading period is over"},
 }
 
 
@@ -91,11 +93,15 @@ def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: 
                 notes.append(f"{key}: {len(banned)} entitled people are banned and stay out")
     for key in sorted(observed.rooms):
         o = observed.rooms[key]
-        if key in desired.rooms or o.archived:
+        if key in desired.rooms:
             continue
-        for user in sorted(o.current() - {bot}):
-            buckets["kick"].append(A.kick(key, user, reasons["archived"]))
-        buckets["archive_room"].append(Action("archive_room", key, reasons["archived"]))
+        if not o.archived:
+            # A room no longer wanted (a class of last year, a pupil who left) becomes read-only
+            # at once; its members stay, able to read and save, until the grace period ends.
+            buckets["archive_room"].append(Action("archive_room", key, reasons["archived"]))
+        elif o.grace_over:
+            for user in sorted(o.current() - {bot}):
+                buckets["kick"].append(Action("kick", key, reasons["grace_over"], user, {"announced": True}))
     buckets["kick"].sort(key=Action.sort_key)
     actions = [a for phase in sorted(A.PHASES, key=A.PHASES.__getitem__) for a in buckets[phase]]
     return Plan(tuple(actions), desired.rooms, tuple(notes))

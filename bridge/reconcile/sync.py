@@ -91,8 +91,10 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: App
     desired, identities = desired_state(config, directory, known, now=now)
     audit = AuditLog(store, key=config.audit_key)
     executor = RoomExecutor(api=api, store=store, bot=config.bot_user_id, server_name=config.homeserver.server_name,
-                            concurrency=config.rooms.concurrency, language=config.rooms.language, audit=audit)
-    observed = ObservedState() if offline else await executor.observe(desired.rooms)
+                            concurrency=config.rooms.concurrency, language=config.rooms.language, audit=audit,
+                            grace_days=config.rooms.archive_grace_days, now_ms=int(now.timestamp() * 1000))
+    observed = ObservedState() if offline else await executor.observe(
+        desired.rooms, now_ms=int(now.timestamp() * 1000), grace_ms=config.rooms.archive_grace_days * 86_400_000)
     with gc_paused():
         plan = planner.plan(desired, observed, bot=config.bot_user_id, language=config.rooms.language)
     size = len(directory.pupils) + len(directory.guardians) + len(directory.staff)

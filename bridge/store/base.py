@@ -28,7 +28,11 @@ class RoomRecord:
     room_id: str
     alias: str
     template: str
-    archived: bool = False
+    archived_at: int | None = None  # ms; archived rooms are read-only, emptied after a grace period
+
+    @property
+    def archived(self) -> bool:
+        return self.archived_at is not None
 
 
 class Store(Protocol):

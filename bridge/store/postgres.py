@@ -102,7 +102,7 @@ class PostgresStore:
 
     async def get_room(self, room_key: str) -> RoomRecord | None:
         row = await self.pool.fetchrow(
-            "SELECT room_key, room_id, alias, template, archived_at IS NOT NULL FROM rooms WHERE room_key = $1",
+            "SELECT room_key, room_id, alias, template, archived_at FROM rooms WHERE room_key = $1",
             room_key)
         return None if row is None else RoomRecord(*row)
 
@@ -114,7 +114,7 @@ class PostgresStore:
             record.room_key, record.room_id, record.alias, record.template, now_ms)
 
     async def all_rooms(self) -> list[RoomRecord]:
-        rows = await self.pool.fetch("SELECT room_key, room_id, alias, template, archived_at IS NOT NULL "
+        rows = await self.pool.fetch("SELECT room_key, room_id, alias, template, archived_at "
                                      "FROM rooms ORDER BY room_key")
         return [RoomRecord(*r) for r in rows]
 

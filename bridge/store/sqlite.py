@@ -114,9 +114,9 @@ class SqliteStore:
                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
     async def get_room(self, room_key: str) -> RoomRecord | None:
-        row = self.db.execute("SELECT room_key, room_id, alias, template, archived_at IS NOT NULL FROM rooms "
+        row = self.db.execute("SELECT room_key, room_id, alias, template, archived_at FROM rooms "
                               "WHERE room_key = ?", (room_key,)).fetchone()
-        return None if row is None else RoomRecord(*row[:4], bool(row[4]))
+        return None if row is None else RoomRecord(*row)
 
     async def put_room(self, record: RoomRecord, *, now_ms: int) -> None:
         self.db.execute(
@@ -126,9 +126,9 @@ class SqliteStore:
             (record.room_key, record.room_id, record.alias, record.template, now_ms))
 
     async def all_rooms(self) -> list[RoomRecord]:
-        rows = self.db.execute("SELECT room_key, room_id, alias, template, archived_at IS NOT NULL FROM rooms "
+        rows = self.db.execute("SELECT room_key, room_id, alias, template, archived_at FROM rooms "
                                "ORDER BY room_key")
-        return [RoomRecord(*r[:4], bool(r[4])) for r in rows.fetchall()]
+        return [RoomRecord(*r) for r in rows.fetchall()]
 
     async def delete_room(self, room_key: str) -> None:
         self.db.execute("DELETE FROM rooms WHERE room_key = ?", (room_key,))

@@ -119,6 +119,9 @@ class Bridge:
         from bridge.retention_sweep import sweep_managed
 
         await sweep_managed(self.config, store=self.store, api=self.api)
+        # The audit log's own retention, on the same schedule.
+        cutoff = int(time.time() * 1000) - self.config.audit_retention_days * 86_400_000
+        await AuditLog(self.store, key=self.config.audit_key).prune(older_than_ms=cutoff)
 
     async def reload_policies(self) -> str | None:
         """Reload templates and moderation; a broken file leaves the previous policies in force."""

@@ -69,6 +69,8 @@ class IdentityConfig:
     localpart_template: str = "{first}.{last}"
     mapping_file: Path | None = None
     match_email: bool = True  # needs homeserver.admin_token
+    provision: bool = False  # create missing accounts through the admin API
+    sso_provider: str | None = None  # Synapse's idp id (e.g. "oidc-educonnect") for external_ids
 
 
 @dataclass(frozen=True)
@@ -238,7 +240,9 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
                           key="identity.localpart_template") from None
     mapping = r.get("identity", "mapping_file", str, None)
     identity = IdentityConfig(template, rel(mapping) if mapping else None,
-                              r.get("identity", "match_email", bool, True))
+                              r.get("identity", "match_email", bool, True),
+                              r.get("identity", "provision", bool, False),
+                              r.get("identity", "sso_provider", str, None))
     return Config(
         identity=identity,
         path=path,

@@ -9,8 +9,8 @@ from bridge.rooms.desired import DesiredRoom
 
 # Apply order: Spaces exist before rooms are added to them; power levels before invites so an
 # invited teacher is a moderator from the first moment; kicks after invites.
-PHASES = {"create_space": 0, "create_room": 1, "set_state": 2, "set_power_levels": 3, "invite": 4,
-          "kick": 5, "add_to_space": 6, "archive_room": 7}
+PHASES = {"provision_account": -1, "create_space": 0, "create_room": 1, "set_state": 2, "set_power_levels": 3,
+          "invite": 4, "kick": 5, "add_to_space": 6, "archive_room": 7}
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,9 @@ class RoomExecutor:
                  grace_days: int = 30, now_ms: int | None = None) -> None:
         self.grace_days = grace_days
         self.now_ms = now_ms  # the sync's clock (tests and rollovers pass one); wall clock if None
+        self.admin: Any = None  # SynapseAdmin, set when accounts are to be provisioned
+        self.people: dict[str, Any] = {}
+        self.sso_provider: str | None = None
         self.audit = audit
         self.api = api
         self.store = store
@@ -112,7 +115,7 @@ class RoomExecutor:
         by_room: dict[str, list[Action]] = defaultdict(list)
         for action in plan.actions:
             by_room[action.room_key].append(action)
-        early = {"create_space"}
+        early = {"create_space", "provision_account"}
         late = {"add_to_space", "archive_room"}
 
         async def run(key: str, actions: list[Action]) -> None:
@@ -179,6 +182,13 @@ class RoomExecutor:
         kind = action.type
         if kind in ("create_room", "create_space"):
             await self._create(plan.desired[action.room_key], invite=[])
+        elif kind == "provision_account":
+            if self.admin is None:
+                raise PermanentMatrixError("provisioning needs homeserver.admin_token")
+            person = self.people[str(action.user_id)]
+            await self.admin.provision(str(action.user_id), displayname=f"{person.first_name} {person.last_name}",
+                                       email=person.email,
+                                       sso=(self.sso_provider, person.id) if self.sso_provider else None)
         elif kind == "invite":
             await self.api.invite(await self._room_id(action.room_key), str(action.user_id), as_user=self.bot)
         elif kind == "kick":

@@ -68,7 +68,9 @@ def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, reasons: Map
     return out
 
 
-def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: str = "fr") -> Plan:
+def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: str = "fr",
+         missing_accounts: frozenset[str] = frozenset()) -> Plan:
+    """missing_accounts: members without an account who are to be provisioned first."""
     reasons = REASONS.get(language, REASONS["fr"])
     notes: list[str] = list(desired.warnings)
     children: dict[str, dict[str, Any]] = {}
@@ -103,5 +105,7 @@ def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: 
             for user in sorted(o.current() - {bot}):
                 buckets["kick"].append(Action("kick", key, reasons["grace_over"], user, {"announced": True}))
     buckets["kick"].sort(key=Action.sort_key)
+    buckets["provision_account"] = [Action("provision_account", "-", "no account yet for a person of the directory",
+                                           user) for user in sorted(missing_accounts)]
     actions = [a for phase in sorted(A.PHASES, key=A.PHASES.__getitem__) for a in buckets[phase]]
     return Plan(tuple(actions), desired.rooms, tuple(notes))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import gc
 import json
 from contextlib import contextmanager
@@ -17,6 +19,7 @@ from bridge.directory.model import Directory
 from bridge.directory.sources import load
 from bridge.errors import InputError
 from bridge.logging import get_logger
+from bridge.matrix.admin_api import SynapseAdmin
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.reconcile import guards, planner
 from bridge.reconcile.actions import Plan
@@ -50,6 +53,43 @@ def gc_paused():  # type: ignore[no-untyped-def]
     finally:
         if was:
             gc.enable()
+
+
+async def _match_emails(config: Config, directory: Directory, known: dict[str, str], admin: SynapseAdmin | None,
+                        *, offline: bool) -> tuple[dict[str, str], list[str]]:
+    """Existing accounts by e-mail, for people the bridge has no account for yet."""
+    emails = [p.email.lower() for p in persons(directory) if p.email and p.id not in known]
+    if not config.identity.match_email or not emails:
+        return {}, []
+    if admin is None or offline:
+        return {}, [f"{len(emails)} people have an e-mail but existing accounts can't be looked up "
+                    "without homeserver.admin_token: the localpart template is used for them"]
+    return await admin.users_by_email(emails), []
+
+
+async def _missing_accounts(config: Config, identities: dict[str, str], known: dict[str, str],
+                            admin: SynapseAdmin | None, *, offline: bool) -> tuple[frozenset[str], list[str]]:
+    """Accounts to create: only for people new to the bridge (known ones were handled before)."""
+    if not config.identity.provision:
+        return frozenset(), []
+    new = sorted({mxid for pid, mxid in identities.items() if pid not in known})
+    if admin is None or offline:
+        return frozenset(), [f"provisioning needs homeserver.admin_token: {len(new)} accounts may be missing "
+                             "and are not created"] if new else []
+    sem = asyncio.Semaphore(config.rooms.concurrency)
+
+    async def exists(user: str) -> bool:
+        async with sem:
+            return await admin.user_exists(user)
+
+    flags = await asyncio.gather(*(exists(u) for u in new))
+    return frozenset(u for u, ok in zip(new, flags) if not ok), []
+
+
+def _person_of(directory: Directory, pid: str) -> Person:
+    p = directory.staff.get(pid) or directory.guardians.get(pid)
+    assert p is not None
+    return Person(p.id, p.first_name, p.last_name, p.email)
 
 
 def persons(d: Directory) -> list[Person]:
@@ -88,7 +128,18 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: App
     now = now or datetime.now(timezone.utc)
     directory, _ = load(sources, academie=config.academie)
     known = await store.identities()
-    desired, identities = desired_state(config, directory, known, now=now)
+    admin = SynapseAdmin(base_url=config.homeserver.url, token=config.homeserver.admin_token) \
+        if config.homeserver.admin_token else None
+    try:
+        by_email, admin_notes = await _match_emails(config, directory, known, admin, offline=offline)
+        desired, identities = desired_state(config, directory, known, now=now, by_email=by_email)
+        missing, more = await _missing_accounts(config, identities, known, admin, offline=offline)
+    finally:
+        if admin is not None:
+            await admin.close()
+    admin_notes += more
+    if admin_notes:
+        desired = dataclasses.replace(desired, warnings=desired.warnings + tuple(admin_notes))
     audit = AuditLog(store, key=config.audit_key)
     executor = RoomExecutor(api=api, store=store, bot=config.bot_user_id, server_name=config.homeserver.server_name,
                             concurrency=config.rooms.concurrency, language=config.rooms.language, audit=audit,
@@ -96,7 +147,8 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: App
     observed = ObservedState() if offline else await executor.observe(
         desired.rooms, now_ms=int(now.timestamp() * 1000), grace_ms=config.rooms.archive_grace_days * 86_400_000)
     with gc_paused():
-        plan = planner.plan(desired, observed, bot=config.bot_user_id, language=config.rooms.language)
+        plan = planner.plan(desired, observed, bot=config.bot_user_id, language=config.rooms.language,
+                            missing_accounts=missing)
     size = len(directory.pupils) + len(directory.guardians) + len(directory.staff)
     previous = await store.get_value(DIRECTORY_SIZE_KEY)
     limits = guards.Limits(config.rooms.max_removal_share, config.rooms.max_removals,
@@ -115,7 +167,15 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: App
         return SyncResult(plan, verdict, size, ApplyReport())
     # The bot owns every room; a standalone `sync --apply` may run before `run` ever did.
     await api.register_user(config.bot.localpart)
-    report = await executor.apply(plan)
+    if missing and config.homeserver.admin_token:
+        executor.admin = SynapseAdmin(base_url=config.homeserver.url, token=config.homeserver.admin_token)
+        executor.people = {mxid: _person_of(directory, pid) for pid, mxid in identities.items()}
+        executor.sso_provider = config.identity.sso_provider
+    try:
+        report = await executor.apply(plan)
+    finally:
+        if executor.admin is not None:
+            await executor.admin.close()
     # People keep the id they were given, even if a homonym shows up later.
     new = {pid: mxid for pid, mxid in identities.items() if known.get(pid) != mxid}
     if new:

@@ -71,6 +71,7 @@ class IdentityConfig:
     match_email: bool = True  # needs homeserver.admin_token
     provision: bool = False  # create missing accounts through the admin API
     sso_provider: str | None = None  # Synapse's idp id (e.g. "oidc-educonnect") for external_ids
+    erase_after_days: int = 90  # leavers: the bridge's data (and accounts it created) erased then
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,8 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
     identity = IdentityConfig(template, rel(mapping) if mapping else None,
                               r.get("identity", "match_email", bool, True),
                               r.get("identity", "provision", bool, False),
-                              r.get("identity", "sso_provider", str, None))
+                              r.get("identity", "sso_provider", str, None),
+                              r.get("identity", "erase_after_days", int, 90))
     return Config(
         identity=identity,
         path=path,

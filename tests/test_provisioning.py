@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -54,6 +55,28 @@ async def test_email_match_and_provisioning(homeserver: Any, data_dir: Path, tmp
         assert len(provisioned) == len({m for r in result.plan.desired.values() for m in r.members}) - 1
         again = await run_sync(config, [src], store=store, api=api, apply=False)
         assert again.plan.is_empty()
+
+        # Claire leaves: out of her rooms at the next sync, erased after the grace period.
+        school["staff"] = [p for p in school["staff"] if p["id"] != "t-cp"]
+        src = str(write_school(tmp_path, school))
+        t0 = datetime.now(timezone.utc)
+        left = await run_sync(config, [src], store=store, api=api, apply=True, now=t0,
+                              allow_mass_removal=True)  # 1 of 8 people: the tiny school trips the shrink guard
+        assert {a.user_id for a in left.plan.actions if a.type == "kick"} == {claire}
+        assert not left.report.failed, left.report.failed
+        assert "t-cp" in await store.leavers()
+        assert not [a for a in left.plan.actions if a.type == "erase_person"]
+        soon = await run_sync(config, [src], store=store, api=api, apply=False, now=t0 + timedelta(days=89))
+        assert soon.plan.is_empty()
+        late = await run_sync(config, [src], store=store, api=api, apply=True, now=t0 + timedelta(days=91))
+        [erase] = [a for a in late.plan.actions if a.type == "erase_person"]
+        assert erase.user_id == claire and erase.detail == {"person": "t-cp", "deactivate": True}
+        assert not late.report.failed
+        info = await admin.http.request("GET", f"/_synapse/admin/v2/users/{quote(claire, safe='')}")
+        assert info["deactivated"] is True
+        assert "t-cp" not in await store.identities() and "t-cp" not in await store.leavers()
+        last = [r.body for r in await store.audit_rows() if "erase_person" in r.body][-1]
+        assert "claire" not in last.lower() and "t-cp" not in last
     finally:
         await admin.close()
         await api.close()

@@ -117,3 +117,14 @@ async def test_mutes(store: Any) -> None:
     assert await store.mutes() == [("!r:s", "@b:s", 10), ("!r:s", "@a:s", 60)]
     await store.delete_mute("!r:s", "@b:s")
     assert await store.mutes() == [("!r:s", "@a:s", 60)]
+
+
+async def test_provisioned_and_leavers(store: Any) -> None:
+    await store.mark_provisioned("@a:s", "p1")
+    await store.mark_provisioned("@a:s", "p1")
+    assert await store.provisioned() == {"@a:s": "p1"}
+    await store.forget_provisioned("@a:s")
+    assert await store.provisioned() == {}
+    await store.set_leavers(add={"p1": 10, "p2": 20}, remove=[])
+    await store.set_leavers(add={"p1": 99}, remove=["p2"])  # the first departure date is kept
+    assert await store.leavers() == {"p1": 10}

@@ -55,3 +55,8 @@ class SynapseAdmin:
         if sso:
             body["external_ids"] = [{"auth_provider": sso[0], "external_id": sso[1]}]
         await self.http.request("PUT", f"/_synapse/admin/v2/users/{quote(user_id, safe='')}", json=body)
+
+    async def deactivate(self, user_id: str, *, erase: bool) -> None:
+        """Deactivate; with erase, Synapse also forgets the profile and hides the messages from newcomers."""
+        await self.http.request("POST", f"/_synapse/admin/v1/deactivate/{quote(user_id, safe='')}",
+                                json={"erase": erase})

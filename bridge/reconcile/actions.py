@@ -10,7 +10,7 @@ from bridge.rooms.desired import DesiredRoom
 # Apply order: Spaces exist before rooms are added to them; power levels before invites so an
 # invited teacher is a moderator from the first moment; kicks after invites.
 PHASES = {"provision_account": -1, "create_space": 0, "create_room": 1, "set_state": 2, "set_power_levels": 3,
-          "invite": 4, "kick": 5, "add_to_space": 6, "archive_room": 7}
+          "invite": 4, "kick": 5, "add_to_space": 6, "archive_room": 7, "erase_person": 8}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,8 @@ class Plan:
     def removals(self) -> int:
         """Removals the guards weigh: those announced at archiving time (grace period over) are
         expected, and don't count."""
-        return sum(1 for a in self.actions if a.type == "kick" and not (a.detail or {}).get("announced"))
+        return sum(1 for a in self.actions
+                   if (a.type == "kick" and not (a.detail or {}).get("announced")) or a.type == "erase_person")
 
     def summary(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -116,7 +116,7 @@ class RoomExecutor:
         for action in plan.actions:
             by_room[action.room_key].append(action)
         early = {"create_space", "provision_account"}
-        late = {"add_to_space", "archive_room"}
+        late = {"add_to_space", "archive_room", "erase_person"}
 
         async def run(key: str, actions: list[Action]) -> None:
             async with self.sem:
@@ -170,7 +170,9 @@ class RoomExecutor:
         if self.audit is None:
             return
         for a in [action, *folded_invites]:
-            self.audit.record(actor="ent-bridge", action=a.type, room=a.room_key, subject=a.user_id, reason=a.reason)
+            # An erasure is recorded without saying whose: that would defeat it.
+            subject = None if a.type == "erase_person" else a.user_id
+            self.audit.record(actor="ent-bridge", action=a.type, room=a.room_key, subject=subject, reason=a.reason)
 
     async def _room_id(self, key: str) -> str:
         rec = await self.store.get_room(key)
@@ -189,6 +191,16 @@ class RoomExecutor:
             await self.admin.provision(str(action.user_id), displayname=f"{person.first_name} {person.last_name}",
                                        email=person.email,
                                        sso=(self.sso_provider, person.id) if self.sso_provider else None)
+            await self.store.mark_provisioned(str(action.user_id), person.id)
+        elif kind == "erase_person":
+            detail = action.detail or {}
+            if detail.get("deactivate"):
+                if self.admin is None:
+                    raise PermanentMatrixError("deactivating an account needs homeserver.admin_token")
+                await self.admin.deactivate(str(action.user_id), erase=True)
+                await self.store.forget_provisioned(str(action.user_id))
+            await self.store.delete_identity(str(detail["person"]))
+            await self.store.set_leavers(add={}, remove=[str(detail["person"])])
         elif kind == "invite":
             await self.api.invite(await self._room_id(action.room_key), str(action.user_id), as_user=self.bot)
         elif kind == "kick":

@@ -69,8 +69,10 @@ def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, reasons: Map
 
 
 def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: str = "fr",
-         missing_accounts: frozenset[str] = frozenset()) -> Plan:
-    """missing_accounts: members without an account who are to be provisioned first."""
+         missing_accounts: frozenset[str] = frozenset(),
+         erase: tuple[tuple[str, str, bool], ...] = ()) -> Plan:
+    """missing_accounts: members without an account who are to be provisioned first;
+    erase: (person id, user id, account provisioned by the bridge) of leavers past the grace period."""
     reasons = REASONS.get(language, REASONS["fr"])
     notes: list[str] = list(desired.warnings)
     children: dict[str, dict[str, Any]] = {}
@@ -105,6 +107,9 @@ def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: 
             for user in sorted(o.current() - {bot}):
                 buckets["kick"].append(Action("kick", key, reasons["grace_over"], user, {"announced": True}))
     buckets["kick"].sort(key=Action.sort_key)
+    buckets["erase_person"] = [Action("erase_person", "-", "left the directory more than the grace period ago",
+                                      user, {"person": pid, "deactivate": provisioned})
+                               for pid, user, provisioned in sorted(erase)]
     buckets["provision_account"] = [Action("provision_account", "-", "no account yet for a person of the directory",
                                            user) for user in sorted(missing_accounts)]
     actions = [a for phase in sorted(A.PHASES, key=A.PHASES.__getitem__) for a in buckets[phase]]

@@ -27,6 +27,7 @@ from bridge.reconcile.executor import ApplyReport, RoomExecutor
 from bridge.reconcile.observed import ObservedState
 from bridge.rooms.desired import DesiredState, Settings, compute
 from bridge.rooms.identity import IdentityRules, Person, map_identities
+from bridge.rooms.leavers import due_for_erasure, leaver_changes
 from bridge.rooms.templates import load_templates
 from bridge.store.base import Store
 
@@ -146,9 +147,17 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: App
                             grace_days=config.rooms.archive_grace_days, now_ms=int(now.timestamp() * 1000))
     observed = ObservedState() if offline else await executor.observe(
         desired.rooms, now_ms=int(now.timestamp() * 1000), grace_ms=config.rooms.archive_grace_days * 86_400_000)
+    now_ms = int(now.timestamp() * 1000)
+    present = set(directory.staff) | set(directory.guardians)
+    leavers = await store.leavers()
+    provisioned = set((await store.provisioned()))
+    erase = tuple((pid, known[pid], known[pid] in provisioned)
+                  for pid in due_for_erasure(leavers, now_ms=now_ms,
+                                             grace_ms=config.identity.erase_after_days * 86_400_000)
+                  if pid in known and pid not in present)
     with gc_paused():
         plan = planner.plan(desired, observed, bot=config.bot_user_id, language=config.rooms.language,
-                            missing_accounts=missing)
+                            missing_accounts=missing, erase=erase)
     size = len(directory.pupils) + len(directory.guardians) + len(directory.staff)
     previous = await store.get_value(DIRECTORY_SIZE_KEY)
     limits = guards.Limits(config.rooms.max_removal_share, config.rooms.max_removals,
@@ -162,12 +171,14 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: App
                            detail={"summary": plan.summary()})
     if not apply or not verdict.ok:
         return SyncResult(plan, verdict, size)
+    gone, back = leaver_changes(known, present, leavers, now_ms=now_ms)
     if plan.is_empty():
         await store.set_value(DIRECTORY_SIZE_KEY, str(size))  # local only: no homeserver write
+        await store.set_leavers(add=gone, remove=back)
         return SyncResult(plan, verdict, size, ApplyReport())
     # The bot owns every room; a standalone `sync --apply` may run before `run` ever did.
     await api.register_user(config.bot.localpart)
-    if missing and config.homeserver.admin_token:
+    if (missing or any((a.detail or {}).get("deactivate") for a in plan.actions)) and config.homeserver.admin_token:
         executor.admin = SynapseAdmin(base_url=config.homeserver.url, token=config.homeserver.admin_token)
         executor.people = {mxid: _person_of(directory, pid) for pid, mxid in identities.items()}
         executor.sso_provider = config.identity.sso_provider
@@ -182,5 +193,7 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: App
         await store.put_identities(new)
     if not report.failed:
         await store.set_value(DIRECTORY_SIZE_KEY, str(size))
+        # Departures are dated only by an applied sync: a refused, truncated export dates nobody.
+        await store.set_leavers(add=gone, remove=back)
     log.info("sync_applied", done=report.done, failed=len(report.failed), created=report.created)
     return SyncResult(plan, verdict, size, report)

@@ -167,3 +167,22 @@ class PostgresStore:
     async def mutes(self) -> list[tuple[str, str, int]]:
         rows = await self.pool.fetch("SELECT room_id, user_id, until_ms FROM mutes ORDER BY until_ms")
         return [(r[0], r[1], r[2]) for r in rows]
+
+    async def mark_provisioned(self, user_id: str, person_id: str) -> None:
+        await self.pool.execute("INSERT INTO provisioned VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+                                user_id, person_id)
+
+    async def provisioned(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in await self.pool.fetch("SELECT user_id, person_id FROM provisioned")}
+
+    async def forget_provisioned(self, user_id: str) -> None:
+        await self.pool.execute("DELETE FROM provisioned WHERE user_id = $1", user_id)
+
+    async def leavers(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in await self.pool.fetch("SELECT person_id, left_at FROM leavers")}
+
+    async def set_leavers(self, *, add: dict[str, int], remove: list[str]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany("INSERT INTO leavers VALUES ($1, $2) ON CONFLICT (person_id) DO NOTHING",
+                                   sorted(add.items()))
+            await conn.executemany("DELETE FROM leavers WHERE person_id = $1", [(p,) for p in remove])

@@ -178,3 +178,21 @@ class SqliteStore:
 
     async def mutes(self) -> list[tuple[str, str, int]]:
         return [tuple(r) for r in self.db.execute("SELECT room_id, user_id, until_ms FROM mutes ORDER BY until_ms")]
+
+    async def mark_provisioned(self, user_id: str, person_id: str) -> None:
+        self.db.execute("INSERT INTO provisioned VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING", (user_id, person_id))
+
+    async def provisioned(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT user_id, person_id FROM provisioned")}
+
+    async def forget_provisioned(self, user_id: str) -> None:
+        self.db.execute("DELETE FROM provisioned WHERE user_id = ?", (user_id,))
+
+    async def leavers(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT person_id, left_at FROM leavers")}
+
+    async def set_leavers(self, *, add: dict[str, int], remove: list[str]) -> None:
+        with self._tx():
+            self.db.executemany("INSERT INTO leavers VALUES (?, ?) ON CONFLICT (person_id) DO NOTHING",
+                                sorted(add.items()))
+            self.db.executemany("DELETE FROM leavers WHERE person_id = ?", [(p,) for p in remove])

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.admin_room import AdminRoom
 from bridge.appservice.dispatch import Dispatcher, EventHandler
 from bridge.audit import AuditLog
 from bridge.appservice.server import AppserviceServer
@@ -43,6 +44,8 @@ class Bridge:
     resyncer: Resyncer | None = None
     sweeper: Resyncer | None = None
     policy_watch: Resyncer | None = None
+    admin_room: AdminRoom | None = None
+    last_sync: str = "aucune synchronisation depuis le démarrage"
     moderator: Moderator | None = None
     entitled: dict[str, frozenset[str]] = field(default_factory=dict)  # room id -> people, from the last sync
 
@@ -106,6 +109,15 @@ class Bridge:
                                          interval=24 * 3600, watch=True, run_at_start=False)
             self.policy_watch.start()
             await self.bot.start()
+            if self.config.admin_room:
+                self.admin_room = AdminRoom(bot=self.bot, room_id=self.config.admin_room,
+                                            admins=frozenset(self.config.admins), commands={
+                                                "status": self.status, "plan": self.plan_summary,
+                                                "sync": self.sync_now, "policy reload": self.reload_answer})
+                await self.admin_room.join()
+                self.bot.message_hooks.append(self.admin_room.on_message)
+                if self.moderator is not None:
+                    self.moderator.report = self.admin_room.notify
         if self.config.directory_sources:
             self.resyncer = Resyncer(self.resync, sources=list(self.config.directory_sources),
                                      interval=self.config.resync_minutes * 60, watch=self.config.watch_sources)
@@ -130,7 +142,37 @@ class Bridge:
         error = self.moderator.reload()
         if error:
             log.error("policy_reload_failed_previous_kept", error=error)
+            await self.notify_admins(f"Politique refusée, la précédente reste en vigueur : {error}")
         return error
+
+    async def notify_admins(self, text: str) -> None:
+        if self.admin_room is not None:
+            await self.admin_room.notify(text)
+
+    async def status(self) -> str:
+        rooms = await self.store.all_rooms()
+        dead = await self.store.dead_letters()
+        pending = await self.store.pending_events(limit=1000)
+        return (f"{sum(1 for r in rooms if not r.archived)} salons gérés ({sum(1 for r in rooms if r.archived)} "
+                f"archivés), {len(pending)} évènements en attente, {len(dead)} en échec. "
+                f"Dernière synchronisation : {self.last_sync}.")
+
+    async def plan_summary(self) -> str:
+        from bridge.admin_room import format_summary
+        from bridge.reconcile.sync import run_sync
+
+        result = await run_sync(self.config, list(self.config.directory_sources), store=self.store,
+                                api=self.api, apply=False)
+        guard = "" if result.verdict.ok else " — REFUSÉ par les garde-fous : " + "; ".join(result.verdict.reasons)
+        return f"Plan : {format_summary(result.plan.summary())}{guard}"
+
+    async def sync_now(self) -> str:
+        await self.resync()
+        return f"Synchronisation : {self.last_sync}"
+
+    async def reload_answer(self) -> str:
+        error = await self.reload_policies()
+        return "Politiques rechargées." if error is None else "Rechargement refusé (voir ci-dessus)."
 
     async def ping_homeserver(self) -> None:
         """Ask the homeserver to ping us (MSC2659). Besides checking the registration both ways,
@@ -155,8 +197,18 @@ class Bridge:
             await self.moderator.refresh_rooms()
         ids = {r.room_key: r.room_id for r in await self.store.all_rooms() if not r.archived}
         self.entitled = {ids[k]: frozenset(r.members) for k, r in result.plan.desired.items() if k in ids}
+        from bridge.admin_room import format_summary
+
         if not result.verdict.ok:
             log.error("resync_refused_by_guard", reasons=list(result.verdict.reasons))
+            self.last_sync = "refusée par les garde-fous"
+            await self.notify_admins("Synchronisation REFUSÉE par les garde-fous : " + "; ".join(result.verdict.reasons)
+                                     + ". Vérifiez l'export de l'annuaire, ou appliquez avec "
+                                     "`ent-bridge sync --apply --allow-mass-removal`.")
+            return
+        report = result.report
+        failed = len(report.failed) if report else 0
+        self.last_sync = f"{format_summary(result.plan.summary())}" + (f", {failed} échecs" if failed else "")
 
     async def stop(self) -> None:
         for runner in (self.resyncer, self.sweeper, self.policy_watch):

@@ -92,6 +92,8 @@ class Config:
     resync_minutes: float = 60.0
     watch_sources: bool = True
     sweep_hours: float = 24.0
+    admin_room: str | None = None
+    admins: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -260,6 +262,8 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         audit_key=r.secret("audit", "key") or "",
         audit_retention_days=r.get("audit", "retention_days", int, 365),
         sweep_hours=r.get("retention", "sweep_hours", float, 24.0),
+        admin_room=r.get("admin", "room_id", str, None),
+        admins=tuple(r.get("admin", "admins", list, [])),
         watch_sources=r.get("directory", "watch", bool, True),
         log_level=r.get("logging", "level", str, "info"),
         extra=raw,

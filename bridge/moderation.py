@@ -49,6 +49,7 @@ class Moderator:
         self._strikes: dict[tuple[str, str], list[int]] = defaultdict(list)
         self._quiet_sent: dict[tuple[str, str], int] = {}
         self._unmute_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.report: Callable[[str], Any] | None = None  # posts to the admin room when set
 
     # --- policies -------------------------------------------------------------------------------
 
@@ -156,6 +157,10 @@ class Moderator:
         await self.audit.flush()
         log.info("moderation_decision", room_id=msg.room_id, sender=msg.sender, protection=d.protection,
                  actions=list(d.actions))
+        if self.report is not None and d.protection != "quiet_hours":
+            # Who, where, which rule and what was done; never the message itself.
+            await self.report(f"Modération : {msg.sender} dans {msg.room_id} — {d.protection} ({d.reason}) -> "
+                              f"{', '.join(d.actions)}")
 
     # --- mutes ----------------------------------------------------------------------------------
 

@@ -1,0 +1,56 @@
+"""The admin room: the bot reports there (refused plans, policy errors, moderation) and takes
+`!status`, `!plan`, `!sync`, `!policy reload` from the listed admins only."""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+from bridge.logging import get_logger
+from bridge.matrix.bot import Bot, ReceivedMessage
+
+log = get_logger(component="admin_room")
+HELP = ("Commandes : !status (état du pont), !plan (ce qu'une synchronisation changerait), "
+        "!sync (synchroniser maintenant), !policy reload (recharger les politiques).")
+
+
+class AdminRoom:
+    def __init__(self, *, bot: Bot, room_id: str, admins: frozenset[str],
+                 commands: dict[str, Callable[[], Awaitable[str]]]) -> None:
+        self.bot = bot
+        self.room_id = room_id
+        self.admins = admins
+        self.commands = commands
+
+    async def join(self) -> None:
+        await self.bot.api.join(self.room_id, as_user=self.bot.user_id)
+
+    async def notify(self, text: str) -> None:
+        """Best effort: a report that can't be posted is logged, never raised into the caller."""
+        try:
+            await self.bot.send_notice(self.room_id, text)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("admin_notify_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def on_message(self, msg: ReceivedMessage) -> None:
+        if msg.room_id != self.room_id or not msg.body.startswith("!"):
+            return
+        if msg.sender not in self.admins:
+            log.warning("admin_command_refused", sender=msg.sender)
+            await self.notify(f"{msg.sender} : seules les personnes listées dans admin.admins peuvent "
+                              "donner des commandes.")
+            return
+        command = " ".join(msg.body[1:].split()).lower()
+        handler = self.commands.get(command)
+        if handler is None:
+            await self.notify(HELP)
+            return
+        log.info("admin_command", command=command, sender=msg.sender)
+        try:
+            answer = await handler()
+        except Exception as exc:  # noqa: BLE001 - reported to the admins, who asked
+            answer = f"Échec de !{command} : {type(exc).__name__}: {exc}"
+        await self.notify(answer)
+
+
+def format_summary(summary: dict[str, int]) -> str:
+    return ", ".join(f"{n} {t}" for t, n in summary.items()) or "rien à faire"

@@ -75,14 +75,33 @@ async def _erase(args: argparse.Namespace) -> int:
         if args.person not in identities:
             print("nothing held on that person")
             return 0
+        user_id = identities[args.person]
+        deactivated = False
+        if user_id in await store.provisioned():
+            # The bridge created this account: erasing the person erases the account too.
+            if not config.homeserver.admin_token:
+                print("ent-bridge: error: the bridge created this person's account; erasing it needs "
+                      "homeserver.admin_token", file=sys.stderr)
+                return 1
+            from bridge.matrix.admin_api import SynapseAdmin
+
+            admin = SynapseAdmin(base_url=config.homeserver.url, token=config.homeserver.admin_token)
+            try:
+                await admin.deactivate(user_id, erase=True)
+            finally:
+                await admin.close()
+            await store.forget_provisioned(user_id)
+            deactivated = True
         await store.delete_identity(args.person)
+        await store.set_leavers(add={}, remove=[args.person])
         # The entry says that an erasure happened, never whose.
         await AuditLog(store, key=config.audit_key).append(actor="admin", action="rgpd_erase",
-                                                           reason="data-subject erasure request")
+                                                           reason="data-subject erasure request",
+                                                           detail={"account_deactivated": deactivated})
     finally:
         await store.close()
-    print("erased the bridge's data on that person (identity mapping); accounts are managed by the ENT's "
-          "identity provider: deactivate theirs there, or with Synapse's admin API")
+    print("erased the bridge's data on that person" + (" and the account it had created" if deactivated else
+          " (the account was not created by the bridge: deactivate it where it was made)"))
     return 0
 
 

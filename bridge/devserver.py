@@ -26,6 +26,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """Linux: the homeserver gets SIGTERM if the process that started it dies (a test run killed
+    by a timeout must not leave Synapse servers behind)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _relaxed(per_second: float = 1000, burst: int = 10000) -> dict[str, Any]:
     return {"per_second": per_second, "burst_count": burst}
 
@@ -116,7 +125,8 @@ class LocalSynapse:
         log = (self.workdir / "stdout.log").open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "synapse.app.homeserver", "-c", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -160,3 +160,16 @@ def test_retention_drift_is_repaired() -> None:
     room = observed_from(ds).rooms[key]
     p = plan(ds, observed_from(ds, **{key: dataclasses.replace(room, retention_ms=None)}), bot=BOT)
     assert [(a.type, a.detail["field"]) for a in p.actions] == [("set_state", "retention")]
+
+
+def test_people_who_left_themselves_are_not_reinvited() -> None:
+    ds = desired()
+    key = next(k for k in ds.rooms if k.startswith("class:"))
+    room = observed_from(ds).rooms[key]
+    who = sorted(ds.rooms[key].members)[0]
+    kicked = dataclasses.replace(room, members={**room.members, who: "leave"})
+    assert [(a.type, a.user_id) for a in plan(ds, observed_from(ds, **{key: kicked}), bot=BOT).actions] == [
+        ("invite", who)]  # removed by someone else: invited back
+    chose = dataclasses.replace(kicked, left_by_choice=frozenset({who}))
+    p = plan(ds, observed_from(ds, **{key: chose}), bot=BOT)
+    assert p.is_empty() and any("left or declined" in n for n in p.notes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,19 @@ async def test_school_year_rollover_archives_then_empties_after_grace(h: Harness
         assert {e["state_key"] for e in state if e["type"] == "m.room.member"
                 and e["content"]["membership"] in ("join", "invite")} == {h.config.bot_user_id}
     assert (await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=False, now=later)).plan.is_empty()
+
+
+async def test_guardian_who_declines_is_not_reinvited(h: Harness, humans: Any) -> None:
+    parent = await humans("parent")
+    mapping = h.tmp / "mapping.yaml"
+    mapping.write_text(yaml.safe_dump({"g-sara": parent.user_id}))
+    h.config = dataclasses.replace(h.config, identity=dataclasses.replace(h.config.identity, mapping_file=mapping))
+    first = await h.sync()
+    family = next(k for k in first.plan.desired if "p-ines" in k)
+    room_id = (await h.store.get_room(family)).room_id
+    from tests.conftest import sync_until
+
+    await sync_until(parent, lambda: room_id in parent.invited_rooms)
+    await parent.room_leave(room_id)  # declines the invite
+    again = await h.sync(apply=False)
+    assert again.plan.is_empty() and any("declined" in n for n in again.plan.notes)

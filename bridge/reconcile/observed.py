@@ -18,6 +18,7 @@ class ObservedRoom:
     archived: bool = False
     retention_ms: int | None = None
     grace_over: bool = False  # archived, and the grace period before emptying it has passed
+    left_by_choice: frozenset[str] = frozenset()  # left, or declined the invite, themselves
 
     def current(self) -> set[str]:
         return {u for u, m in self.members.items() if m in ("join", "invite")}
@@ -35,10 +36,13 @@ def from_state_events(key: str, room_id: str, events: list[dict[str, Any]], *, a
     name = topic = ""
     children: set[str] = set()
     retention: int | None = None
+    by_choice: set[str] = set()
     for ev in events:
         etype, skey, content = ev.get("type"), ev.get("state_key"), ev.get("content") or {}
         if etype == "m.room.member" and skey:
             members[skey] = str(content.get("membership", "leave"))
+            if members[skey] == "leave" and ev.get("sender") == skey:
+                by_choice.add(skey)
         elif etype == "m.room.power_levels":
             power = content
         elif etype == "m.room.name":
@@ -49,4 +53,5 @@ def from_state_events(key: str, room_id: str, events: list[dict[str, Any]], *, a
             children.add(skey)
         elif etype == "m.room.retention" and isinstance(content.get("max_lifetime"), int):
             retention = content["max_lifetime"]
-    return ObservedRoom(key, room_id, members, power, name, topic, frozenset(children), archived, retention)
+    return ObservedRoom(key, room_id, members, power, name, topic, frozenset(children), archived, retention,
+                        left_by_choice=frozenset(by_choice))

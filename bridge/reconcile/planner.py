@@ -52,9 +52,12 @@ def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, reasons: Map
         if diff:
             out.append(Action("set_power_levels", d.key, "power levels differ from the template",
                               detail={"keys": diff}))
+    by_choice = o.left_by_choice if o is not None else frozenset()
     for user in sorted(d.members - current):
         if membership.get(user) == "ban":
             continue  # a moderator's ban stands; reported in the plan's notes
+        if user in by_choice:
+            continue  # they left (or declined) themselves: no new invite every hour; see notes
         out.append(A.invite(d.key, user, reasons["entitled"]))
     for user in sorted(current - d.members):
         out.append(A.kick(d.key, user, reasons["not_entitled"]))
@@ -95,6 +98,10 @@ def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: 
             banned = sorted(u for u in d.members if o.members.get(u) == "ban")
             if banned:
                 notes.append(f"{key}: {len(banned)} entitled people are banned and stay out")
+            declined = sorted(u for u in d.members if u in o.left_by_choice and o.members.get(u) == "leave")
+            if declined:
+                notes.append(f"{key}: {len(declined)} entitled people left or declined the invite themselves "
+                             "and are not invited again")
     for key in sorted(observed.rooms):
         o = observed.rooms[key]
         if key in desired.rooms:

@@ -33,7 +33,8 @@ from bridge.config import load_config  # noqa: E402
 from bridge.devserver import LocalSynapse, free_port  # noqa: E402
 from bridge.matrix.appservice_api import AppserviceAPI  # noqa: E402
 from bridge.reconcile import planner  # noqa: E402
-from bridge.reconcile.executor import RoomExecutor, create_room_body  # noqa: E402
+from bridge.reconcile.executor import RoomExecutor  # noqa: E402
+from bridge.reconcile.requests import create_room_body  # noqa: E402
 from bridge.reconcile.observed import ObservedState  # noqa: E402
 from bridge.reconcile.sync import desired_state, gc_paused, persons, run_sync  # noqa: E402
 from bridge.rooms.desired import Settings, compute  # noqa: E402

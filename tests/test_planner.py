@@ -173,3 +173,10 @@ def test_people_who_left_themselves_are_not_reinvited() -> None:
     chose = dataclasses.replace(kicked, left_by_choice=frozenset({who}))
     p = plan(ds, observed_from(ds, **{key: chose}), bot=BOT)
     assert p.is_empty() and any("left or declined" in n for n in p.notes)
+
+
+def test_creator_power_by_room_version() -> None:
+    from bridge.reconcile.requests import creators_privileged
+
+    assert creators_privileged("12") and creators_privileged("org.matrix.hydra.11")
+    assert not creators_privileged("11") and not creators_privileged("1")

@@ -22,13 +22,11 @@ from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.reconcile.actions import Action, Plan
 from bridge.reconcile.observed import ObservedRoom, ObservedState, from_state_events
 from bridge.reconcile.progress import Progress
-from bridge.rooms.desired import ROOM_STATE_TYPE, DesiredRoom
+from bridge.reconcile.requests import ARCHIVED_PREFIX, ARCHIVED_TOPIC, create_room_body, creators_privileged
+from bridge.rooms.desired import DesiredRoom
 from bridge.store.base import RoomRecord, Store
 
 FOLD_INVITES = 25
-ARCHIVED_TOPIC = {"fr": "Salon archivé : lecture seule. Il sera vidé de ses membres dans {days} jours.",
-                  "en": "Archived room: read-only. Its members will be removed in {days} days."}
-ARCHIVED_PREFIX = {"fr": "[Archivé] ", "en": "[Archived] "}
 
 
 @dataclass
@@ -295,41 +293,6 @@ class RoomExecutor:
                 await self.api.invite(room_id, user, as_user=self.bot)
         await self.store.put_room(RoomRecord(d.key, room_id, self.alias(d), d.template), now_ms=_now_ms())
         get_logger(room_id=room_id).info("room_ensured", template=d.template, space=d.is_space)
-
-
-def create_room_body(d: DesiredRoom, *, invite: list[str]) -> dict[str, Any]:
-    """The createRoom request for a desired room (pure): all state in one request."""
-    initial_state: list[dict[str, Any]] = [
-        {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
-        {"type": "m.room.history_visibility", "state_key": "",
-         "content": {"history_visibility": d.history_visibility}},
-        {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "invite"}},
-        # Marks the room as the bridge's, without personal data (the template only).
-        {"type": ROOM_STATE_TYPE, "state_key": "", "content": {"template": d.template}},
-    ]
-    if d.encrypted:
-        initial_state.append({"type": "m.room.encryption", "state_key": "",
-                              "content": {"algorithm": "m.megolm.v1.aes-sha2"}})
-    if d.retention_ms is not None:
-        initial_state.append({"type": "m.room.retention", "state_key": "",
-                              "content": {"max_lifetime": d.retention_ms}})
-    body: dict[str, Any] = {
-        "preset": "private_chat", "visibility": "private", "name": d.name,
-        "room_alias_name": d.alias_localpart, "initial_state": initial_state,
-        "power_level_content_override": dict(d.power_levels), "invite": invite,
-    }
-    if d.topic:
-        body["topic"] = d.topic
-    if d.is_space:
-        body["creation_content"] = {"type": "m.space"}
-    return body
-
-
-def creators_privileged(room_version: str) -> bool:
-    """Room versions where creators hold unlimited power outside `users` (MSC4289)."""
-    if room_version.startswith("org.matrix.hydra"):
-        return True
-    return room_version.isdigit() and int(room_version) >= 12
 
 
 def _now_ms() -> int:

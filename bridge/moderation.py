@@ -197,6 +197,6 @@ class Moderator:
 
     async def unmute(self, room_id: str, user_id: str) -> None:
         await self._set_level(room_id, user_id, None)
-        await self.store.delete_mute(room_id, user_id)
         self.audit.record(actor="ent-bridge", action="unmute", room=room_id, subject=user_id, reason="mute expired")
         await self.audit.flush()
+        await self.store.delete_mute(room_id, user_id)  # last: a crash before it retries the unmute

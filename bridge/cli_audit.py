@@ -7,22 +7,12 @@ import asyncio
 import sys
 
 
-async def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from bridge.audit import AuditLog
-    from bridge.config import load_config
-    from bridge.store import open_store
-
-    config = load_config(args.config)
-    store = await open_store(config.database_url)
-    return store, AuditLog(store, key=config.audit_key)
-
-
 async def _verify(args: argparse.Namespace) -> int:
-    store, audit = await _open(args)
-    try:
-        result = await audit.verify()
-    finally:
-        await store.close()
+    from bridge.audit import AuditLog
+    from bridge.cli_common import config_and_store
+
+    async with config_and_store(args) as (config, store):
+        result = await AuditLog(store, key=config.audit_key).verify()
     if result.ok:
         print(f"audit log OK: {result.checked} entries, chain intact")
         return 0
@@ -31,12 +21,11 @@ async def _verify(args: argparse.Namespace) -> int:
 
 
 async def _show(args: argparse.Namespace) -> int:
-    store, _ = await _open(args)
-    try:
+    from bridge.cli_common import config_and_store
+
+    async with config_and_store(args) as (_, store):
         for row in (await store.audit_rows())[-args.last:]:
             print(f"{row.seq}\t{row.body}")
-    finally:
-        await store.close()
     return 0
 
 

@@ -8,17 +8,12 @@ import sys
 
 
 async def _identity(args: argparse.Namespace) -> int:
-    from bridge.config import load_config
+    from bridge.cli_common import config_and_store
     from bridge.matrix.bot import CROSS_SIGNING_KEY
     from bridge.matrix.cross_signing import fingerprint, unseal
-    from bridge.store import open_store
 
-    config = load_config(args.config)
-    store = await open_store(config.database_url)
-    try:
+    async with config_and_store(args) as (config, store):
         sealed = await store.get_value(CROSS_SIGNING_KEY)
-    finally:
-        await store.close()
     if sealed is None:
         print("The bot has no cross-signing identity yet: it is created at the first `ent-bridge run`.")
         return 1

@@ -7,19 +7,16 @@ import asyncio
 
 
 async def _sweep(args: argparse.Namespace) -> int:
-    from bridge.config import load_config
+    from bridge.cli_common import config_and_store
     from bridge.matrix.appservice_api import AppserviceAPI
     from bridge.retention_sweep import sweep_managed
-    from bridge.store import open_store
 
-    config = load_config(args.config)
-    store = await open_store(config.database_url)
-    api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
-    try:
-        report = await sweep_managed(config, store=store, api=api)
-    finally:
-        await api.close()
-        await store.close()
+    async with config_and_store(args) as (config, store):
+        api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
+        try:
+            report = await sweep_managed(config, store=store, api=api)
+        finally:
+            await api.close()
     print(f"{report.rooms} rooms swept: {report.redacted} messages removed, {report.remaining} older than "
           "their lifetime still present")
     return 0 if report.remaining == 0 else 1

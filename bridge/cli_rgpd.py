@@ -20,41 +20,26 @@ def _register(args: argparse.Namespace) -> int:
 
 
 async def _export(args: argparse.Namespace) -> int:
-    from bridge.config import load_config
+    from bridge.cli_common import config_and_store
     from bridge.directory.sources import load
     from bridge.reconcile.sync import desired_state
     from bridge.rgpd import export
     from bridge.rooms.templates import load_templates
-    from bridge.store import open_store
 
-    config = load_config(args.config)
-    directory, _ = load(args.sources or list(config.directory_sources), academie=config.academie)
-    store = await open_store(config.database_url)
-    try:
-        desired, identities = desired_state(config, directory, await store.identities(),
-                                            now=datetime.now(timezone.utc))
+    async with config_and_store(args) as (config, store):
+        directory, _ = load(args.sources or list(config.directory_sources), academie=config.academie)
+        known = await store.identities()
+        desired, identities = desired_state(config, directory, known, now=datetime.now(timezone.utc))
         audit = await store.audit_rows()
-    finally:
-        await store.close()
-    if args.person not in identities and args.person not in (await _known(config)):
+    if args.person not in identities and args.person not in known:
         print(f"ent-bridge: error: no person {args.person!r} in the directory or the bridge's data", file=sys.stderr)
         return 1
     templates = load_templates(config.policies_dir)
-    data = export(args.person, directory=directory, desired=desired, identities=identities, audit=audit,
-                  retention={k: t.retention_ms for k, t in templates.items()})
+    data = export(args.person, directory=directory, desired=desired, identities={**known, **identities},
+                  audit=audit, retention={k: t.retention_ms for k, t in templates.items()})
     json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
     print()
     return 0
-
-
-async def _known(config) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    from bridge.store import open_store
-
-    store = await open_store(config.database_url)
-    try:
-        return await store.identities()
-    finally:
-        await store.close()
 
 
 async def _erase(args: argparse.Namespace) -> int:

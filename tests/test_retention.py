@@ -86,3 +86,16 @@ async def test_sweep_removes_old_messages_seen_by_a_member(homeserver: Any, data
     finally:
         await api.close()
         await store.close()
+
+
+@pytest.mark.synapse
+def test_retention_sweep_command(homeserver: Any, data_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import config_file
+
+    out = subprocess.run([sys.executable, "-m", "bridge", "-c", str(config_file(homeserver, data_dir)),
+                          "retention", "sweep"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "0 rooms swept: 0 messages removed, 0 older than their lifetime still present" in out.stdout

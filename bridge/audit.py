@@ -12,10 +12,15 @@ import hashlib
 import hmac
 import json
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from bridge.store.base import AuditRow, Store
+
+# One chain per store: every AuditLog on the same store (moderation, outsiders, syncs and
+# sweeps each make one) must append under the same lock, or two could take the same seq.
+_CHAIN_LOCKS: "weakref.WeakKeyDictionary[Store, asyncio.Lock]" = weakref.WeakKeyDictionary()
 
 ANCHOR_KEY = "audit_anchor"  # "seq:mac" of the last pruned entry
 GENESIS = "0" * 64
@@ -49,7 +54,7 @@ class AuditLog:
         self.store = store
         self._key = hashlib.sha256(b"ent-bridge audit\x00" + key.encode()).digest()
         self._pending: list[tuple[int, str]] = []
-        self._lock = asyncio.Lock()  # rooms are applied concurrently; the chain is one line
+        self._lock = _CHAIN_LOCKS.setdefault(store, asyncio.Lock())
 
     def record(self, *, actor: str, action: str, reason: str, room: str | None = None,
                subject: str | None = None, detail: dict[str, Any] | None = None, now_ms: int | None = None) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from bridge.audit import AuditLog
 from bridge.store.sqlite import SqliteStore
+from tests.test_store_contract import store  # noqa: F401 - the SQLite + PostgreSQL store fixture
 
 
 @pytest.fixture
@@ -87,3 +88,18 @@ async def test_sync_actions_are_audited_and_cli_verifies(homeserver: Any, data_d
     bad = subprocess.run([sys.executable, "-m", "bridge", "-c", str(cfg), "audit", "verify"],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "entry 5 was modified" in bad.stderr
+
+
+async def test_concurrent_logs_on_one_store_keep_one_chain(store: Any) -> None:
+    """On PostgreSQL the appends really interleave (SQLite's calls don't yield)."""
+    import asyncio
+
+    logs = [AuditLog(store, key="k" * 32) for _ in range(4)]  # as moderation, syncs… each make one
+
+    async def write(a: AuditLog, n: int) -> None:
+        for i in range(5):
+            await a.append(actor="ent-bridge", action="x", reason=f"{n}-{i}")
+
+    await asyncio.gather(*(write(a, n) for n, a in enumerate(logs)))
+    result = await logs[0].verify()
+    assert result.ok and result.checked == 20

@@ -53,7 +53,7 @@ async def test_inbox_order_done_and_dead_letters(store: Any) -> None:
     await store.record_transaction("t2", [{"event_id": "$late"}], now_ms=20)
     await store.record_transaction("t1", [{"event_id": "$early"}], now_ms=10)
     assert [p.event["event_id"] for p in await store.pending_events()] == ["$early", "$late"]
-    await store.event_done("t1", 0)
+    await store.events_done([("t1", 0)])
     await store.record_transaction("t3", [{"event_id": "$x"}, {"event_id": "$y"}], now_ms=30)
     await store.events_done([("t3", 0), ("t3", 1)])
     assert await store.event_failed("t2", 0, error="x", max_attempts=2) is False

@@ -62,9 +62,8 @@ def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, reasons: Map
     for user in sorted(current - d.members):
         out.append(A.kick(d.key, user, reasons["not_entitled"]))
     if d.is_space:
-        wanted = {k: rid for k, rid in space_ids.items()}
         have = o.children if o is not None else frozenset()
-        for child_key, child_id in sorted(wanted.items()):
+        for child_key, child_id in sorted(space_ids.items()):
             if child_id is None or child_id not in have:
                 out.append(Action("add_to_space", d.key, "room belongs in its school's Space",
                                   detail={"child": child_key}))

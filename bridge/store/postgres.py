@@ -74,9 +74,6 @@ class PostgresStore:
             "ORDER BY t.received_at, i.txn_id, i.idx LIMIT $1", limit)
         return [InboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
 
-    async def event_done(self, txn_id: str, idx: int) -> None:
-        await self.pool.execute("DELETE FROM inbox WHERE txn_id = $1 AND idx = $2", txn_id, idx)
-
     async def events_done(self, items: list[tuple[str, int]]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.executemany("DELETE FROM inbox WHERE txn_id = $1 AND idx = $2", items)

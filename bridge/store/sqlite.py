@@ -83,9 +83,6 @@ class SqliteStore:
             "ORDER BY t.received_at, i.txn_id, i.idx LIMIT ?", (limit,)).fetchall()
         return [InboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
 
-    async def event_done(self, txn_id: str, idx: int) -> None:
-        self.db.execute("DELETE FROM inbox WHERE txn_id = ? AND idx = ?", (txn_id, idx))
-
     async def events_done(self, items: list[tuple[str, int]]) -> None:
         with self._tx():
             self.db.executemany("DELETE FROM inbox WHERE txn_id = ? AND idx = ?", items)

@@ -48,6 +48,7 @@ class Bridge:
     last_sync: str = "aucune synchronisation depuis le démarrage"
     moderator: Moderator | None = None
     entitled: dict[str, frozenset[str]] = field(default_factory=dict)  # room id -> people, from the last sync
+    actors: dict[str, str] = field(default_factory=dict)  # room id -> the keyless user, where it runs the room
 
     @classmethod
     async def create(cls, config: Config, *, store: Store | None = None) -> "Bridge":
@@ -74,14 +75,14 @@ class Bridge:
         """Undo at once an invite or join of someone not entitled (not at the next sync)."""
         from bridge.policy.outsiders import outsider
 
-        user = outsider(event, self.entitled, bot=self.config.bot_user_id)
+        user = outsider(event, self.entitled, bridge_users=(self.config.bot_user_id, self.config.keyless_user_id))
         if user is None:
             return
         room_id = str(event["room_id"])
         reason = {"fr": "n'est pas autorisé dans ce salon selon l'annuaire",
                   "en": "is not entitled to this room according to the directory"}[self.config.rooms.language]
         try:
-            await self.api.kick(room_id, user, as_user=self.config.bot_user_id, reason=reason)
+            await self.api.kick(room_id, user, as_user=self.actors.get(room_id, self.config.bot_user_id), reason=reason)
         except PermanentMatrixError as exc:
             if exc.status != 403:
                 raise  # the dispatcher records it and retries
@@ -90,6 +91,11 @@ class Bridge:
         await AuditLog(self.store, key=self.config.audit_key).append(
             actor="ent-bridge", action="outsider_removed", room=room_id, subject=user, reason=reason,
             detail={"invited_by": event.get("sender")})
+        if self.moderator is not None:
+            try:
+                await self.moderator.outsider_removed(room_id, user, reason=reason)
+            except (BridgeError, asyncio.TimeoutError) as exc:  # the removal stands; only the explanation is missing
+                log.warning("outsider_notice_failed", room_id=room_id, error=str(exc))
 
     async def start(self, *, with_bot: bool = True) -> None:
         # Listen first: Synapse may already be resending transactions from before a restart.
@@ -100,7 +106,7 @@ class Bridge:
         if with_bot:
             self.moderator = Moderator(policies_dir=self.config.policies_dir, store=self.store, api=self.api,
                                        bot=self.bot, audit=AuditLog(self.store, key=self.config.audit_key),
-                                       language=self.config.rooms.language)
+                                       language=self.config.rooms.language, keyless=self.config.keyless_user_id)
             await self.moderator.start()
             self.bot.message_hooks.append(self.moderator.on_message)
             self.handlers.append(self.moderator.on_event)
@@ -197,6 +203,7 @@ class Bridge:
             await self.moderator.refresh_rooms()
         ids = {r.room_key: r.room_id for r in await self.store.all_rooms() if not r.archived}
         self.entitled = {ids[k]: frozenset(r.members) for k, r in result.plan.desired.items() if k in ids}
+        self.actors = {ids[k]: r.owner for k, r in result.plan.desired.items() if k in ids and r.owner}
         from bridge.admin_room import format_summary
 
         if not result.verdict.ok:

@@ -54,6 +54,8 @@ def _explain(args: argparse.Namespace) -> int:
     print(f"  chiffré de bout en bout : {'oui' if t.encrypted else 'non'} ; historique visible : {t.history_visibility}")
     print(f"  écrire : {'modérateurs seulement' if t.events_default >= 50 else 'tous les membres'} ; "
           f"@room : {t.room_mention}")
+    if t.reports:
+        print("  reçoit les signalements de modération de l'établissement (jamais le contenu des messages)")
     if t.retention_ms:
         print(f"  conservation des messages : {t.retention_ms // 86_400_000 or t.retention_ms // 1000} "
               f"{'jours' if t.retention_ms >= 86_400_000 else 's'}")
@@ -63,7 +65,9 @@ def _explain(args: argparse.Namespace) -> int:
         return 0
     print(f"  modération « {profile.name} » (exemptés : pouvoir >= {profile.exempt_power}) :")
     if not profile.content_inspection:
-        print("    lecture du contenu désactivée : seules les protections sur les métadonnées s'appliquent")
+        print("    lecture du contenu désactivée : le salon est tenu par un compte sans appareil (aucune clé "
+              "ne lui est partagée, le bot n'y est pas) ; seules les protections sur les métadonnées "
+              "s'appliquent (flood, heures calmes, récidive, intrus) et les avis du pont n'y sont pas chiffrés")
     for name in ("banned_words", "flood", "media", "links", "mentions", "quiet_hours"):
         p = getattr(profile, name)
         if p is None:

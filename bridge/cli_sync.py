@@ -24,7 +24,8 @@ async def _run(args: argparse.Namespace) -> int:
     api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
     try:
         result = await run_sync(config, sources, store=store, api=api, apply=args.apply,
-                                allow_mass_removal=args.allow_mass_removal, offline=args.offline)
+                                allow_mass_removal=args.allow_mass_removal, offline=args.offline,
+                                full_observe=args.full_read)
     finally:
         await api.close()
         await store.close()
@@ -65,4 +66,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="apply even when the guards refuse (many removals, shrunken directory)")
     p.add_argument("--offline", action="store_true",
                    help="plan without asking the homeserver (as if no room existed yet)")
+    p.add_argument("--full-read", action="store_true",
+                   help="read every room's state, not only the rooms the homeserver reports as changed")
     p.set_defaults(func=_cmd)

@@ -51,6 +51,10 @@ class BotConfig:
     store_dir: Path
     store_key: str
     display_name: str = "ENT"
+    # Owner of the rooms whose moderation profile says `content_inspection: false`: a user of the
+    # namespace that never gets a device, so no client ever shares a room key with it.
+    keyless_localpart: str = "ent-bridge_keyless"
+    keyless_display_name: str = "ENT (sans accès aux messages)"
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class RoomsConfig:
     max_removals: int = 200
     max_directory_shrink: float = 0.10
     archive_grace_days: int = 30
+    full_observe_hours: float = 24.0  # between full reads of every room (incremental in between)
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,10 @@ class Config:
     @property
     def bot_user_id(self) -> str:
         return f"@{self.bot.localpart}:{self.homeserver.server_name}"
+
+    @property
+    def keyless_user_id(self) -> str:
+        return f"@{self.bot.keyless_localpart}:{self.homeserver.server_name}"
 
     @property
     def sender_user_id(self) -> str:
@@ -213,7 +222,13 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         store_dir=rel(r.get("bot", "store_dir", str, "data/nio")),
         store_key=r.secret("bot", "store_key") or "",
         display_name=r.get("bot", "display_name", str, "ENT"),
+        keyless_localpart=r.get("bot", "keyless_localpart", str, f"{appservice.namespace_prefix}keyless"),
+        keyless_display_name=r.get("bot", "keyless_display_name", str, "ENT (sans accès aux messages)"),
     )
+    if not bot.keyless_localpart.startswith(appservice.namespace_prefix) or bot.keyless_localpart in (
+            bot_localpart, appservice.sender_localpart):
+        raise ConfigError(f"must start with the namespace prefix {appservice.namespace_prefix!r} and differ "
+                          "from the bot and the appservice sender", file=file, key="bot.keyless_localpart")
     database_url = r.get("database", "url", str, "sqlite:///data/ent-bridge.db")
     if database_url.startswith("sqlite:///"):
         db_path = database_url[len("sqlite:///"):]
@@ -231,6 +246,7 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         max_removals=r.get("rooms", "max_removals", int, 200),
         max_directory_shrink=r.get("rooms", "max_directory_shrink", float, 0.10),
         archive_grace_days=r.get("rooms", "archive_grace_days", int, 30),
+        full_observe_hours=r.get("rooms", "full_observe_hours", float, 24.0),
     )
     sources = r.get("directory", "sources", list, [])
     if not all(isinstance(s, str) for s in sources):

@@ -1,5 +1,9 @@
 """Moderation (imperative shell): runs the pure engine on what the bot decrypts, then acts.
 
+Rooms whose profile says `content_inspection: false` are run by the keyless user: the bot is not
+in them and reads nothing. There, only metadata protections apply (who posts, how often, when),
+on the encrypted events the homeserver's transactions carry; the bridge's notices are sent by
+the keyless user, unencrypted since it holds no keys, and say only who and which rule.
 Every decision goes to the audit log with the protection and reason, never the message body.
 """
 
@@ -29,11 +33,18 @@ WARN = {"fr": "{user} : votre message a été retiré ({reason}). Merci de respe
         "en": "{user}: your message was removed ({reason}). Please follow the charter."}
 MUTED = {"fr": "{user} ne peut plus écrire ici pendant {minutes} min ({reason}).",
          "en": "{user} can't write here for {minutes} min ({reason})."}
+REPORT = {"fr": "Signalement : {user} dans « {room} » — règle {protection} ({reason}). Mesures : {actions}.",
+          "en": "Report: {user} in “{room}” — rule {protection} ({reason}). Actions: {actions}."}
+OUTSIDER = {"fr": "{user} a été retiré(e) de ce salon : {reason}.",
+            "en": "{user} was removed from this room: {reason}."}
 
 
 class Moderator:
     def __init__(self, *, policies_dir: Path, store: Store, api: AppserviceAPI, bot: Bot, audit: AuditLog,
-                 language: str = "fr", clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 language: str = "fr", keyless: str | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.keyless = keyless
+        self._keyless_power: dict[str, dict[str, Any]] = {}  # room id -> power levels (keyless rooms)
         self.policies_dir = policies_dir
         self.store = store
         self.api = api
@@ -45,6 +56,8 @@ class Moderator:
         self.policies = Policies({})
         self._words: dict[str, tuple[str, ...]] = {}
         self.room_template: dict[str, str] = {}
+        self.room_school: dict[str, str] = {}  # room id -> UAI
+        self.reports_room: dict[str, str] = {}  # UAI -> room id of the school's moderators room
         self._recent: dict[tuple[str, str], deque[int]] = defaultdict(lambda: deque(maxlen=200))
         self._strikes: dict[tuple[str, str], list[int]] = defaultdict(list)
         self._quiet_sent: dict[tuple[str, str], int] = {}
@@ -69,7 +82,31 @@ class Moderator:
         return None
 
     async def refresh_rooms(self) -> None:
-        self.room_template = {r.room_id: r.template for r in await self.store.all_rooms() if not r.archived}
+        from bridge.rooms.desired import school_of_key
+
+        live = [r for r in await self.store.all_rooms() if not r.archived]
+        self.room_template = {r.room_id: r.template for r in live}
+        self.room_school = {r.room_id: uai for r in live if (uai := school_of_key(r.room_key))}
+        self.reports_room = {self.room_school[r.room_id]: r.room_id for r in live if r.room_id in self.room_school
+                             and getattr(self.templates.get(r.template), "reports", False)}
+
+    async def report_to_school(self, room_id: str, *, user: str, protection: str, reason: str,
+                               actions: list[str]) -> bool:
+        """Tell the moderators of the room's school (their moderators room); False if it has none."""
+        target = self.reports_room.get(self.room_school.get(room_id, ""))
+        if target is None or target == room_id:
+            return False
+        room = self.bot.client.rooms.get(room_id) if self.bot.client else None
+        label = room.display_name if room is not None else f"{self.room_template.get(room_id, '?')} {room_id}"
+        text = REPORT.get(self.language, REPORT["fr"]).format(
+            user=user, room=label, protection=protection, reason=reason, actions=", ".join(actions))
+        await self.bot.send_notice(target, text)
+        return True
+
+    async def outsider_removed(self, room_id: str, user: str, *, reason: str) -> None:
+        """Say in the room why someone vanished from it, and tell the school's moderators."""
+        await self._notice(room_id, OUTSIDER.get(self.language, OUTSIDER["fr"]).format(user=user, reason=reason))
+        await self.report_to_school(room_id, user=user, protection="outsiders", reason=reason, actions=["kick"])
 
     async def start(self) -> None:
         error = self.reload()
@@ -86,14 +123,52 @@ class Moderator:
 
     # --- the hook -------------------------------------------------------------------------------
 
-    def _power(self, room_id: str, user_id: str) -> int:
+    def _profile(self, room_id: str) -> Any:
+        template = self.templates.get(self.room_template.get(room_id, ""))
+        return self.policies.profiles.get(template.moderation or "") if template else None
+
+    def keyless_room(self, room_id: str) -> bool:
+        profile = self._profile(room_id)
+        return bool(self.keyless) and profile is not None and not profile.content_inspection
+
+    def actor(self, room_id: str) -> str:
+        """Who acts in a room: the keyless user in rooms without content inspection, else the bot."""
+        return str(self.keyless) if self.keyless_room(room_id) else self.bot.user_id
+
+    async def _power(self, room_id: str, user_id: str) -> int:
+        if self.keyless_room(room_id):
+            levels = self._keyless_power.get(room_id)
+            if levels is None:  # refreshed whenever the room's power levels change (on_event)
+                levels = await self.api.request(
+                    "GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state/m.room.power_levels/",
+                    user_id=self.actor(room_id))
+                self._keyless_power[room_id] = levels
+            return int((levels.get("users") or {}).get(user_id, levels.get("users_default", 0)))
         room = self.bot.client.rooms.get(room_id) if self.bot.client else None
         return int(room.power_levels.get_user_level(user_id)) if room is not None else 0
 
+    async def _notice(self, room_id: str, text: str) -> None:
+        if self.keyless_room(room_id):
+            await self.api.send_event(room_id, "m.room.message", {"msgtype": "m.notice", "body": text},
+                                      as_user=self.actor(room_id), txn_id=secrets.token_hex(8))
+        else:
+            await self.bot.send_notice(room_id, text)
+
     async def on_event(self, event: dict[str, Any]) -> None:
         """Dispatcher hook: plaintext messages of unencrypted managed rooms arrive with the
-        homeserver's transactions (encrypted ones reach `on_message` once the bot decrypted them)."""
-        if event.get("type") != "m.room.message" or event.get("sender") == self.bot.user_id:
+        homeserver's transactions (encrypted ones reach `on_message` once the bot decrypted them);
+        in keyless rooms, encrypted messages are moderated on their metadata alone."""
+        etype, room_id = event.get("type"), str(event.get("room_id"))
+        if etype == "m.room.power_levels":
+            self._keyless_power.pop(room_id, None)
+            return
+        if event.get("sender") in (self.bot.user_id, self.keyless):
+            return
+        if etype == "m.room.encrypted" and self.keyless_room(room_id):
+            await self.on_message(ReceivedMessage(room_id, str(event.get("event_id")), str(event.get("sender")),
+                                                  "", True, {}))
+            return
+        if etype != "m.room.message":
             return
         content = event.get("content") or {}
         await self.on_message(ReceivedMessage(str(event.get("room_id")), str(event.get("event_id")),
@@ -101,16 +176,15 @@ class Moderator:
                                               dict(content)))
 
     async def on_message(self, msg: ReceivedMessage) -> None:
-        template = self.templates.get(self.room_template.get(msg.room_id, ""))
-        profile = self.policies.profiles.get(template.moderation or "") if template else None
-        if profile is None or not profile.content_inspection:
-            return
+        profile = self._profile(msg.room_id)
+        if profile is None or (not profile.content_inspection and msg.content):
+            return  # content the policy says not to look at is not looked at
         now = self.clock()
         now_ms = int(now.timestamp() * 1000)
         recent = self._recent[(msg.room_id, msg.sender)]
         recent.append(now_ms)
         decisions = evaluate(profile, Message(msg.room_id, msg.event_id, msg.sender,
-                                              self._power(msg.room_id, msg.sender), msg.content),
+                                              await self._power(msg.room_id, msg.sender), msg.content),
                              now=now, recent_ms=list(recent), compiled_words=self._words.get(profile.name))
         if any(d.protection != "quiet_hours" for d in decisions):
             strikes = self._strikes[(msg.room_id, msg.sender)]
@@ -129,28 +203,30 @@ class Moderator:
             if action == "redact":
                 await self.api.request("PUT", f"/_matrix/client/v3/rooms/{room}/redact/"
                                               f"{quote(msg.event_id, safe='')}/{secrets.token_hex(8)}",
-                                       user_id=self.bot.user_id, json={"reason": d.reason})
+                                       user_id=self.actor(msg.room_id), json={"reason": d.reason})
             elif action == "warn":
-                await self.bot.send_notice(msg.room_id, WARN.get(lang, WARN["fr"]).format(user=msg.sender,
-                                                                                          reason=d.reason))
+                await self._notice(msg.room_id, WARN.get(lang, WARN["fr"]).format(user=msg.sender, reason=d.reason))
             elif action == "notice":
                 last = self._quiet_sent.get((msg.room_id, msg.sender), 0)
                 if now_ms - last < 12 * 3_600_000:
                     continue  # one automatic answer per evening, not one per message
                 self._quiet_sent[(msg.room_id, msg.sender)] = now_ms
-                await self.bot.send_notice(msg.room_id, f"{msg.sender} : {QUIET_NOTICE.get(lang, QUIET_NOTICE['fr'])}")
+                await self._notice(msg.room_id, f"{msg.sender} : {QUIET_NOTICE.get(lang, QUIET_NOTICE['fr'])}")
             elif action == "mute":
                 if (msg.room_id, msg.sender) in self._unmute_tasks:
                     continue  # already muted: the current mute runs its course
                 minutes = float(d.detail.get("mute_minutes", 60))
                 # Expiries are wall-clock times: they are slept on and survive restarts.
                 await self.mute(msg.room_id, msg.sender, until_ms=int(time.time() * 1000) + int(minutes * 60_000))
-                await self.bot.send_notice(msg.room_id, MUTED.get(lang, MUTED["fr"]).format(
+                await self._notice(msg.room_id, MUTED.get(lang, MUTED["fr"]).format(
                     user=msg.sender, minutes=f"{minutes:g}", reason=d.reason))
             elif action == "kick":
-                await self.api.kick(msg.room_id, msg.sender, as_user=self.bot.user_id, reason=d.reason)
+                await self.api.kick(msg.room_id, msg.sender, as_user=self.actor(msg.room_id), reason=d.reason)
             elif action == "report":
-                log.warning("moderation_report", room_id=msg.room_id, sender=msg.sender, protection=d.protection)
+                sent = await self.report_to_school(msg.room_id, user=msg.sender, protection=d.protection,
+                                                   reason=d.reason, actions=list(d.actions))
+                log.warning("moderation_report", room_id=msg.room_id, sender=msg.sender, protection=d.protection,
+                            to_school_moderators=sent)
         self.audit.record(actor="ent-bridge", action=f"moderation_{d.protection}", room=msg.room_id,
                           subject=msg.sender, reason=d.reason, detail={"actions": list(d.actions),
                                                                        "event_id": msg.event_id})
@@ -167,14 +243,14 @@ class Moderator:
     async def _set_level(self, room_id: str, user_id: str, level: int | None) -> None:
         room = quote(room_id, safe="")
         content = await self.api.request("GET", f"/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/",
-                                         user_id=self.bot.user_id)
+                                         user_id=self.actor(room_id))
         users = dict(content.get("users") or {})
         if level is None:
             users.pop(user_id, None)
         else:
             users[user_id] = level
         await self.api.set_state(room_id, "m.room.power_levels", "", {**content, "users": users},
-                                 as_user=self.bot.user_id)
+                                 as_user=self.actor(room_id))
 
     async def mute(self, room_id: str, user_id: str, *, until_ms: int) -> None:
         """A level below events_default (0): the person reads but can't post until the expiry."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 from urllib.parse import quote
 
 from bridge.audit import AuditLog
@@ -57,13 +57,14 @@ async def sweep_room(api: AppserviceAPI, room_id: str, *, bot: str, lifetime_ms:
 
 
 async def sweep(api: AppserviceAPI, rooms: Iterable[tuple[str, str, int]], *, bot: str, now_ms: int,
-                audit: AuditLog | None = None, batch: int = 100, language: str = "fr") -> SweepReport:
-    """rooms: (room key, room id, lifetime ms)."""
+                audit: AuditLog | None = None, batch: int = 100, language: str = "fr",
+                actors: Mapping[str, str] | None = None) -> SweepReport:
+    """rooms: (room key, room id, lifetime ms); actors: room id -> the keyless user where it runs the room."""
     report = SweepReport()
     log = get_logger(component="retention")
     for key, room_id, lifetime in rooms:
-        redacted, remaining = await sweep_room(api, room_id, bot=bot, lifetime_ms=lifetime, now_ms=now_ms,
-                                               batch=batch, language=language)
+        redacted, remaining = await sweep_room(api, room_id, bot=(actors or {}).get(room_id, bot),
+                                               lifetime_ms=lifetime, now_ms=now_ms, batch=batch, language=language)
         report.rooms += 1
         report.redacted += redacted
         report.remaining += remaining
@@ -82,11 +83,15 @@ async def sweep_managed(config: Any, *, store: Any, api: AppserviceAPI, now_ms: 
     """Sweep the managed rooms, each with its template's lifetime (from the policies)."""
     import time
 
-    from bridge.rooms.templates import load_templates
+    from bridge.policy.loader import load_policies
+    from bridge.rooms.templates import keyless_templates, load_templates
 
     templates = load_templates(config.policies_dir)
-    rooms = [(r.room_key, r.room_id, templates[r.template].retention_ms) for r in await store.all_rooms()
-             if r.template in templates and templates[r.template].retention_ms]
+    keyless = keyless_templates(templates, {n: p.content_inspection
+                                            for n, p in load_policies(config.policies_dir).profiles.items()})
+    records = [r for r in await store.all_rooms() if r.template in templates and templates[r.template].retention_ms]
+    rooms = [(r.room_key, r.room_id, templates[r.template].retention_ms) for r in records]
     return await sweep(api, rooms, bot=config.bot_user_id,  # type: ignore[arg-type]
+                       actors={r.room_id: config.keyless_user_id for r in records if r.template in keyless},
                        now_ms=now_ms if now_ms is not None else int(time.time() * 1000),
                        audit=AuditLog(store, key=config.audit_key), language=config.rooms.language)

@@ -81,13 +81,14 @@ async def test_sync_actions_are_audited_and_cli_verifies(homeserver: Any, data_d
     ok = subprocess.run([sys.executable, "-m", "bridge", "-c", str(cfg), "audit", "verify"],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and "chain intact" in ok.stdout
+    seq = next(r.seq for r in rows if '"invite"' in r.body)  # someone "invited" turned into a kick
     conn = sqlite3.connect(data_dir / "bridge.db")
-    conn.execute("UPDATE audit SET body = replace(body, 'invite', 'kick') WHERE seq = 5")
+    conn.execute("UPDATE audit SET body = replace(body, 'invite', 'kick') WHERE seq = ?", (seq,))
     conn.commit()
     conn.close()
     bad = subprocess.run([sys.executable, "-m", "bridge", "-c", str(cfg), "audit", "verify"],
                          capture_output=True, text=True)
-    assert bad.returncode == 1 and "entry 5 was modified" in bad.stderr
+    assert bad.returncode == 1 and f"entry {seq} was modified" in bad.stderr
 
 
 async def test_concurrent_logs_on_one_store_keep_one_chain(store: Any) -> None:

@@ -15,7 +15,7 @@ def test_demo_twice(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "bridge.demo", "--workdir", str(tmp_path / "demo"), "--exit"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
-    assert "Rooms: 3 class, 60 family, 1 school, 1 space, 1 staff" in first.stdout
+    assert "Rooms: 3 class, 60 family, 1 moderators, 1 school, 1 space, 1 staff" in first.stdout
     assert "A parent:   @" in first.stdout and "A teacher:  @" in first.stdout
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]

@@ -40,8 +40,9 @@ async def test_banned_word_flood_quiet_hours_and_exemption(homeserver: Any, data
     policies = tmp_path / "policies"
     shutil.copytree(ROOT / "policies", policies)
     mod = (policies / "moderation.yaml").read_text()
-    mod = mod.replace("max_messages: 8", "max_messages: 3").replace("mute_minutes: 60\n        action: [mute, warn]",
-                                                                     "mute_minutes: 0.03\n        action: [mute, warn]")
+    flood = "mute_minutes: 60\n        action: [mute, warn, report]"
+    assert "max_messages: 8" in mod and flood in mod
+    mod = mod.replace("max_messages: 8", "max_messages: 3").replace(flood, flood.replace("60", "0.03"))
     (policies / "moderation.yaml").write_text(mod)
     parent, teacher = await humans("parent"), await humans("teacher")
     mapping = tmp_path / "mapping.yaml"
@@ -154,5 +155,138 @@ async def test_hot_reload_keeps_previous_policy_on_broken_file(homeserver: Any, 
                 break
             await asyncio.sleep(0.05)
         assert bridge.moderator.policies.profiles["default"].banned_words.words == ("zut",)
+    finally:
+        await bridge.stop()
+
+
+async def test_reports_reach_the_school_moderators_room_and_outsiders_are_explained(
+        homeserver: Any, data_dir: Path, tmp_path: Path, humans: Any) -> None:
+    """A banned word and an outsider invited by hand: the room reads why someone vanished, and the
+    school's moderators (director, head teachers) get an encrypted report without the message."""
+    parent, teacher, director = await humans("parent"), await humans("teacher"), await humans("director")
+    homeserver.synapse.register_user("passant", "mot-de-passe-passant")
+    stranger = f"@passant:{homeserver.synapse.server_name}"
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(yaml.safe_dump({"g-anne": parent.user_id, "t-cp": teacher.user_id,
+                                       "t-ce1": director.user_id}))
+    school = str(write_school(tmp_path, unique_school(tmp_path)))
+    base = homeserver.config(data_dir)
+    config = dataclasses.replace(base, directory_sources=(school,), resync_minutes=600,
+                                 identity=dataclasses.replace(base.identity, mapping_file=mapping))
+    bridge = await Bridge.create(config)
+    await bridge.start()
+    try:
+        await _wait(lambda: asyncio.sleep(0, bool(bridge.entitled)), timeout=60)
+        bridge.moderator.clock = lambda: NOON
+        rooms = {r.template + (":CP" if ":CP:" in r.room_key else ""): r.room_id
+                 for r in await bridge.store.all_rooms()}
+        room_id, reports = rooms["class:CP"], rooms["moderators"]
+        assert director.user_id in bridge.entitled[reports]
+        assert parent.user_id not in bridge.entitled[reports] and teacher.user_id not in bridge.entitled[reports]
+        for human, rid in ((parent, room_id), (teacher, room_id), (director, reports)):
+            await sync_until(human, lambda h=human, r=rid: r in h.invited_rooms)
+            await human.join(rid)
+            await sync_until(human, lambda h=human, r=rid: r in h.rooms)
+        seen: dict[str, list[str]] = {"room": [], "reports": []}
+
+        async def on_notice(room: Any, event: Any) -> None:
+            if event.sender == config.bot_user_id and room.room_id in (room_id, reports):
+                assert event.decrypted
+                seen["room" if room.room_id == room_id else "reports"].append(event.body)
+
+        parent.add_event_callback(on_notice, RoomMessageNotice)
+        director.add_event_callback(on_notice, RoomMessageNotice)
+        await bridge.bot.wait_for_room(reports)
+        await parent.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "quel c0nnard"},
+                               ignore_unverified_devices=True)
+        await sync_until(director, lambda: any("banned_words" in n for n in seen["reports"]))
+        report = next(n for n in seen["reports"] if "banned_words" in n)
+        assert parent.user_id in report and "c0nnard" not in report
+
+        await teacher.room_invite(room_id, stranger)
+        await sync_until(parent, lambda: any(stranger in n and "retiré" in n for n in seen["room"]))
+        await sync_until(director, lambda: any("outsiders" in n and stranger in n for n in seen["reports"]))
+    finally:
+        await bridge.stop()
+
+
+async def test_room_without_content_inspection_keeps_the_bot_out_of_key_sharing(
+        homeserver: Any, data_dir: Path, tmp_path: Path, humans: Any) -> None:
+    """`content_inspection: false` on the family rooms' profile: the keyless user (no device) runs
+    them, the bot is not a member, so clients never share a room key with its device; the people
+    read each other; flooding is still caught from metadata alone, and the notice says so."""
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    rooms_yaml = (policies / "rooms.yaml").read_text()
+    family_at = rooms_yaml.index("  family:")
+    rooms_yaml = rooms_yaml[:family_at] + rooms_yaml[family_at:].replace("moderation: default", "moderation: strict", 1)
+    (policies / "rooms.yaml").write_text(rooms_yaml)
+    (policies / "strict.yaml").write_text(
+        "profiles:\n  strict:\n    content_inspection: false\n    protections:\n"
+        "      flood: {max_messages: 3, per_seconds: 10, mute_minutes: 0.03, action: [mute, warn]}\n")
+    parent, teacher = await humans("parent"), await humans("teacher")
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(yaml.safe_dump({"g-anne": parent.user_id, "t-cp": teacher.user_id}))
+    school = str(write_school(tmp_path, unique_school(tmp_path)))
+    base = homeserver.config(data_dir)
+    config = dataclasses.replace(base, policies_dir=policies, directory_sources=(school,), resync_minutes=600,
+                                 identity=dataclasses.replace(base.identity, mapping_file=mapping))
+    keyless, bot = config.keyless_user_id, config.bot_user_id
+    bridge = await Bridge.create(config)
+    await bridge.start()
+    try:
+        await _wait(lambda: asyncio.sleep(0, bool(bridge.entitled)), timeout=60)
+        bridge.moderator.clock = lambda: NOON
+        records = await bridge.store.all_rooms()
+        room_id = next(r.room_id for r in records if r.template == "family" and "p-lina" in r.room_key)
+        class_id = next(r.room_id for r in records if r.template == "class" and ":CP:" in r.room_key)
+        state = await bridge.api.room_state(room_id, as_user=keyless)
+        joined = {e["state_key"] for e in state if e["type"] == "m.room.member"
+                  and e["content"]["membership"] == "join"}
+        assert keyless in joined and bot not in joined
+        assert bot in {e["state_key"] for e in await bridge.api.room_state(class_id, as_user=bot)
+                       if e["type"] == "m.room.member"}  # rooms with content inspection: the bot's, as before
+        devices = await bridge.api.request("GET", "/_matrix/client/v3/devices", user_id=keyless)
+        assert devices["devices"] == []  # nothing a room key could be shared with
+        for human in (parent, teacher):
+            await sync_until(human, lambda h=human: room_id in h.invited_rooms)
+            await human.join(room_id)
+            await sync_until(human, lambda h=human: room_id in h.rooms)
+        if parent.should_query_keys:
+            await parent.keys_query()
+        sharing = parent.room_devices(room_id)  # the devices a room key goes to
+        assert bot not in sharing and not sharing[keyless] and sharing[teacher.user_id]
+        heard: list[str] = []
+        notices: list[tuple[str, bool]] = []
+
+        async def on_text(room: Any, event: Any) -> None:
+            if room.room_id == room_id and event.sender == parent.user_id:
+                heard.append(event.body)
+
+        async def on_notice(room: Any, event: Any) -> None:
+            if room.room_id == room_id and event.sender == keyless:
+                notices.append((event.body, bool(event.decrypted)))
+
+        from nio import RoomMessageText
+
+        teacher.add_event_callback(on_text, RoomMessageText)
+        parent.add_event_callback(on_notice, RoomMessageNotice)
+        for i in range(4):
+            await parent.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": f"question {i}"},
+                                   ignore_unverified_devices=True)
+        await sync_until(teacher, lambda: len(heard) == 4)  # end-to-end between the people
+        await sync_until(parent, lambda: bool(notices))
+        assert parent.user_id in notices[0][0] and not notices[0][1]  # unencrypted: the keyless user has no keys
+        assert "question" not in notices[0][0]
+        assert room_id not in bridge.bot.client.rooms  # the bot's device never saw the room
+
+        async def unmuted() -> bool:
+            return not await bridge.store.mutes()
+
+        await _wait(unmuted, timeout=10)
+        rows = [r.body for r in await bridge.store.audit_rows()]
+        assert any("moderation_flood" in b for b in rows) and any("unmute" in b for b in rows)
+        result = await run_sync(config, [school], store=bridge.store, api=bridge.api, apply=False)
+        assert result.plan.is_empty(), result.plan.actions[:3]
     finally:
         await bridge.stop()

@@ -180,3 +180,43 @@ def test_creator_power_by_room_version() -> None:
 
     assert creators_privileged("12") and creators_privileged("org.matrix.hydra.11")
     assert not creators_privileged("11") and not creators_privileged("1")
+
+
+KEYLESS = "@ent-bridge_keyless:ent.test"
+
+
+def test_rooms_without_content_inspection_are_run_by_the_keyless_user() -> None:
+    """The family template forgoes content inspection: the keyless user (no device, so no room
+    key) creates and runs those rooms, the bot is never in them; other rooms are unchanged."""
+    d = import_yaml(Path(__file__).parent / "fixtures" / "school.yaml")
+    ids = map_identities(persons(d), rules=IdentityRules(server_name="ent.test"), known={}, by_email={})
+    settings = dataclasses.replace(SETTINGS, keyless_user_id=KEYLESS, keyless_templates=frozenset({"family"}))
+    ds = compute(d, load_templates(ROOT / "policies"), ids, settings=settings, now=NOW)
+    family = {k for k, r in ds.rooms.items() if r.template == "family"}
+    assert family and all(ds.rooms[k].owner == KEYLESS for k in family)
+    assert all(r.owner is None for k, r in ds.rooms.items() if k not in family)
+    assert all(KEYLESS not in r.members and BOT not in r.members for r in ds.rooms.values())
+    fresh = plan(ds, ObservedState(), bot=BOT, keyless=KEYLESS)
+    assert dict(fresh.actors) == {k: KEYLESS for k in family}
+    # Converged: the keyless user holds the family rooms, the bot the others.
+    obs = observed_from(ds)
+    rooms = dict(obs.rooms)
+    for k in family:
+        o = rooms[k]
+        rooms[k] = dataclasses.replace(o, members={**{m: v for m, v in o.members.items() if m != BOT}, KEYLESS: "join"},
+                                       power_levels={**o.power_levels,
+                                                     "users": {**o.power_levels["users"], KEYLESS: 100}})
+    assert plan(ds, ObservedState(rooms), bot=BOT, keyless=KEYLESS).is_empty()
+    # A family room still held by the bot (the profile just changed): handed over, the bot leaves.
+    key = sorted(family)[0]
+    held = dict(rooms)
+    held[key] = obs.rooms[key]
+    p = plan(ds, ObservedState(held), bot=BOT, keyless=KEYLESS)
+    [t] = [a for a in p.actions if a.type == "transfer_room"]
+    assert (t.room_key, t.user_id, t.detail["from"], t.detail["leaving"]) == (key, KEYLESS, BOT, [BOT])
+    assert not any(a.type == "kick" for a in p.actions)  # the bridge's own users are never kicked
+    # Half-way (the keyless user joined, the bot not yet gone): the handover is finished.
+    both = dict(rooms)
+    both[key] = dataclasses.replace(rooms[key], members={**rooms[key].members, BOT: "join"})
+    [t] = [a for a in plan(ds, ObservedState(both), bot=BOT, keyless=KEYLESS).actions]
+    assert t.type == "transfer_room" and t.detail["leaving"] == [BOT]

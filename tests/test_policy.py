@@ -13,7 +13,7 @@ import pytest
 from bridge.errors import InputError
 from bridge.policy.engine import Message, evaluate, strike_escalation
 from bridge.policy.loader import json_schema, load_policies
-from bridge.policy.model import BannedWords, Links, Media, Mentions, QuietHours
+from bridge.policy.model import Links, Media, Mentions, QuietHours
 from bridge.policy.protections import other, text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,19 +33,20 @@ def test_shipped_policies_and_schema_in_sync() -> None:
         ROOT / "policies" / "moderation.yaml").read_text()
 
 
-@pytest.mark.parametrize("edit, message, line", [
-    (("max_messages: 8", "max_messages: huit"), "max_messages: expected a whole number", 20),
-    (("      flood:", "      floood:"), "unknown protection 'floood'", 19),
-    (("action: [mute, warn]", "action: [mute, shout]"), "action: unknown shout", 23),
-    (('start: "20:00"', 'start: "8 pm"'), "start: expected a time like 20:00", 38),
-    (("words_file: banned-words-fr.txt", "words_file: nope.txt"), "not found", 17),
+@pytest.mark.parametrize("edit, message", [
+    (("max_messages: 8", "max_messages: huit"), "max_messages: expected a whole number"),
+    (("      flood:", "      floood:"), "unknown protection 'floood'"),
+    (("action: [mute, warn, report]", "action: [mute, shout, report]"), "action: unknown shout"),
+    (('start: "20:00"', 'start: "8 pm"'), "start: expected a time like 20:00"),
+    (("words_file: banned-words-fr.txt", "words_file: nope.txt"), "not found"),
 ])
-def test_policy_errors_have_line_and_column(tmp_path: Path, edit: tuple[str, str], message: str, line: int) -> None:
+def test_policy_errors_have_line_and_column(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
     folder = tmp_path / "p"
     shutil.copytree(ROOT / "policies", folder)
     path = folder / "moderation.yaml"
     original = path.read_text()
     assert edit[0] in original
+    line = original[:original.index(edit[0])].count("\n") + 1  # the edited line, wherever comments put it
     path.write_text(original.replace(*edit, 1))
     with pytest.raises(InputError) as err:
         load_policies(folder)
@@ -110,7 +111,7 @@ def test_engine_exempts_moderators_and_escalates() -> None:
     noon = datetime(2026, 12, 1, 11, 0, tzinfo=timezone.utc)
     rude = Message("!r", "$e", "@parent:s", 0, {"msgtype": "m.text", "body": "connard"})
     [d] = evaluate(p, rude, now=noon)
-    assert d.protection == "banned_words" and d.actions == ("redact", "warn")
+    assert d.protection == "banned_words" and d.actions == ("redact", "warn", "report")
     teacher = Message("!r", "$e", "@prof:s", 50, {"msgtype": "m.text", "body": "connard"})
     assert evaluate(p, teacher, now=noon) == []
     evening = datetime(2026, 12, 1, 20, 30, tzinfo=timezone.utc)
@@ -120,3 +121,31 @@ def test_engine_exempts_moderators_and_escalates() -> None:
     assert strike_escalation([now_ms - 1000, now_ms], now_ms, p) is None
     assert strike_escalation([now_ms - 2000, now_ms - 1000, now_ms], now_ms, p) == 60
     assert strike_escalation([now_ms - 25 * 3_600_000, now_ms - 1000, now_ms], now_ms, p) is None  # decay
+
+
+@pytest.mark.parametrize("user, membership, expect", [
+    ("@stranger:s", "invite", "@stranger:s"), ("@stranger:s", "join", "@stranger:s"),
+    ("@stranger:s", "leave", None), ("@parent:s", "join", None),
+    ("@ent-bridge_bot:s", "join", None), ("@ent-bridge_keyless:s", "join", None),  # the bridge's own users
+])
+def test_outsider(user: str, membership: str, expect: str | None) -> None:
+    from bridge.policy.outsiders import outsider
+
+    event = {"type": "m.room.member", "room_id": "!r:s", "state_key": user, "content": {"membership": membership}}
+    bridge_users = ("@ent-bridge_bot:s", "@ent-bridge_keyless:s")
+    assert outsider(event, {"!r:s": frozenset({"@parent:s"})}, bridge_users=bridge_users) == expect
+    assert outsider({**event, "room_id": "!unmanaged:s"}, {"!r:s": frozenset()}, bridge_users=bridge_users) is None
+
+
+def test_policy_explain_says_who_reads_and_where_reports_go(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.cli import main
+
+    folder = tmp_path / "p"
+    shutil.copytree(ROOT / "policies", folder)
+    assert main(["policy", "explain", "moderators", "--dir", str(folder)]) == 0
+    assert "signalements" in capsys.readouterr().out
+    mod = folder / "moderation.yaml"
+    mod.write_text(mod.read_text().replace("content_inspection: true", "content_inspection: false"))
+    assert main(["policy", "explain", "family", "--dir", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "compte sans appareil" in out and "métadonnées" in out

@@ -119,6 +119,15 @@ async def test_mutes(store: Any) -> None:
     assert await store.mutes() == [("!r:s", "@a:s", 60)]
 
 
+async def test_observed_cache(store: Any) -> None:
+    assert await store.observed_rooms() == {}
+    await store.put_observed({"!a:s": "[1]", "!b:s": "[2]"})
+    await store.put_observed({"!b:s": "[3]"})
+    assert await store.observed_rooms() == {"!a:s": "[1]", "!b:s": "[3]"}
+    await store.put_observed({"!c:s": "[4]"}, replace_all=True)  # a full refresh drops the rest
+    assert await store.observed_rooms() == {"!c:s": "[4]"}
+
+
 async def test_provisioned_and_leavers(store: Any) -> None:
     await store.mark_provisioned("@a:s", "p1")
     await store.mark_provisioned("@a:s", "p1")

@@ -20,6 +20,9 @@ def test_shipped_templates() -> None:
     assert t["school"].events_default == 50 and t["school"].roles["director"] == 100
     assert "en" in t["class"].room_name
     assert t["family"].retention_ms == 180 * 86_400_000 and t["class"].retention_ms == 365 * 86_400_000
+    # The school's moderators room: director and head teachers, where moderation reports go.
+    assert t["moderators"].reports and t["moderators"].scope == "school" and not t["class"].reports
+    assert t["moderators"].roles == {"director": 100, "head_teachers": 50}
 
 
 BASE = """templates:
@@ -41,6 +44,7 @@ BASE = """templates:
     (("    roles:", "    colour: blue\n    roles:"), "unknown key 'colour'", 5),
     (("name: \"Classe {class_label}\"", "name: [unclosed"), "invalid YAML", None),
     (("    roles:", "    retention: {max_lifetime: 3 weeks}\n    roles:"), "max_lifetime must be a duration", 5),
+    (("    roles:", "    reports: true\n    roles:"), "only a school-scope room can receive reports", 5),
 ])
 def test_template_errors_name_file_line(tmp_path: Path, edit: tuple[str, str], message: str,
                                         line: int | None) -> None:

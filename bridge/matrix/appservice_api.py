@@ -143,6 +143,25 @@ class AppserviceAPI:
         await self.request("POST", f"/_matrix/client/v3/join/{quote(room_id, safe='')}", user_id=as_user,
                            json={})
 
+    async def ensure_display_name(self, user_id: str, name: str) -> None:
+        """Set only when different: each change is a new membership event in every room of the user."""
+        path = f"/_matrix/client/v3/profile/{quote(user_id, safe='')}/displayname"
+        try:
+            current = (await self.request("GET", path, user_id=user_id)).get("displayname")
+        except PermanentMatrixError:
+            current = None
+        if current != name:
+            await self.request("PUT", path, user_id=user_id, json={"displayname": name})
+
+    async def leave(self, room_id: str, *, as_user: str) -> None:
+        """Leave a room; not being in it (any more) is success."""
+        try:
+            await self.request("POST", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/leave",
+                               user_id=as_user, json={})
+        except PermanentMatrixError as exc:
+            if exc.status not in (403, 404):
+                raise
+
     async def room_state(self, room_id: str, *, as_user: str) -> list[dict[str, Any]]:
         resp = await self.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state",
                                   user_id=as_user)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from bridge.rooms.desired import DesiredRoom
 
 # Apply order: Spaces exist before rooms are added to them; power levels before invites so an
 # invited teacher is a moderator from the first moment; kicks after invites.
-PHASES = {"provision_account": -1, "create_space": 0, "create_room": 1, "set_state": 2, "set_power_levels": 3,
-          "invite": 4, "kick": 5, "add_to_space": 6, "archive_room": 7, "erase_person": 8}
+PHASES = {"provision_account": -1, "create_space": 0, "create_room": 1, "transfer_room": 2, "set_state": 3,
+          "set_power_levels": 4, "invite": 5, "kick": 6, "add_to_space": 7, "archive_room": 8, "erase_person": 9}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,7 @@ class Plan:
     actions: tuple[Action, ...]
     desired: Mapping[str, DesiredRoom]
     notes: tuple[str, ...] = ()
+    actors: Mapping[str, str] = field(default_factory=dict)  # room key -> who acts there, when not the bot
 
     @property
     def removals(self) -> int:

@@ -8,7 +8,6 @@ the room" answers count as done. Actions of one room run in order; rooms run con
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,7 +19,8 @@ from bridge.errors import MatrixError, PermanentMatrixError
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.reconcile.actions import Action, Plan
-from bridge.reconcile.observed import ObservedRoom, ObservedState, from_state_events
+from bridge.reconcile.observed import ObservedState, from_state_events
+from bridge.reconcile.observer import ObserveStats, RoomObserver
 from bridge.reconcile.progress import Progress
 from bridge.reconcile.requests import ARCHIVED_PREFIX, ARCHIVED_TOPIC, create_room_body, creators_privileged
 from bridge.rooms.desired import DesiredRoom
@@ -37,7 +37,7 @@ class ApplyReport:
 
 
 class RoomExecutor:
-    def __init__(self, *, api: AppserviceAPI, store: Store, bot: str, server_name: str,
+    def __init__(self, *, api: AppserviceAPI, store: Store, bot: str, server_name: str, keyless: str | None = None,
                  concurrency: int = 8, language: str = "fr", audit: AuditLog | None = None,
                  grace_days: int = 30, now_ms: int | None = None) -> None:
         self.grace_days = grace_days
@@ -49,9 +49,11 @@ class RoomExecutor:
         self.api = api
         self.store = store
         self.bot = bot
+        self.keyless = keyless
         self.server_name = server_name
         self.sem = asyncio.Semaphore(concurrency)
         self.language = language
+        self.observe_stats = ObserveStats()
 
     def alias(self, room: DesiredRoom) -> str:
         return f"#{room.alias_localpart}:{self.server_name}"
@@ -59,51 +61,13 @@ class RoomExecutor:
     # --- observe -------------------------------------------------------------------------------
 
     async def observe(self, desired: Mapping[str, DesiredRoom], *, now_ms: int | None = None,
-                      grace_ms: int = 30 * 86_400_000) -> ObservedState:
-        records = {r.room_key: r for r in await self.store.all_rooms()}
-        if not records:
-            records = await self._rebuild_from_aliases(desired)
-
-        async def one(key: str) -> ObservedRoom:
-            async with self.sem:
-                rec = records[key]
-                if rec.archived_at is not None and (now_ms or _now_ms()) < rec.archived_at + grace_ms:
-                    return ObservedRoom(key, rec.room_id, {}, {}, archived=True)  # read-only, left alone
-                events = await self.api.room_state(rec.room_id, as_user=self.bot)
-                room = from_state_events(key, rec.room_id, events, archived=rec.archived)
-                return dataclasses.replace(room, grace_over=True) if rec.archived else room
-
-        results = await asyncio.gather(*(one(k) for k in sorted(records)))
-        return ObservedState({r.key: r for r in results})
-
-    async def _rebuild_from_aliases(self, desired: Mapping[str, DesiredRoom]) -> dict[str, RoomRecord]:
-        """An empty store is either a first run or a lost store. The bot's rooms carry their
-        canonical alias (a keyed hash of the room key), so the mapping is recovered from them
-        at the cost of one read per existing room; on a first run that is a single request."""
-        try:
-            joined = (await self.api.request("GET", "/_matrix/client/v3/joined_rooms",
-                                             user_id=self.bot)).get("joined_rooms", [])
-        except PermanentMatrixError:
-            return {}  # the bot is not registered yet: nothing exists
-        by_alias = {self.alias(d): d for d in desired.values()}
-
-        async def one(room_id: str) -> RoomRecord | None:
-            async with self.sem:
-                try:
-                    content = await self.api.request(
-                        "GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state/m.room.canonical_alias/",
-                        user_id=self.bot)
-                except PermanentMatrixError:
-                    return None
-                d = by_alias.get(str(content.get("alias", "")))
-                return None if d is None else RoomRecord(d.key, room_id, self.alias(d), d.template)
-
-        found = [r for r in await asyncio.gather(*(one(rid) for rid in joined)) if r is not None]
-        for rec in found:
-            await self.store.put_room(rec, now_ms=_now_ms())
-        if found:
-            get_logger().warning("store_rebuilt_from_aliases", rooms=len(found))
-        return {r.room_key: r for r in found}
+                      grace_ms: int = 30 * 86_400_000, full: bool = False, save: bool = True,
+                      full_every_ms: int = 24 * 3_600_000) -> ObservedState:
+        observer = RoomObserver(api=self.api, store=self.store, bot=self.bot, keyless=self.keyless,
+                                server_name=self.server_name, sem=self.sem, full_every_ms=full_every_ms)
+        observed = await observer.observe(desired, now_ms=now_ms, grace_ms=grace_ms, full=full, save=save)
+        self.observe_stats = observer.stats
+        return observed
 
     # --- apply ---------------------------------------------------------------------------------
 
@@ -131,7 +95,8 @@ class RoomExecutor:
                             # Not too many: a createRoom with hundreds of invites can outlast
                             # the request timeout; the rest follow one by one.
                             invites = [a for a in actions if a.type == "invite"][:FOLD_INVITES]
-                            await self._create(plan.desired[key], invite=[str(a.user_id) for a in invites])
+                            await self._create(plan.desired[key], invite=[str(a.user_id) for a in invites],
+                                               owner=plan.desired[key].owner or self.bot)
                             folded.update(id(a) for a in invites)
                             report.created += 1
                             for _ in invites:
@@ -180,8 +145,13 @@ class RoomExecutor:
 
     async def _do(self, action: Action, plan: Plan) -> None:
         kind = action.type
+        actor = plan.actors.get(action.room_key, self.bot)  # the bot, or the keyless user of its room
         if kind in ("create_room", "create_space"):
-            await self._create(plan.desired[action.room_key], invite=[])
+            await self._create(plan.desired[action.room_key], invite=[], owner=actor)
+        elif kind == "transfer_room":
+            await self._transfer(await self._room_id(action.room_key), to=str(action.user_id),
+                                 held_by=(action.detail or {}).get("from"),
+                                 leaving=list((action.detail or {}).get("leaving", ())))
         elif kind == "provision_account":
             if self.admin is None:
                 raise PermanentMatrixError("provisioning needs homeserver.admin_token")
@@ -200,10 +170,10 @@ class RoomExecutor:
             await self.store.delete_identity(str(detail["person"]))
             await self.store.set_leavers(add={}, remove=[str(detail["person"])])
         elif kind == "invite":
-            await self.api.invite(await self._room_id(action.room_key), str(action.user_id), as_user=self.bot)
+            await self.api.invite(await self._room_id(action.room_key), str(action.user_id), as_user=actor)
         elif kind == "kick":
             try:
-                await self.api.kick(await self._room_id(action.room_key), str(action.user_id), as_user=self.bot,
+                await self.api.kick(await self._room_id(action.room_key), str(action.user_id), as_user=actor,
                                     reason=action.reason)
             except PermanentMatrixError as exc:
                 if exc.status != 403 or "not in the room" not in str(exc):
@@ -212,72 +182,100 @@ class RoomExecutor:
             d = plan.desired[action.room_key]
             room_id = await self._room_id(d.key)
             await self.api.set_state(room_id, "m.room.power_levels", "",
-                                     await self._with_bot_power(room_id, d.power_levels), as_user=self.bot)
+                                     await self._with_owner_power(room_id, d.power_levels, owner=actor), as_user=actor)
         elif kind == "set_state":
             d = plan.desired[action.room_key]
             field_ = (action.detail or {}).get("field")
             content: dict[str, Any] = {"name": {"name": d.name}, "topic": {"topic": d.topic},
                                        "retention": {"max_lifetime": d.retention_ms}}[str(field_)]
-            await self.api.set_state(await self._room_id(d.key), f"m.room.{field_}", "", content, as_user=self.bot)
+            await self.api.set_state(await self._room_id(d.key), f"m.room.{field_}", "", content, as_user=actor)
         elif kind == "add_to_space":
             child = await self._room_id(str(action.detail["child"]))
             await self.api.set_state(await self._room_id(action.room_key), "m.space.child", child,
                                      {"via": [self.server_name]}, as_user=self.bot)
         elif kind == "archive_room":
             room_id = await self._room_id(action.room_key)
-            state = from_state_events(action.room_key, room_id,
-                                      await self.api.room_state(room_id, as_user=self.bot))
+            state = from_state_events(action.room_key, room_id, await self.api.room_state(room_id, as_user=actor))
             prefix = ARCHIVED_PREFIX.get(self.language, ARCHIVED_PREFIX["fr"])
             if not state.name.startswith(prefix):
-                await self.api.set_state(room_id, "m.room.name", "", {"name": prefix + state.name}, as_user=self.bot)
-            read_only = await self._with_bot_power(room_id, {**state.power_levels, "events_default": 100})
-            await self.api.set_state(room_id, "m.room.power_levels", "", read_only, as_user=self.bot)
+                await self.api.set_state(room_id, "m.room.name", "", {"name": prefix + state.name}, as_user=actor)
+            read_only = await self._with_owner_power(room_id, {**state.power_levels, "events_default": 100},
+                                                     owner=actor)
+            await self.api.set_state(room_id, "m.room.power_levels", "", read_only, as_user=actor)
             # The final word, in the room's topic: read-only now, emptied after the grace period.
             await self.api.set_state(room_id, "m.room.topic", "", {"topic": ARCHIVED_TOPIC.get(
-                self.language, ARCHIVED_TOPIC["fr"]).format(days=self.grace_days)}, as_user=self.bot)
+                self.language, ARCHIVED_TOPIC["fr"]).format(days=self.grace_days)}, as_user=actor)
             await self.store.archive_room(action.room_key, now_ms=self.now_ms or _now_ms())
         else:  # pragma: no cover - the planner only emits the kinds above
             raise ValueError(kind)
 
-    async def _wait_joined(self, room_id: str, *, timeout: float = 120.0) -> None:
-        """Until the bot's own join is in the room (the alias can exist before createRoom ends)."""
+    async def _wait_joined(self, room_id: str, *, user: str, timeout: float = 120.0) -> None:
+        """Until `user`'s own join is in the room (the alias can exist before createRoom ends)."""
         delay, waited = 0.2, 0.0
         while True:
             try:
-                state = await self.api.room_state(room_id, as_user=self.bot)
-                if any(e.get("type") == "m.room.member" and e.get("state_key") == self.bot
+                state = await self.api.room_state(room_id, as_user=user)
+                if any(e.get("type") == "m.room.member" and e.get("state_key") == user
                        and (e.get("content") or {}).get("membership") == "join" for e in state):
                     return
             except PermanentMatrixError:
-                pass  # 403 while the bot is not yet a member
+                pass  # 403 while not yet a member
             if waited >= timeout:
-                raise PermanentMatrixError(f"room {room_id} never became usable by the bot")
+                raise PermanentMatrixError(f"room {room_id} never became usable by {user}")
             await asyncio.sleep(delay)
             waited += delay
             delay = min(delay * 2, 5.0)
 
-    async def _with_bot_power(self, room_id: str, content: Any) -> dict[str, Any]:
-        """Before room version 12 the creator's power is an ordinary `users` entry: keep it.
-        Current mutes (negative levels) are moderation's, and kept too."""
-        room = quote(room_id, safe="")
-        create = await self.api.request("GET", f"/_matrix/client/v3/rooms/{room}/state/m.room.create/",
-                                        user_id=self.bot)
-        current = await self.api.request("GET", f"/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/",
-                                         user_id=self.bot)
-        users = {u: lvl for u, lvl in (current.get("users") or {}).items() if isinstance(lvl, int) and lvl < 0}
+    async def _is_privileged_creator(self, room_id: str, user: str, *, reader: str) -> bool:
+        """From room version 12 on, creators hold unlimited power outside `users`, and must not
+        be listed there; before it, the creator's power is an ordinary `users` entry."""
+        create = await self.api.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state/"
+                                               "m.room.create/", user_id=reader, params={"format": "event"})
+        content = create.get("content") or {}
+        creators = {create.get("sender"), *(content.get("additional_creators") or [])}
+        return creators_privileged(str(content.get("room_version", "1"))) and user in creators
+
+    async def _power_levels(self, room_id: str, *, reader: str) -> dict[str, Any]:
+        return await self.api.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state/"
+                                             "m.room.power_levels/", user_id=reader)
+
+    async def _with_owner_power(self, room_id: str, content: Any, *, owner: str) -> dict[str, Any]:
+        """The template's levels plus what the bridge must keep: the owner at 100 (unless a
+        privileged creator), the bridge's own users as they are (a peer at 100 can't be lowered),
+        and current mutes (negative levels, moderation's)."""
+        now = {u: lvl for u, lvl in ((await self._power_levels(room_id, reader=owner)).get("users") or {}).items()
+               if isinstance(lvl, int)}
+        users = {u: lvl for u, lvl in now.items() if lvl < 0}
         users.update(content.get("users", {}))
-        if not creators_privileged(str(create.get("room_version", "1"))):
-            users[self.bot] = 100
+        users.update({u: now[u] for u in (self.bot, self.keyless) if u and u in now})
+        if not await self._is_privileged_creator(room_id, owner, reader=owner):
+            users[owner] = 100
         return {**content, "users": users}
 
-    async def _create(self, d: DesiredRoom, *, invite: list[str]) -> None:
+    async def _transfer(self, room_id: str, *, to: str, held_by: str | None, leaving: list[str]) -> None:
+        """Hand a room over between the bot and the keyless user, each step an ensure-step: the
+        holder invites and empowers the new owner, who joins; then the one not to stay leaves."""
+        if held_by is not None:
+            await self.api.invite(room_id, to, as_user=held_by)
+            if not await self._is_privileged_creator(room_id, to, reader=held_by):
+                content = await self._power_levels(room_id, reader=held_by)
+                users = {**(content.get("users") or {}), to: 100}
+                await self.api.set_state(room_id, "m.room.power_levels", "", {**content, "users": users},
+                                         as_user=held_by)
+        await self.api.join(room_id, as_user=to)
+        for user in leaving:
+            if user != to:
+                await self.api.leave(room_id, as_user=user)
+        get_logger(room_id=room_id).info("room_transferred", to=to, left=leaving)
+
+    async def _create(self, d: DesiredRoom, *, invite: list[str], owner: str) -> None:
         if await self.store.get_room(d.key) is not None:
             for user in invite:  # already created (a re-run): invite one by one, idempotently
-                await self.api.invite((await self._room_id(d.key)), user, as_user=self.bot)
+                await self.api.invite((await self._room_id(d.key)), user, as_user=owner)
             return
         body = create_room_body(d, invite=invite)
         try:
-            room_id = await self.api.create_room(as_user=self.bot, body=body)
+            room_id = await self.api.create_room(as_user=owner, body=body)
         except PermanentMatrixError as exc:
             # M_ROOM_IN_USE, or 409 "alias already exists" while an earlier attempt is mid-way.
             if exc.errcode != "M_ROOM_IN_USE" and exc.status != 409:
@@ -288,9 +286,9 @@ class RoomExecutor:
             if found is None:
                 raise
             room_id = found
-            await self._wait_joined(room_id)
+            await self._wait_joined(room_id, user=owner)
             for user in invite:  # the adopted room may predate these invites
-                await self.api.invite(room_id, user, as_user=self.bot)
+                await self.api.invite(room_id, user, as_user=owner)
         await self.store.put_room(RoomRecord(d.key, room_id, self.alias(d), d.template), now_ms=_now_ms())
         get_logger(room_id=room_id).info("room_ensured", template=d.template, space=d.is_space)
 

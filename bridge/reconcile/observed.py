@@ -29,6 +29,32 @@ class ObservedState:
     rooms: Mapping[str, ObservedRoom] = field(default_factory=dict)
 
 
+# The state the planner reads; everything else (create, join rules, encryption…) is fixed at creation.
+PLANNED_TYPES = ("m.room.member", "m.room.power_levels", "m.room.name", "m.room.topic", "m.space.child",
+                 "m.room.retention")
+
+
+def reduce_state(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Only what `from_state_events` reads, to keep in the cache: a member is their membership
+    and who set it, never their display name or avatar (pure)."""
+    out: list[dict[str, Any]] = []
+    for ev in events:
+        etype = ev.get("type")
+        if etype not in PLANNED_TYPES:
+            continue
+        content = ev.get("content") or {}
+        if etype == "m.room.member":
+            content = {"membership": content.get("membership", "leave")}
+        out.append({"type": etype, "state_key": ev.get("state_key"), "sender": ev.get("sender"), "content": content})
+    return out
+
+
+def changed_rooms(sync_response: Mapping[str, Any]) -> set[str]:
+    """Room ids an incremental /sync (filtered on PLANNED_TYPES) shows with any change (pure)."""
+    rooms = sync_response.get("rooms") or {}
+    return {rid for section in ("join", "leave", "invite", "knock") for rid in (rooms.get(section) or {})}
+
+
 def from_state_events(key: str, room_id: str, events: list[dict[str, Any]], *, archived: bool = False) -> ObservedRoom:
     """Fold a room's /state answer into an ObservedRoom (pure)."""
     members: dict[str, str] = {}

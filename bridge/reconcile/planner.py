@@ -21,26 +21,36 @@ REASONS = {
 }
 
 
-def power_levels_differ(desired: Mapping[str, Any], observed: Mapping[str, Any], *, bot: str) -> list[str]:
+def power_levels_differ(desired: Mapping[str, Any], observed: Mapping[str, Any], *,
+                        managers: frozenset[str]) -> list[str]:
     """Keys whose value differs. Keys the homeserver adds on its own (e.g. 'historical') are
-    ignored; 'users' must match exactly (nobody else may hold power), except for the bot's own
-    entry, present only in rooms older than version 12, and negative levels: those are mutes,
-    owned by moderation and lifted when they expire."""
-    observed_users = {u: lvl for u, lvl in (observed.get("users") or {}).items() if u != bot and lvl >= 0}
+    ignored; 'users' must match exactly (nobody else may hold power), except for the bridge's own
+    users (the bot, the keyless owner: present only in rooms older than version 12 or handed
+    over), and negative levels: those are mutes, owned by moderation and lifted when they expire."""
+    observed_users = {u: lvl for u, lvl in (observed.get("users") or {}).items()
+                      if u not in managers and lvl >= 0}
     return sorted(k for k, v in desired.items()
                   if (observed_users if k == "users" else observed.get(k)) != v)
 
 
-def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, reasons: Mapping[str, str],
-               space_ids: Mapping[str, str]) -> list[Action]:
+def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, managers: frozenset[str],
+               reasons: Mapping[str, str], space_ids: Mapping[str, str]) -> list[Action]:
     out: list[Action] = []
+    owner = d.owner or bot
     if o is None:
         out.append(A.create(d))
         current: set[str] = set()
         membership: Mapping[str, str] = {}
     else:
-        current = o.current() - {bot}
+        current = o.current() - managers
         membership = o.members
+        others = sorted(m for m in managers - {owner} if o.members.get(m) in ("join", "invite"))
+        if o.members.get(owner) != "join" or others:
+            # The template's content inspection changed: the room changes hands, and the user
+            # that is not to read it (the bot's device) leaves, so clients stop sharing keys with it.
+            held_by = next((m for m in sorted(managers) if o.members.get(m) == "join" and m != owner), None)
+            out.append(Action("transfer_room", d.key, "the room's content inspection setting changed", owner,
+                              {"from": held_by, "leaving": others}))
         if o.name != d.name:
             out.append(Action("set_state", d.key, "room name differs from the template", detail={"field": "name"}))
         if d.topic and o.topic != d.topic:
@@ -48,7 +58,7 @@ def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, reasons: Map
         if d.retention_ms is not None and o.retention_ms != d.retention_ms:
             out.append(Action("set_state", d.key, "message retention differs from the policy",
                               detail={"field": "retention"}))
-        diff = power_levels_differ(d.power_levels, o.power_levels, bot=bot)
+        diff = power_levels_differ(d.power_levels, o.power_levels, managers=managers)
         if diff:
             out.append(Action("set_power_levels", d.key, "power levels differ from the template",
                               detail={"keys": diff}))
@@ -71,11 +81,14 @@ def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, reasons: Map
 
 
 def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: str = "fr",
-         missing_accounts: frozenset[str] = frozenset(),
+         keyless: str | None = None, missing_accounts: frozenset[str] = frozenset(),
          erase: tuple[tuple[str, str, bool], ...] = ()) -> Plan:
-    """missing_accounts: members without an account who are to be provisioned first;
+    """keyless: the device-less user running rooms without content inspection;
+    missing_accounts: members without an account who are to be provisioned first;
     erase: (person id, user id, account provisioned by the bridge) of leavers past the grace period."""
     reasons = REASONS.get(language, REASONS["fr"])
+    managers = frozenset({bot, keyless} - {None})  # type: ignore[arg-type]
+    actors: dict[str, str] = {}
     notes: list[str] = list(desired.warnings)
     children: dict[str, dict[str, Any]] = {}
     for d in desired.rooms.values():
@@ -91,7 +104,10 @@ def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: 
         if o is not None and o.archived:
             notes.append(f"{key}: archived room is wanted again; not reopened automatically")
             continue
-        for action in _plan_room(d, o, bot=bot, reasons=reasons, space_ids=children.get(key, {})):
+        if d.owner and d.owner != bot:
+            actors[key] = d.owner
+        for action in _plan_room(d, o, bot=bot, managers=managers, reasons=reasons,
+                                 space_ids=children.get(key, {})):
             buckets[action.type].append(action)
         if o is not None:
             banned = sorted(u for u in d.members if o.members.get(u) == "ban")
@@ -105,12 +121,15 @@ def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: 
         o = observed.rooms[key]
         if key in desired.rooms:
             continue
+        # A room no longer wanted is run by whichever of the bridge's users is in it.
+        if keyless and o.members.get(keyless) == "join" and o.members.get(bot) != "join":
+            actors[key] = keyless
         if not o.archived:
             # A room no longer wanted (a class of last year, a pupil who left) becomes read-only
             # at once; its members stay, able to read and save, until the grace period ends.
             buckets["archive_room"].append(Action("archive_room", key, reasons["archived"]))
         elif o.grace_over:
-            for user in sorted(o.current() - {bot}):
+            for user in sorted(o.current() - managers):
                 buckets["kick"].append(Action("kick", key, reasons["grace_over"], user, {"announced": True}))
     buckets["kick"].sort(key=Action.sort_key)
     buckets["erase_person"] = [Action("erase_person", "-", "left the directory more than the grace period ago",
@@ -119,4 +138,4 @@ def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: 
     buckets["provision_account"] = [Action("provision_account", "-", "no account yet for a person of the directory",
                                            user) for user in sorted(missing_accounts)]
     actions = [a for phase in sorted(A.PHASES, key=A.PHASES.__getitem__) for a in buckets[phase]]
-    return Plan(tuple(actions), desired.rooms, tuple(notes))
+    return Plan(tuple(actions), desired.rooms, tuple(notes), actors)

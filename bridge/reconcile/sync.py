@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import gc
 import json
 from contextlib import contextmanager
@@ -25,10 +26,12 @@ from bridge.reconcile import guards, planner
 from bridge.reconcile.actions import Plan
 from bridge.reconcile.executor import ApplyReport, RoomExecutor
 from bridge.reconcile.observed import ObservedState
+from bridge.reconcile.observer import ObserveStats
 from bridge.rooms.desired import DesiredState, Settings, compute
 from bridge.rooms.identity import IdentityRules, Person, map_identities
 from bridge.rooms.leavers import due_for_erasure, leaver_changes
-from bridge.rooms.templates import load_templates
+from bridge.policy.loader import load_policies
+from bridge.rooms.templates import keyless_templates, load_templates
 from bridge.store.base import Store
 
 DIRECTORY_SIZE_KEY = "directory_size"
@@ -41,6 +44,8 @@ class SyncResult:
     verdict: guards.Verdict
     directory_size: int
     report: ApplyReport | None = None
+    observed: ObserveStats | None = None  # how many rooms were read from the homeserver
+    residual: Plan | None = None  # what a plan made right after the apply still finds to do
 
 
 @contextmanager
@@ -113,18 +118,21 @@ def _explicit(config: Config) -> dict[str, str]:
 def desired_state(config: Config, directory: Directory, known: dict[str, str], *, now: datetime,
                   by_email: dict[str, str] | None = None) -> tuple[DesiredState, dict[str, str]]:
     templates = load_templates(config.policies_dir)
+    profiles = load_policies(config.policies_dir).profiles
+    keyless = keyless_templates(templates, {n: p.content_inspection for n, p in profiles.items()})
     rules = IdentityRules(server_name=config.homeserver.server_name,
                           localpart_template=config.identity.localpart_template,
                           explicit=_explicit(config), reserved_prefix=config.appservice.namespace_prefix)
     settings = Settings(bot_user_id=config.bot_user_id, key_secret=config.rooms.key_secret,
-                        alias_prefix=config.appservice.namespace_prefix, language=config.rooms.language)
+                        alias_prefix=config.appservice.namespace_prefix, language=config.rooms.language,
+                        keyless_user_id=config.keyless_user_id, keyless_templates=keyless)
     with gc_paused():
         identities = map_identities(persons(directory), rules=rules, known=known, by_email=by_email or {})
         return compute(directory, templates, identities, settings=settings, now=now), identities
 
 
 async def run_sync(config: Config, sources: list[str], *, store: Store, api: AppserviceAPI, apply: bool,
-                   allow_mass_removal: bool = False, offline: bool = False,
+                   allow_mass_removal: bool = False, offline: bool = False, full_observe: bool = False,
                    now: datetime | None = None) -> SyncResult:
     now = now or datetime.now(timezone.utc)
     directory, _ = load(sources, academie=config.academie)
@@ -142,11 +150,15 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: App
     if admin_notes:
         desired = dataclasses.replace(desired, warnings=desired.warnings + tuple(admin_notes))
     audit = AuditLog(store, key=config.audit_key)
-    executor = RoomExecutor(api=api, store=store, bot=config.bot_user_id, server_name=config.homeserver.server_name,
+    executor = RoomExecutor(api=api, store=store, bot=config.bot_user_id, keyless=config.keyless_user_id,
+                            server_name=config.homeserver.server_name,
                             concurrency=config.rooms.concurrency, language=config.rooms.language, audit=audit,
                             grace_days=config.rooms.archive_grace_days, now_ms=int(now.timestamp() * 1000))
-    observed = ObservedState() if offline else await executor.observe(
-        desired.rooms, now_ms=int(now.timestamp() * 1000), grace_ms=config.rooms.archive_grace_days * 86_400_000)
+    observe = functools.partial(executor.observe, desired.rooms, now_ms=int(now.timestamp() * 1000),
+                                grace_ms=config.rooms.archive_grace_days * 86_400_000,
+                                full_every_ms=int(config.rooms.full_observe_hours * 3_600_000))
+    observed = ObservedState() if offline else await observe(full=full_observe, save=apply)
+    stats = executor.observe_stats
     now_ms = int(now.timestamp() * 1000)
     present = set(directory.staff) | set(directory.guardians)
     leavers = await store.leavers()
@@ -156,7 +168,8 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: App
                                              grace_ms=config.identity.erase_after_days * 86_400_000)
                   if pid in known and pid not in present)
     with gc_paused():
-        plan = planner.plan(desired, observed, bot=config.bot_user_id, language=config.rooms.language,
+        plan = planner.plan(desired, observed, bot=config.bot_user_id, keyless=config.keyless_user_id,
+                            language=config.rooms.language,
                             missing_accounts=missing, erase=erase)
     size = len(directory.pupils) + len(directory.guardians) + len(directory.staff)
     previous = await store.get_value(DIRECTORY_SIZE_KEY)
@@ -170,14 +183,17 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: App
         await audit.append(actor="ent-bridge", action="plan_refused", reason="; ".join(verdict.reasons),
                            detail={"summary": plan.summary()})
     if not apply or not verdict.ok:
-        return SyncResult(plan, verdict, size)
+        return SyncResult(plan, verdict, size, observed=stats)
     gone, back = leaver_changes(known, present, leavers, now_ms=now_ms)
     if plan.is_empty():
         await store.set_value(DIRECTORY_SIZE_KEY, str(size))  # local only: no homeserver write
         await store.set_leavers(add=gone, remove=back)
-        return SyncResult(plan, verdict, size, ApplyReport())
-    # The bot owns every room; a standalone `sync --apply` may run before `run` ever did.
+        return SyncResult(plan, verdict, size, ApplyReport(), observed=stats)
+    # The bot owns the rooms; a standalone `sync --apply` may run before `run` ever did.
     await api.register_user(config.bot.localpart)
+    if any(d.owner for d in desired.rooms.values()):
+        await api.register_user(config.bot.keyless_localpart)
+        await api.ensure_display_name(config.keyless_user_id, config.bot.keyless_display_name)
     if (missing or any((a.detail or {}).get("deactivate") for a in plan.actions)) and config.homeserver.admin_token:
         executor.admin = SynapseAdmin(base_url=config.homeserver.url, token=config.homeserver.admin_token)
         executor.people = {mxid: _person_of(directory, pid) for pid, mxid in identities.items()}
@@ -195,5 +211,13 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: App
         await store.set_value(DIRECTORY_SIZE_KEY, str(size))
         # Departures are dated only by an applied sync: a refused, truncated export dates nobody.
         await store.set_leavers(add=gone, remove=back)
+    residual = None
+    if not report.failed:
+        # Verify: re-observe what the apply touched (the homeserver names those rooms) and plan
+        # again. It should find nothing; and the cache is then fresh for the next sync.
+        residual = planner.plan(desired, await observe(), bot=config.bot_user_id, keyless=config.keyless_user_id,
+                                language=config.rooms.language)
+        if not residual.is_empty():
+            log.warning("apply_not_converged", actions=len(residual.actions), summary=json.dumps(residual.summary()))
     log.info("sync_applied", done=report.done, failed=len(report.failed), created=report.created)
-    return SyncResult(plan, verdict, size, report)
+    return SyncResult(plan, verdict, size, report, observed=stats, residual=residual)

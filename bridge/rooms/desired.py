@@ -30,6 +30,7 @@ class DesiredRoom:
     is_space: bool = False
     space_key: str | None = None
     retention_ms: int | None = None
+    owner: str | None = None  # who runs the room; None: the bot (a keyless user: no content inspection)
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,19 @@ class Settings:
     alias_prefix: str
     language: str = "fr"
     rollover_month: int = 8  # 1 August: a school year starts
+    keyless_user_id: str = ""
+    keyless_templates: frozenset[str] = frozenset()  # templates whose rooms the keyless user runs
 
 
 def school_year(now: datetime, *, rollover_month: int = 8) -> str:
     start = now.year if now.month >= rollover_month else now.year - 1
     return f"{start}-{start + 1}"
+
+
+def school_of_key(key: str) -> str | None:
+    """The UAI inside a room key ("template:UAI:…"), the school the room belongs to."""
+    parts = key.split(":")
+    return parts[1] if len(parts) > 1 and parts[1] else None
 
 
 def alias_localpart(key: str, *, secret: str, prefix: str) -> str:
@@ -136,7 +145,10 @@ def compute(directory: Directory, templates: Mapping[str, RoomTemplate], identit
                     unmapped.add(pid)
                 else:
                     levels[mxid] = level
+        owner = settings.keyless_user_id if t.name in settings.keyless_templates else None
         levels.pop(settings.bot_user_id, None)
+        if owner:
+            levels.pop(owner, None)
         school = directory.schools.get(uai)
         values = {"school_name": school.name if school else uai, "uai": uai, "school_year": year, **values}
         rooms[key] = DesiredRoom(
@@ -147,7 +159,7 @@ def compute(directory: Directory, templates: Mapping[str, RoomTemplate], identit
             power_levels=power_levels(bot=settings.bot_user_id, users=levels, events_default=t.events_default,
                                       room_mention=t.room_mention),
             encrypted=t.encrypted, history_visibility=t.history_visibility,
-            space_key=f"{SPACE_TEMPLATE}:{uai}" if t.in_space else None, retention_ms=t.retention_ms)
+            space_key=f"{SPACE_TEMPLATE}:{uai}" if t.in_space else None, retention_ms=t.retention_ms, owner=owner)
 
     for t in sorted(templates.values(), key=lambda t: t.name):
         if t.scope == "school":

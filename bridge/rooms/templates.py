@@ -24,7 +24,7 @@ PLACEHOLDERS: dict[str, frozenset[str]] = {
 }
 HISTORY = ("joined", "invited", "shared")
 KEYS = frozenset({"scope", "name", "topic", "roles", "encrypted", "history_visibility", "events_default",
-                  "room_mention", "in_space", "moderation", "retention", "description"})
+                  "room_mention", "in_space", "moderation", "retention", "description", "reports"})
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class RoomTemplate:
     in_space: bool = True
     moderation: str | None = None
     retention_ms: int | None = None  # messages older than this are removed (m.room.retention)
+    reports: bool = False  # the school's moderators room: moderation reports of its school go there
 
 
 def _fields(fmt: str) -> set[str]:
@@ -103,11 +104,14 @@ def _parse_template(tname: str, raw: Any, *, file: str) -> RoomTemplate:
     mention = raw.get("room_mention", "moderators")
     if mention not in ("moderators", "everyone"):
         raise fail("room_mention must be moderators or everyone", "room_mention")
+    reports = raw.get("reports", False)
+    if not isinstance(reports, bool) or (reports and scope != "school"):
+        raise fail("reports must be true or false, and only a school-scope room can receive reports", "reports")
     return RoomTemplate(
         name=tname, scope=scope, room_name=texts("name", True), topic=texts("topic", False), roles=roles,
         encrypted=bool(encrypted), history_visibility=history, events_default=events_default,
         room_mention=mention, in_space=bool(raw.get("in_space", True)),
-        moderation=raw.get("moderation"), retention_ms=_retention(raw, fail),
+        moderation=raw.get("moderation"), retention_ms=_retention(raw, fail), reports=reports,
     )
 
 
@@ -156,6 +160,12 @@ def load_templates(folder: Path) -> dict[str, RoomTemplate]:
     if not out:
         raise InputError("no room template found (a `templates:` mapping in *.yaml)", file=str(folder))
     return out
+
+
+def keyless_templates(templates: Mapping[str, RoomTemplate], inspects: Mapping[str, bool]) -> frozenset[str]:
+    """Templates whose moderation profile forgoes content inspection (`inspects`: profile -> its
+    content_inspection): their rooms are run by the keyless user, never by the bot's device."""
+    return frozenset(n for n, t in templates.items() if t.moderation in inspects and not inspects[t.moderation])
 
 
 def clean_keys(mapping: dict[str, Any]) -> list[tuple[str, Any]]:

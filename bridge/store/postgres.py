@@ -154,6 +154,16 @@ class PostgresStore:
     async def delete_identity(self, person_id: str) -> None:
         await self.pool.execute("DELETE FROM identities WHERE person_id = $1", person_id)
 
+    async def observed_rooms(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in await self.pool.fetch("SELECT room_id, state_json FROM observed_rooms")}
+
+    async def put_observed(self, rooms: dict[str, str], *, replace_all: bool = False) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if replace_all:
+                await conn.execute("DELETE FROM observed_rooms")
+            await conn.executemany("INSERT INTO observed_rooms VALUES ($1, $2) ON CONFLICT (room_id) "
+                                   "DO UPDATE SET state_json = excluded.state_json", list(rooms.items()))
+
     async def put_mute(self, room_id: str, user_id: str, *, until_ms: int) -> None:
         await self.pool.execute("INSERT INTO mutes VALUES ($1, $2, $3) ON CONFLICT (room_id, user_id) "
                                 "DO UPDATE SET until_ms = excluded.until_ms", room_id, user_id, until_ms)

@@ -166,6 +166,16 @@ class SqliteStore:
     async def delete_identity(self, person_id: str) -> None:
         self.db.execute("DELETE FROM identities WHERE person_id = ?", (person_id,))
 
+    async def observed_rooms(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT room_id, state_json FROM observed_rooms")}
+
+    async def put_observed(self, rooms: dict[str, str], *, replace_all: bool = False) -> None:
+        with self._tx():
+            if replace_all:
+                self.db.execute("DELETE FROM observed_rooms")
+            self.db.executemany("INSERT INTO observed_rooms VALUES (?, ?) ON CONFLICT (room_id) "
+                                "DO UPDATE SET state_json = excluded.state_json", list(rooms.items()))
+
     async def put_mute(self, room_id: str, user_id: str, *, until_ms: int) -> None:
         self.db.execute("INSERT INTO mutes VALUES (?, ?, ?) ON CONFLICT (room_id, user_id) "
                         "DO UPDATE SET until_ms = excluded.until_ms", (room_id, user_id, until_ms))

@@ -216,6 +216,11 @@ class Bridge:
         report = result.report
         failed = len(report.failed) if report else 0
         self.last_sync = f"{format_summary(result.plan.summary())}" + (f", {failed} échecs" if failed else "")
+        if result.residual is not None and not result.residual.is_empty():
+            # The apply's own verification found the homeserver still different: say so.
+            left = format_summary(result.residual.summary())
+            await self.notify_admins(f"Après application, il reste à faire : {left}. "
+                                     "La prochaine synchronisation réessaiera.")
 
     async def stop(self) -> None:
         for runner in (self.resyncer, self.sweeper, self.policy_watch):

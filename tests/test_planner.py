@@ -104,6 +104,23 @@ def test_rooms_not_desired_are_archived_then_emptied_after_grace() -> None:
     assert p.removals == 0  # announced removals don't trip the mass-removal guard
 
 
+def test_archived_room_wanted_again_is_reopened() -> None:
+    """A class emptied (archived), then refilled: its room is restored, not left read-only with
+    last members inside while the new ones wait outside."""
+    ds = desired()
+    key = next(k for k in ds.rooms if k.startswith("class:") and ":CP:" in k)
+    d = ds.rooms[key]
+    archived = ObservedRoom(key, "!cp:ent.test", {"@old:ent.test": "join", BOT: "join"},
+                            {**d.power_levels, "events_default": 100}, "[Archivé] " + d.name,
+                            "Salon archivé : lecture seule.", archived=True, retention_ms=d.retention_ms)
+    p = plan(ds, observed_from(ds, **{key: archived}), bot=BOT)
+    kinds = [(a.type, a.user_id) for a in p.actions]
+    assert ("unarchive_room", None) == kinds[-1]  # marked active last, once restored
+    assert ("kick", "@old:ent.test") in kinds and all(("invite", m) in kinds for m in d.members)
+    assert {(a.detail or {}).get("field") for a in p.actions if a.type == "set_state"} == {"name", "topic"}
+    assert any(a.type == "set_power_levels" for a in p.actions)
+
+
 def test_desired_contents() -> None:
     ds = desired()
     fam = next(r for k, r in ds.rooms.items() if "p-ines" in k)

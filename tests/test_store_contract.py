@@ -87,6 +87,8 @@ async def test_archive_flag(store: Any) -> None:
     await store.archive_room(rec.room_key, now_ms=5)
     assert (await store.get_room(rec.room_key)).archived_at == 5
     assert (await store.all_rooms())[0].archived is True
+    await store.unarchive_room(rec.room_key)  # wanted again
+    assert (await store.get_room(rec.room_key)).archived_at is None
 
 
 async def test_identities(store: Any) -> None:
@@ -126,6 +128,8 @@ async def test_observed_cache(store: Any) -> None:
     assert await store.observed_rooms() == {"!a:s": "[1]", "!b:s": "[3]"}
     await store.put_observed({"!c:s": "[4]"}, replace_all=True)  # a full refresh drops the rest
     assert await store.observed_rooms() == {"!c:s": "[4]"}
+    await store.put_observed({"!d:s": "[5]"}, drop=["!c:s", "!unknown:s"])
+    assert await store.observed_rooms() == {"!d:s": "[5]"}
 
 
 async def test_provisioned_and_leavers(store: Any) -> None:

@@ -10,7 +10,8 @@ from bridge.rooms.desired import DesiredRoom
 # Apply order: Spaces exist before rooms are added to them; power levels before invites so an
 # invited teacher is a moderator from the first moment; kicks after invites.
 PHASES = {"provision_account": -1, "create_space": 0, "create_room": 1, "transfer_room": 2, "set_state": 3,
-          "set_power_levels": 4, "invite": 5, "kick": 6, "add_to_space": 7, "archive_room": 8, "erase_person": 9}
+          "set_power_levels": 4, "invite": 5, "kick": 6, "add_to_space": 7, "archive_room": 8, "unarchive_room": 9,
+          "erase_person": 10}
 
 
 @dataclass(frozen=True, slots=True)

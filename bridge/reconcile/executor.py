@@ -78,7 +78,7 @@ class RoomExecutor:
         for action in plan.actions:
             by_room[action.room_key].append(action)
         early = {"create_space", "provision_account"}
-        late = {"add_to_space", "archive_room", "erase_person"}
+        late = {"add_to_space", "archive_room", "unarchive_room", "erase_person"}
 
         async def run(key: str, actions: list[Action]) -> None:
             async with self.sem:
@@ -206,6 +206,8 @@ class RoomExecutor:
             await self.api.set_state(room_id, "m.room.topic", "", {"topic": ARCHIVED_TOPIC.get(
                 self.language, ARCHIVED_TOPIC["fr"]).format(days=self.grace_days)}, as_user=actor)
             await self.store.archive_room(action.room_key, now_ms=self.now_ms or _now_ms())
+        elif kind == "unarchive_room":
+            await self.store.unarchive_room(action.room_key)
         else:  # pragma: no cover - the planner only emits the kinds above
             raise ValueError(kind)
 

@@ -129,9 +129,12 @@ class RoomObserver:
         tokens, changed = await self._changes({self.bot, *owners.values()}, now_ms=now_ms, full=full)
         cache = {} if changed is None else await self.store.observed_rooms()
         fresh: dict[str, str] = {}
+        # Rooms not read now: their cached state would fall behind the token saved below.
+        skipped: list[str] = []
 
         async def one(rec: RoomRecord) -> ObservedRoom:
-            if rec.archived_at is not None and now_ms < rec.archived_at + grace_ms:
+            if rec.archived_at is not None and now_ms < rec.archived_at + grace_ms and rec.room_key not in desired:
+                skipped.append(rec.room_id)
                 return ObservedRoom(rec.room_key, rec.room_id, {}, {}, archived=True)  # read-only, left alone
             cached = cache.get(rec.room_id)
             if cached is not None and changed is not None and rec.room_id not in changed:
@@ -147,7 +150,7 @@ class RoomObserver:
         results = await asyncio.gather(*(one(records[k]) for k in sorted(records)))
         if tokens is not None and save:
             # State and token are saved together: a crash before this line re-reads, never misses.
-            await self.store.put_observed(fresh, replace_all=changed is None)
+            await self.store.put_observed(fresh, replace_all=changed is None, drop=skipped)
             await self.store.set_value(SINCE_KEY, json.dumps(tokens, sort_keys=True))
             if changed is None:
                 await self.store.set_value(FULL_AT_KEY, str(now_ms))

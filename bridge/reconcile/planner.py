@@ -13,10 +13,12 @@ REASONS = {
     "fr": {"entitled": "inscrit dans l'annuaire pour ce salon",
            "not_entitled": "n'est pas (ou plus) autorisé dans ce salon selon l'annuaire",
            "archived": "salon archivé : il ne correspond plus à l'annuaire",
+           "reopened": "salon archivé à nouveau demandé par l'annuaire : rouvert",
            "grace_over": "salon archivé : fin de la période de consultation"},
     "en": {"entitled": "listed in the directory for this room",
            "not_entitled": "is not (or no longer) entitled to this room according to the directory",
            "archived": "room archived: it no longer matches the directory",
+           "reopened": "archived room wanted again by the directory: reopened",
            "grace_over": "archived room: the reading period is over"},
 }
 
@@ -53,7 +55,7 @@ def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, managers: fr
                               {"from": held_by, "leaving": others}))
         if o.name != d.name:
             out.append(Action("set_state", d.key, "room name differs from the template", detail={"field": "name"}))
-        if d.topic and o.topic != d.topic:
+        if o.topic != d.topic and (d.topic or o.archived):  # a reopened room loses the archive topic
             out.append(Action("set_state", d.key, "room topic differs from the template", detail={"field": "topic"}))
         if d.retention_ms is not None and o.retention_ms != d.retention_ms:
             out.append(Action("set_state", d.key, "message retention differs from the policy",
@@ -102,8 +104,9 @@ def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: 
         d = desired.rooms[key]
         o = observed.rooms.get(key)
         if o is not None and o.archived:
-            notes.append(f"{key}: archived room is wanted again; not reopened automatically")
-            continue
+            # Wanted again (a class emptied, then refilled; a pupil back): the room is restored
+            # (name, topic, power, members) and marked active once that is done.
+            buckets["unarchive_room"].append(Action("unarchive_room", key, reasons["reopened"]))
         if d.owner and d.owner != bot:
             actors[key] = d.owner
         for action in _plan_room(d, o, bot=bot, managers=managers, reasons=reasons,

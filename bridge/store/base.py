@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Collection, Protocol
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class Store(Protocol):
     async def all_rooms(self) -> list[RoomRecord]: ...
     async def delete_room(self, room_key: str) -> None: ...
     async def archive_room(self, room_key: str, *, now_ms: int) -> None: ...
+    async def unarchive_room(self, room_key: str) -> None: ...
 
     # Identity mapping (person id -> Matrix user id), so people keep their account.
     async def identities(self) -> dict[str, str]: ...
@@ -81,8 +82,10 @@ class Store(Protocol):
     # Mutes (moderation) with their expiry.
     # Observed-state cache: room id -> reduced state events (JSON), see reconcile/observer.py.
     async def observed_rooms(self) -> dict[str, str]: ...
-    async def put_observed(self, rooms: dict[str, str], *, replace_all: bool = False) -> None:
-        """Upsert these rooms; with replace_all, every other cached room is dropped too."""
+    async def put_observed(self, rooms: dict[str, str], *, replace_all: bool = False,
+                           drop: Collection[str] = ()) -> None:
+        """Upsert these rooms and forget those of `drop`; with replace_all, every other cached room
+        is dropped too."""
         ...
 
     async def put_mute(self, room_id: str, user_id: str, *, until_ms: int) -> None: ...

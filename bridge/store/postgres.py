@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Collection
 
 import asyncpg
 
@@ -121,6 +121,9 @@ class PostgresStore:
     async def archive_room(self, room_key: str, *, now_ms: int) -> None:
         await self.pool.execute("UPDATE rooms SET archived_at = $1 WHERE room_key = $2", now_ms, room_key)
 
+    async def unarchive_room(self, room_key: str) -> None:
+        await self.pool.execute("UPDATE rooms SET archived_at = NULL WHERE room_key = $1", room_key)
+
     async def identities(self) -> dict[str, str]:
         return {r[0]: r[1] for r in await self.pool.fetch("SELECT person_id, user_id FROM identities")}
 
@@ -157,10 +160,13 @@ class PostgresStore:
     async def observed_rooms(self) -> dict[str, str]:
         return {r[0]: r[1] for r in await self.pool.fetch("SELECT room_id, state_json FROM observed_rooms")}
 
-    async def put_observed(self, rooms: dict[str, str], *, replace_all: bool = False) -> None:
+    async def put_observed(self, rooms: dict[str, str], *, replace_all: bool = False,
+                           drop: Collection[str] = ()) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             if replace_all:
                 await conn.execute("DELETE FROM observed_rooms")
+            if drop:
+                await conn.execute("DELETE FROM observed_rooms WHERE room_id = ANY($1::text[])", list(drop))
             await conn.executemany("INSERT INTO observed_rooms VALUES ($1, $2) ON CONFLICT (room_id) "
                                    "DO UPDATE SET state_json = excluded.state_json", list(rooms.items()))
 

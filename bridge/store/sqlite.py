@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from bridge.errors import StoreError
 from bridge.store.base import AuditRow, InboxItem, RoomRecord
@@ -133,6 +133,9 @@ class SqliteStore:
     async def archive_room(self, room_key: str, *, now_ms: int) -> None:
         self.db.execute("UPDATE rooms SET archived_at = ? WHERE room_key = ?", (now_ms, room_key))
 
+    async def unarchive_room(self, room_key: str) -> None:
+        self.db.execute("UPDATE rooms SET archived_at = NULL WHERE room_key = ?", (room_key,))
+
     async def identities(self) -> dict[str, str]:
         return {r[0]: r[1] for r in self.db.execute("SELECT person_id, user_id FROM identities")}
 
@@ -169,10 +172,12 @@ class SqliteStore:
     async def observed_rooms(self) -> dict[str, str]:
         return {r[0]: r[1] for r in self.db.execute("SELECT room_id, state_json FROM observed_rooms")}
 
-    async def put_observed(self, rooms: dict[str, str], *, replace_all: bool = False) -> None:
+    async def put_observed(self, rooms: dict[str, str], *, replace_all: bool = False,
+                           drop: Collection[str] = ()) -> None:
         with self._tx():
             if replace_all:
                 self.db.execute("DELETE FROM observed_rooms")
+            self.db.executemany("DELETE FROM observed_rooms WHERE room_id = ?", [(r,) for r in drop])
             self.db.executemany("INSERT INTO observed_rooms VALUES (?, ?) ON CONFLICT (room_id) "
                                 "DO UPDATE SET state_json = excluded.state_json", list(rooms.items()))
 

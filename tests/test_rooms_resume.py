@@ -99,7 +99,10 @@ def _mutate(data: dict[str, Any], change: str, n: int) -> None:
     elif change == "remove_pupil" and pupils:
         pupils.pop(n % len(pupils))
     elif change == "add_pupil" and data["guardians"]:
-        data["pupils"].append({"id": f"new-{n}-{len(pupils)}", "first_name": "Nouveau", "last_name": "Élève",
+        i = 0
+        while any(p["id"] == f"new-{n}-{i}" for p in pupils):  # ids stay unique after removals
+            i += 1
+        data["pupils"].append({"id": f"new-{n}-{i}", "first_name": "Nouveau", "last_name": "Élève",
                                "classes": [codes[n % len(codes)]],
                                "guardians": [data["guardians"][n % len(data["guardians"])]["id"]]})
 

@@ -188,7 +188,7 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: App
     if plan.is_empty():
         await store.set_value(DIRECTORY_SIZE_KEY, str(size))  # local only: no homeserver write
         await store.set_leavers(add=gone, remove=back)
-        return SyncResult(plan, verdict, size, ApplyReport(), observed=stats)
+        return SyncResult(plan, verdict, size, ApplyReport(), observed=stats, residual=plan)
     # The bot owns the rooms; a standalone `sync --apply` may run before `run` ever did.
     await api.register_user(config.bot.localpart)
     if any(d.owner for d in desired.rooms.values()):

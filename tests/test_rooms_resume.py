@@ -108,16 +108,36 @@ def _mutate(data: dict[str, Any], change: str, n: int) -> None:
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
-@given(seed=st.integers(0, 10_000), steps=st.lists(changes, min_size=1, max_size=3))
+@given(seed=st.integers(0, 10_000), steps=st.lists(changes, min_size=1, max_size=3), keyless=st.booleans())
 # Found by hypothesis: a class emptied (its room archived), then refilled; the room must reopen.
-@example(seed=2794, steps=[[("remove_pupil", 794)], [("move", 0)]])
+@example(seed=2794, steps=[[("remove_pupil", 794)], [("move", 0)]], keyless=False)
 def test_random_directories_and_changes_converge(homeserver: Any, tmp_path_factory: Any, seed: int,
-                                                 steps: list[list[tuple[str, int]]]) -> None:
-    asyncio.run(_converge(homeserver, tmp_path_factory.mktemp("prop"), seed, steps))
+                                                 steps: list[list[tuple[str, int]]], keyless: bool) -> None:
+    """keyless: family rooms forgo content inspection, so the keyless user runs them."""
+    asyncio.run(_converge(homeserver, tmp_path_factory.mktemp("prop"), seed, steps, keyless=keyless))
 
 
-async def _converge(homeserver: Any, tmp: Path, seed: int, steps: list[list[tuple[str, int]]]) -> None:
+def _keyless_family_policies(tmp: Path) -> Path:
+    import shutil
+
+    policies = tmp / "policies"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "policies", policies)
+    text = (policies / "rooms.yaml").read_text()
+    at = text.index("  family:")
+    (policies / "rooms.yaml").write_text(text[:at] + text[at:].replace("moderation: default", "moderation: strict", 1))
+    (policies / "strict.yaml").write_text("profiles:\n  strict:\n    content_inspection: false\n    protections:\n"
+                                          "      flood: {max_messages: 8, per_seconds: 10, action: [mute]}\n")
+    return policies
+
+
+async def _converge(homeserver: Any, tmp: Path, seed: int, steps: list[list[tuple[str, int]]], *,
+                    keyless: bool = False) -> None:
+    import dataclasses
+
     config = homeserver.config(tmp / "data")
+    if keyless:
+        config = dataclasses.replace(config, policies_dir=_keyless_family_policies(tmp))
+    bridge_users = {config.bot_user_id, config.keyless_user_id}
     store = await open_store(config.database_url)
     api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
     uai = f"08{secrets.randbelow(10**5):05d}P"
@@ -134,10 +154,13 @@ async def _converge(homeserver: Any, tmp: Path, seed: int, steps: list[list[tupl
             assert result.residual is not None and result.residual.is_empty(), result.residual.actions[:3]
             for key, room in result.plan.desired.items():
                 rec = await store.get_room(key)
-                state = await api.room_state(rec.room_id, as_user=config.bot_user_id)
-                members = {e["state_key"] for e in state if e["type"] == "m.room.member"
-                           and e["content"]["membership"] in ("join", "invite")} - {config.bot_user_id}
-                assert members == set(room.members), (key, step)
+                owner = room.owner or config.bot_user_id
+                assert (room.owner is not None) == (keyless and room.template == "family")
+                state = await api.room_state(rec.room_id, as_user=owner)
+                present = {e["state_key"] for e in state if e["type"] == "m.room.member"
+                           and e["content"]["membership"] in ("join", "invite")}
+                assert present & bridge_users == {owner}, key  # the bot is never in a keyless room
+                assert present - bridge_users == set(room.members), (key, step)
             # Rooms no longer wanted are archived; wanted ones (reopened ones included) are not.
             for rec in await store.all_rooms():
                 assert rec.archived == (rec.room_key not in result.plan.desired), rec.room_key

@@ -16,7 +16,6 @@ from collections import defaultdict, deque
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import quote
 
 from bridge.audit import AuditLog
 from bridge.errors import BridgeError
@@ -26,6 +25,7 @@ from bridge.matrix.bot import Bot, ReceivedMessage
 from bridge.policy.engine import QUIET_NOTICE, Decision, Message, evaluate, strike_escalation
 from bridge.policy.model import Policies
 from bridge.policy.protections.text import compile_words
+from bridge.rooms.templates import keyless_templates
 from bridge.store.base import Store
 
 log = get_logger(component="moderation")
@@ -56,6 +56,7 @@ class Moderator:
         self.policies = Policies({})
         self._words: dict[str, tuple[str, ...]] = {}
         self.room_template: dict[str, str] = {}
+        self._keyless_templates: frozenset[str] = frozenset()
         self.room_school: dict[str, str] = {}  # room id -> UAI
         self.reports_room: dict[str, str] = {}  # UAI -> room id of the school's moderators room
         self._recent: dict[tuple[str, str], deque[int]] = defaultdict(lambda: deque(maxlen=200))
@@ -76,6 +77,8 @@ class Moderator:
             log.error("policy_reload_refused", error=str(exc))
             return str(exc)
         self.templates, self.policies = templates, policies
+        self._keyless_templates = keyless_templates(templates, {n: p.content_inspection
+                                                                for n, p in policies.profiles.items()})
         self._words = {n: compile_words(p.banned_words.words) for n, p in policies.profiles.items()
                        if p.banned_words}
         log.info("policy_loaded", profiles=len(policies.profiles), templates=len(templates))
@@ -128,8 +131,7 @@ class Moderator:
         return self.policies.profiles.get(template.moderation or "") if template else None
 
     def keyless_room(self, room_id: str) -> bool:
-        profile = self._profile(room_id)
-        return bool(self.keyless) and profile is not None and not profile.content_inspection
+        return bool(self.keyless) and self.room_template.get(room_id) in self._keyless_templates
 
     def actor(self, room_id: str) -> str:
         """Who acts in a room: the keyless user in rooms without content inspection, else the bot."""
@@ -139,9 +141,7 @@ class Moderator:
         if self.keyless_room(room_id):
             levels = self._keyless_power.get(room_id)
             if levels is None:  # refreshed whenever the room's power levels change (on_event)
-                levels = await self.api.request(
-                    "GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state/m.room.power_levels/",
-                    user_id=self.actor(room_id))
+                levels = await self.api.get_state(room_id, "m.room.power_levels", as_user=self.actor(room_id))
                 self._keyless_power[room_id] = levels
             return int((levels.get("users") or {}).get(user_id, levels.get("users_default", 0)))
         room = self.bot.client.rooms.get(room_id) if self.bot.client else None
@@ -197,13 +197,10 @@ class Moderator:
             await self._act(msg, decision, now_ms=now_ms)
 
     async def _act(self, msg: ReceivedMessage, d: Decision, *, now_ms: int) -> None:
-        room = quote(msg.room_id, safe="")
         lang = self.language
         for action in d.actions:
             if action == "redact":
-                await self.api.request("PUT", f"/_matrix/client/v3/rooms/{room}/redact/"
-                                              f"{quote(msg.event_id, safe='')}/{secrets.token_hex(8)}",
-                                       user_id=self.actor(msg.room_id), json={"reason": d.reason})
+                await self.api.redact(msg.room_id, msg.event_id, as_user=self.actor(msg.room_id), reason=d.reason)
             elif action == "warn":
                 await self._notice(msg.room_id, WARN.get(lang, WARN["fr"]).format(user=msg.sender, reason=d.reason))
             elif action == "notice":
@@ -241,9 +238,7 @@ class Moderator:
     # --- mutes ----------------------------------------------------------------------------------
 
     async def _set_level(self, room_id: str, user_id: str, level: int | None) -> None:
-        room = quote(room_id, safe="")
-        content = await self.api.request("GET", f"/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/",
-                                         user_id=self.actor(room_id))
+        content = await self.api.get_state(room_id, "m.room.power_levels", as_user=self.actor(room_id))
         users = dict(content.get("users") or {})
         if level is None:
             users.pop(user_id, None)

@@ -6,7 +6,6 @@ the bot, creator of every managed room, redacts; a second pass counts what is le
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote
@@ -49,9 +48,7 @@ async def sweep_room(api: AppserviceAPI, room_id: str, *, bot: str, lifetime_ms:
     cutoff = now_ms - lifetime_ms
     targets = expired(await _history(api, room_id, bot=bot, batch=batch), cutoff_ms=cutoff)
     for event_id in targets:
-        await api.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/redact/"
-                                 f"{quote(event_id, safe='')}/{secrets.token_hex(8)}",
-                          user_id=bot, json={"reason": REASON.get(language, REASON["fr"])})
+        await api.redact(room_id, event_id, as_user=bot, reason=REASON.get(language, REASON["fr"]))
     remaining = sum(1 for e in await _history(api, room_id, bot=bot, batch=batch) if is_expired(e, cutoff_ms=cutoff))
     return len(targets), remaining
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 from typing import Any
 from urllib.parse import quote
 
@@ -166,6 +167,19 @@ class AppserviceAPI:
         resp = await self.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state",
                                   user_id=as_user)
         return resp if isinstance(resp, list) else []  # type: ignore[return-value]
+
+    async def get_state(self, room_id: str, event_type: str, state_key: str = "", *, as_user: str,
+                        whole_event: bool = False) -> dict[str, Any]:
+        """One state event's content (or, with whole_event, the event: sender included)."""
+        path = (f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state/"
+                f"{quote(event_type, safe='')}/{quote(state_key, safe='')}")
+        return dict(await self.request("GET", path, user_id=as_user,
+                                       params={"format": "event"} if whole_event else None))
+
+    async def redact(self, room_id: str, event_id: str, *, as_user: str, reason: str) -> None:
+        await self.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/redact/"
+                                  f"{quote(event_id, safe='')}/{secrets.token_hex(8)}",
+                           user_id=as_user, json={"reason": reason})
 
     async def set_state(self, room_id: str, event_type: str, state_key: str, content: dict[str, Any], *,
                         as_user: str) -> str:

@@ -12,7 +12,6 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-from urllib.parse import quote
 
 from bridge.audit import AuditLog
 from bridge.errors import MatrixError, PermanentMatrixError
@@ -96,7 +95,7 @@ class RoomExecutor:
                             # the request timeout; the rest follow one by one.
                             invites = [a for a in actions if a.type == "invite"][:FOLD_INVITES]
                             await self._create(plan.desired[key], invite=[str(a.user_id) for a in invites],
-                                               owner=plan.desired[key].owner or self.bot)
+                                               owner=plan.actors.get(key, self.bot))
                             folded.update(id(a) for a in invites)
                             report.created += 1
                             for _ in invites:
@@ -231,26 +230,25 @@ class RoomExecutor:
     async def _is_privileged_creator(self, room_id: str, user: str, *, reader: str) -> bool:
         """From room version 12 on, creators hold unlimited power outside `users`, and must not
         be listed there; before it, the creator's power is an ordinary `users` entry."""
-        create = await self.api.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state/"
-                                               "m.room.create/", user_id=reader, params={"format": "event"})
+        create = await self.api.get_state(room_id, "m.room.create", as_user=reader, whole_event=True)
         content = create.get("content") or {}
         creators = {create.get("sender"), *(content.get("additional_creators") or [])}
         return creators_privileged(str(content.get("room_version", "1"))) and user in creators
 
-    async def _power_levels(self, room_id: str, *, reader: str) -> dict[str, Any]:
-        return await self.api.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state/"
-                                             "m.room.power_levels/", user_id=reader)
-
-    async def _with_owner_power(self, room_id: str, content: Any, *, owner: str) -> dict[str, Any]:
-        """The template's levels plus what the bridge must keep: the owner at 100 (unless a
-        privileged creator), the bridge's own users as they are (a peer at 100 can't be lowered),
-        and current mutes (negative levels, moderation's)."""
-        now = {u: lvl for u, lvl in ((await self._power_levels(room_id, reader=owner)).get("users") or {}).items()
-               if isinstance(lvl, int)}
+    async def _with_owner_power(self, room_id: str, content: Any, *, owner: str,
+                                reader: str | None = None) -> dict[str, Any]:
+        """`content` (None: the room's current levels) plus what the bridge must keep: the owner at
+        100 (unless a privileged creator), the bridge's own users as they are (a peer at 100 can't
+        be lowered), and current mutes (negative levels, moderation's). Read as `reader`, by
+        default the owner (a room being handed over is read by its holder)."""
+        reader = reader or owner
+        current = await self.api.get_state(room_id, "m.room.power_levels", as_user=reader)
+        content = current if content is None else content
+        now = {u: lvl for u, lvl in (current.get("users") or {}).items() if isinstance(lvl, int)}
         users = {u: lvl for u, lvl in now.items() if lvl < 0}
         users.update(content.get("users", {}))
         users.update({u: now[u] for u in (self.bot, self.keyless) if u and u in now})
-        if not await self._is_privileged_creator(room_id, owner, reader=owner):
+        if not await self._is_privileged_creator(room_id, owner, reader=reader):
             users[owner] = 100
         return {**content, "users": users}
 
@@ -259,11 +257,9 @@ class RoomExecutor:
         holder invites and empowers the new owner, who joins; then the one not to stay leaves."""
         if held_by is not None:
             await self.api.invite(room_id, to, as_user=held_by)
-            if not await self._is_privileged_creator(room_id, to, reader=held_by):
-                content = await self._power_levels(room_id, reader=held_by)
-                users = {**(content.get("users") or {}), to: 100}
-                await self.api.set_state(room_id, "m.room.power_levels", "", {**content, "users": users},
-                                         as_user=held_by)
+            await self.api.set_state(room_id, "m.room.power_levels", "",
+                                     await self._with_owner_power(room_id, None, owner=to, reader=held_by),
+                                     as_user=held_by)
         await self.api.join(room_id, as_user=to)
         for user in leaving:
             if user != to:

@@ -20,7 +20,6 @@ import json
 import secrets
 import time
 from typing import Any, Mapping
-from urllib.parse import quote
 
 from bridge.errors import MatrixError, PermanentMatrixError
 from bridge.logging import get_logger
@@ -177,9 +176,7 @@ class RoomObserver:
         async def one(room_id: str, user: str) -> RoomRecord | None:
             async with self.sem:
                 try:
-                    content = await self.api.request(
-                        "GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state/m.room.canonical_alias/",
-                        user_id=user)
+                    content = await self.api.get_state(room_id, "m.room.canonical_alias", as_user=user)
                 except PermanentMatrixError:
                     return None
                 d = by_alias.get(str(content.get("alias", "")))

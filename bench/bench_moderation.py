@@ -20,16 +20,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import aiohttp  # noqa: E402
+import aiohttp
 
-from bridge import logging as blog  # noqa: E402
-from bridge.appservice.dispatch import Dispatcher  # noqa: E402
-from bridge.appservice.server import AppserviceServer  # noqa: E402
-from bridge.audit import AuditLog  # noqa: E402
-from bridge.devserver import free_port  # noqa: E402
-from bridge.moderation import Moderator  # noqa: E402
-from bridge.policy.engine import Decision  # noqa: E402
-from bridge.store.sqlite import SqliteStore  # noqa: E402
+from bridge import logging as blog
+from bridge.appservice.dispatch import Dispatcher
+from bridge.appservice.server import AppserviceServer
+from bridge.audit import AuditLog
+from bridge.devserver import free_port
+from bridge.moderation import Moderator
+from bridge.policy.engine import Decision
+from bridge.store.sqlite import SqliteStore
 
 TARGET = 2000.0
 BODIES = ["Bonjour, Lina sera absente demain matin.", "Merci pour la sortie au musée !",
@@ -87,7 +87,8 @@ async def main() -> None:
                            "content": {"msgtype": "m.text", "body": BODIES[(t + i) % len(BODIES)]}}
                           for i in range(args.batch)]
                 mod.arrivals[f"t{t}"] = time.perf_counter()
-                async with http.put(f"http://127.0.0.1:{port}/_matrix/app/v1/transactions/t{t}", json={"events": events},
+                url = f"http://127.0.0.1:{port}/_matrix/app/v1/transactions/t{t}"
+                async with http.put(url, json={"events": events},
                                     headers=headers) as resp:
                     assert resp.status == 200
         while len(mod.latencies) < n_txn * args.batch:

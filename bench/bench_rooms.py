@@ -18,7 +18,7 @@ import dataclasses
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +27,24 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-import aiohttp  # noqa: E402
+import aiohttp
 
-from bridge.config import load_config  # noqa: E402
-from bridge.devserver import LocalSynapse, free_port  # noqa: E402
-from bridge.matrix.appservice_api import AppserviceAPI  # noqa: E402
-from bridge.reconcile import planner  # noqa: E402
-from bridge.reconcile.executor import RoomExecutor  # noqa: E402
-from bridge.reconcile.requests import create_room_body  # noqa: E402
-from bridge.reconcile.observed import ObservedState  # noqa: E402
-from bridge.reconcile.sync import desired_state, gc_paused, persons, run_sync  # noqa: E402
-from bridge.rooms.desired import Settings, compute  # noqa: E402
-from bridge.rooms.identity import IdentityRules, map_identities  # noqa: E402
-from bridge.rooms.templates import load_templates  # noqa: E402
-from bridge.store import open_store  # noqa: E402
+from bridge.clock import FixedTime
+from bridge.config import load_config
+from bridge.devserver import LocalSynapse, free_port
+from bridge.matrix.appservice_api import AppserviceAPI
+from bridge.reconcile import planner
+from bridge.reconcile.executor import RoomExecutor
+from bridge.reconcile.inputs import desired_state, gc_paused, persons
+from bridge.reconcile.observed import ObservedState
+from bridge.reconcile.requests import create_room_body
+from bridge.reconcile.sync import run_sync
+from bridge.rooms.desired import Settings, compute
+from bridge.rooms.identity import IdentityRules, map_identities
+from bridge.rooms.templates import load_templates
+from bridge.store import open_store
 
-NOW = datetime(2026, 11, 29, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
 SAMPLES = ROOT.parent / "shared" / "ent-samples" / "aaf-2013-full"
 
 
@@ -115,13 +117,13 @@ async def noop_resync(config: Any) -> None:
     api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
     cfg = dataclasses.replace(config, rooms=dataclasses.replace(config.rooms, concurrency=8))
     t = time.perf_counter()
-    first = await run_sync(cfg, [str(SAMPLES)], store=store, api=api, apply=True, now=NOW)
+    first = await run_sync(cfg, [str(SAMPLES)], store=store, api=api, apply=True, clock=FixedTime(NOW))
     print(f"AAF sample first apply: {len(first.plan.actions)} actions in {time.perf_counter() - t:.0f} s "
           f"(verification included: {len(first.residual.actions) if first.residual else '?'} actions left)")
     for attempt in ("right after the apply", "again"):
         writes = api.write_count
         t = time.perf_counter()
-        again = await run_sync(cfg, [str(SAMPLES)], store=store, api=api, apply=True, now=NOW)
+        again = await run_sync(cfg, [str(SAMPLES)], store=store, api=api, apply=True, clock=FixedTime(NOW))
         took = time.perf_counter() - t
         print(f"no-op re-sync of the AAF sample ({attempt}): {took:.2f} s (target < 5 s, ratio {took / 5:.2f}), "
               f"{len(again.plan.actions)} actions, {api.write_count - writes} writes (target 0), "

@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bridge.directory.importers.aaf_writer import write_export  # noqa: E402
-from bridge.directory.model import ClassRef, Directory, Guardian, Pupil, School, SchoolClass, Staff  # noqa: E402
+from bridge.directory.importers.aaf_writer import write_export
+from bridge.directory.model import ClassRef, Directory, Guardian, Pupil, School, SchoolClass, Staff
 
 FIRST = ["Léa", "Hugo", "Chloé", "Lucas", "Inès", "Nathan", "Zoé", "Adam", "Manon", "Noé", "Jade", "Louis"]
 LAST = ["Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand", "Leroy", "Moreau",

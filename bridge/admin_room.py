@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from bridge.logging import get_logger
 from bridge.matrix.bot import Bot, ReceivedMessage

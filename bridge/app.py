@@ -11,10 +11,10 @@ from aiohttp import web
 
 from bridge.admin_room import AdminRoom
 from bridge.appservice.dispatch import Dispatcher, EventHandler
-from bridge.audit import AuditLog
 from bridge.appservice.server import AppserviceServer
+from bridge.audit import AuditLog
 from bridge.config import Config
-from bridge.errors import BridgeError, PermanentMatrixError
+from bridge.errors import BridgeError
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.bot import Bot
@@ -51,7 +51,7 @@ class Bridge:
     actors: dict[str, str] = field(default_factory=dict)  # room id -> the keyless user, where it runs the room
 
     @classmethod
-    async def create(cls, config: Config, *, store: Store | None = None) -> "Bridge":
+    async def create(cls, config: Config, *, store: Store | None = None) -> Bridge:
         store = store or await open_store(config.database_url)
         api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
         bot = Bot(homeserver_url=config.homeserver.url, user_id=config.bot_user_id,
@@ -81,11 +81,9 @@ class Bridge:
         room_id = str(event["room_id"])
         reason = {"fr": "n'est pas autorisé dans ce salon selon l'annuaire",
                   "en": "is not entitled to this room according to the directory"}[self.config.rooms.language]
-        try:
-            await self.api.kick(room_id, user, as_user=self.actors.get(room_id, self.config.bot_user_id), reason=reason)
-        except PermanentMatrixError as exc:
-            if exc.status != 403:
-                raise  # the dispatcher records it and retries
+        # A refusal raises: the dispatcher records it and retries.
+        if not await self.api.kick(room_id, user, as_user=self.actors.get(room_id, self.config.bot_user_id),
+                                   reason=reason):
             return  # already gone (left, or the invite was withdrawn)
         get_logger(room_id=room_id).info("outsider_removed", user_id=user, by=event.get("sender"))
         await AuditLog(self.store, key=self.config.audit_key).append(
@@ -94,7 +92,7 @@ class Bridge:
         if self.moderator is not None:
             try:
                 await self.moderator.outsider_removed(room_id, user, reason=reason)
-            except (BridgeError, asyncio.TimeoutError) as exc:  # the removal stands; only the explanation is missing
+            except (TimeoutError, BridgeError) as exc:  # the removal stands; only the explanation is missing
                 log.warning("outsider_notice_failed", room_id=room_id, error=str(exc))
 
     async def start(self, *, with_bot: bool = True) -> None:
@@ -184,11 +182,8 @@ class Bridge:
         """Ask the homeserver to ping us (MSC2659). Besides checking the registration both ways,
         a successful ping makes Synapse retry at once the transactions it held back while the
         bridge was down, instead of after its backoff (up to about 8 minutes)."""
-        from urllib.parse import quote
-
         try:
-            await self.api.request("POST", f"/_matrix/client/v1/appservice/{quote(self.config.appservice.id)}/ping",
-                                   json={"transaction_id": f"startup-{int(time.time())}"})
+            await self.api.ping(self.config.appservice.id, f"startup-{int(time.time())}")
             log.info("homeserver_ping_ok")
         except BridgeError as exc:
             log.warning("homeserver_ping_failed", error=str(exc))

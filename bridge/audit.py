@@ -20,7 +20,7 @@ from bridge.store.base import AuditRow, Store
 
 # One chain per store: every AuditLog on the same store (moderation, outsiders, syncs and
 # sweeps each make one) must append under the same lock, or two could take the same seq.
-_CHAIN_LOCKS: "weakref.WeakKeyDictionary[Store, asyncio.Lock]" = weakref.WeakKeyDictionary()
+_CHAIN_LOCKS: weakref.WeakKeyDictionary[Store, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 ANCHOR_KEY = "audit_anchor"  # "seq:mac" of the last pruned entry
 GENESIS = "0" * 64

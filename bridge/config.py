@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-import yaml
-
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, InputError
+from bridge.reconcile.guards import Limits
+from bridge.yamlutil import clean, load_with_lines, where
 
 # Values an admin copied from the example without changing: refuse to run with them.
 PLACEHOLDERS = frozenset({"", "change_me", "changeme", "CHANGE_ME", "secret", "xxx", "TODO"})
@@ -53,7 +55,7 @@ class BotConfig:
     display_name: str = "ENT"
     # Owner of the rooms whose moderation profile says `content_inspection: false`: a user of the
     # namespace that never gets a device, so no client ever shares a room key with it.
-    keyless_localpart: str = "ent-bridge_keyless"
+    keyless_localpart: str = ""  # the loader defaults it to the namespace prefix + "keyless"
     keyless_display_name: str = "ENT (sans accès aux messages)"
 
 
@@ -62,9 +64,9 @@ class RoomsConfig:
     key_secret: str
     language: str = "fr"
     concurrency: int = 8
-    max_removal_share: float = 0.05
-    max_removals: int = 200
-    max_directory_shrink: float = 0.10
+    max_removal_share: float = Limits.max_removal_share
+    max_removals: int = Limits.max_removals
+    max_directory_shrink: float = Limits.max_directory_shrink
     archive_grace_days: int = 30
     full_observe_hours: float = 24.0  # between full reads of every room (incremental in between)
 
@@ -99,7 +101,6 @@ class Config:
     sweep_hours: float = 24.0
     admin_room: str | None = None
     admins: tuple[str, ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def bot_user_id(self) -> str:
@@ -112,6 +113,53 @@ class Config:
     @property
     def sender_user_id(self) -> str:
         return f"@{self.appservice.sender_localpart}:{self.homeserver.server_name}"
+
+
+# Every key the file may hold, by section: anything else is a typo, refused with the closest key.
+KNOWN: dict[str, frozenset[str]] = {
+    "homeserver": frozenset({"url", "server_name", "admin_token"}),
+    "appservice": frozenset({"id", "as_token", "hs_token", "bind_address", "port", "sender_localpart",
+                             "namespace_prefix"}),
+    "bot": frozenset({"localpart", "store_dir", "store_key", "display_name", "keyless_localpart",
+                      "keyless_display_name"}),
+    "database": frozenset({"url"}),
+    "policies": frozenset({"dir"}),
+    "rooms": frozenset(f.name for f in fields(RoomsConfig)),
+    "directory": frozenset({"sources", "academie", "resync_minutes", "watch"}),
+    "retention": frozenset({"sweep_hours"}),
+    "audit": frozenset({"key", "retention_days"}),
+    "identity": frozenset(f.name for f in fields(IdentityConfig)),
+    "admin": frozenset({"room_id", "admins"}),
+    "logging": frozenset({"level"}),
+}
+
+
+def default(cls: type, name: str) -> Any:
+    """A field's default, written once on its dataclass."""
+    f = cls.__dataclass_fields__[name]  # type: ignore[attr-defined]
+    if f.default is not MISSING:
+        return f.default
+    raise KeyError(f"{cls.__name__}.{name} has no default")  # pragma: no cover - programming error
+
+
+def _closest(word: str, choices: frozenset[str] | set[str]) -> str:
+    near = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.5)
+    return f"; did you mean {near[0]!r}?" if near else f"; known keys: {', '.join(sorted(choices))}"
+
+
+def check_keys(raw: Mapping[str, Any], file: str) -> None:
+    """Refuse unknown sections and keys, naming the line and the closest valid key."""
+    for section, body in raw.items():
+        if section.startswith("__"):
+            continue
+        if section not in KNOWN:
+            raise ConfigError("unknown section" + _closest(section, set(KNOWN)), file=file, key=section,
+                              line=where(raw, section)[0])
+        if isinstance(body, Mapping):
+            for key in body:
+                if not key.startswith("__") and key not in KNOWN[section]:
+                    raise ConfigError("unknown key" + _closest(key, KNOWN[section]), file=file,
+                                      key=f"{section}.{key}", line=where(body, key)[0])
 
 
 class _Reader:
@@ -154,7 +202,7 @@ class _Reader:
             raise ConfigError("placeholder secret: generate a real one "
                               "(ent-bridge generate-registration) or set it in the environment",
                               file=self.file, key=f"{section}.{key}")
-        return value
+        return str(value)
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
@@ -171,15 +219,15 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
     path = Path(path)
     file = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        located = load_with_lines(path)
     except FileNotFoundError:
         raise ConfigError("file not found", file=file) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{where}invalid YAML ({getattr(exc, 'problem', exc)})", file=file) from None
-    if not isinstance(raw, dict):
+    except InputError as exc:
+        raise ConfigError(str(exc).split(": ", 1)[-1], file=file, line=exc.line) from None
+    if not isinstance(located, dict):
         raise ConfigError("the file must hold a mapping at top level", file=file)
+    check_keys(located, file)
+    raw: dict[str, Any] = clean(located)
     _apply_env(raw, os.environ if env is None else env)
     r = _Reader(raw, file)
     base = path.parent
@@ -196,17 +244,17 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         server_name=r.get("homeserver", "server_name", str),
         admin_token=r.secret("homeserver", "admin_token", required=False),
     )
-    port = r.get("appservice", "port", int, 29340)
+    port = r.get("appservice", "port", int, default(AppserviceConfig, "port"))
     if not 0 < port < 65536:
         raise ConfigError("must be a TCP port", file=file, key="appservice.port")
     appservice = AppserviceConfig(
         id=r.get("appservice", "id", str),
         as_token=r.secret("appservice", "as_token") or "",
         hs_token=r.secret("appservice", "hs_token") or "",
-        bind_address=r.get("appservice", "bind_address", str, "127.0.0.1"),
+        bind_address=r.get("appservice", "bind_address", str, default(AppserviceConfig, "bind_address")),
         port=port,
-        sender_localpart=r.get("appservice", "sender_localpart", str, "ent-bridge"),
-        namespace_prefix=r.get("appservice", "namespace_prefix", str, "ent-bridge_"),
+        sender_localpart=r.get("appservice", "sender_localpart", str, default(AppserviceConfig, "sender_localpart")),
+        namespace_prefix=r.get("appservice", "namespace_prefix", str, default(AppserviceConfig, "namespace_prefix")),
     )
     if appservice.as_token == appservice.hs_token:
         raise ConfigError("as_token and hs_token must differ", file=file, key="appservice.hs_token")
@@ -221,9 +269,9 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         localpart=bot_localpart,
         store_dir=rel(r.get("bot", "store_dir", str, "data/nio")),
         store_key=r.secret("bot", "store_key") or "",
-        display_name=r.get("bot", "display_name", str, "ENT"),
+        display_name=r.get("bot", "display_name", str, default(BotConfig, "display_name")),
         keyless_localpart=r.get("bot", "keyless_localpart", str, f"{appservice.namespace_prefix}keyless"),
-        keyless_display_name=r.get("bot", "keyless_display_name", str, "ENT (sans accès aux messages)"),
+        keyless_display_name=r.get("bot", "keyless_display_name", str, default(BotConfig, "keyless_display_name")),
     )
     if not bot.keyless_localpart.startswith(appservice.namespace_prefix) or bot.keyless_localpart in (
             bot_localpart, appservice.sender_localpart):
@@ -235,34 +283,35 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         database_url = "sqlite:///" + str(rel(db_path)) if db_path != ":memory:" else database_url
     elif not database_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("must be sqlite:///PATH or postgresql://…", file=file, key="database.url")
-    language = r.get("rooms", "language", str, "fr")
+    language = r.get("rooms", "language", str, default(RoomsConfig, "language"))
     if language not in ("fr", "en"):
         raise ConfigError("must be fr or en", file=file, key="rooms.language")
     rooms = RoomsConfig(
         key_secret=r.secret("rooms", "key_secret") or "",
         language=language,
-        concurrency=r.get("rooms", "concurrency", int, 8),
-        max_removal_share=r.get("rooms", "max_removal_share", float, 0.05),
-        max_removals=r.get("rooms", "max_removals", int, 200),
-        max_directory_shrink=r.get("rooms", "max_directory_shrink", float, 0.10),
-        archive_grace_days=r.get("rooms", "archive_grace_days", int, 30),
-        full_observe_hours=r.get("rooms", "full_observe_hours", float, 24.0),
+        concurrency=r.get("rooms", "concurrency", int, default(RoomsConfig, "concurrency")),
+        max_removal_share=r.get("rooms", "max_removal_share", float, default(RoomsConfig, "max_removal_share")),
+        max_removals=r.get("rooms", "max_removals", int, default(RoomsConfig, "max_removals")),
+        max_directory_shrink=r.get("rooms", "max_directory_shrink", float,
+                                   default(RoomsConfig, "max_directory_shrink")),
+        archive_grace_days=r.get("rooms", "archive_grace_days", int, default(RoomsConfig, "archive_grace_days")),
+        full_observe_hours=r.get("rooms", "full_observe_hours", float, default(RoomsConfig, "full_observe_hours")),
     )
-    sources = r.get("directory", "sources", list, [])
+    sources = r.get("directory", "sources", list, list(default(Config, "directory_sources")))
     if not all(isinstance(s, str) for s in sources):
         raise ConfigError("must be a list of paths", file=file, key="directory.sources")
-    template = r.get("identity", "localpart_template", str, "{first}.{last}")
+    template = r.get("identity", "localpart_template", str, default(IdentityConfig, "localpart_template"))
     try:
         template.format(first="a", last="b", id="c")
     except (KeyError, IndexError, ValueError):
         raise ConfigError("may use only {first}, {last} and {id}", file=file,
                           key="identity.localpart_template") from None
-    mapping = r.get("identity", "mapping_file", str, None)
+    mapping = r.get("identity", "mapping_file", str, default(IdentityConfig, "mapping_file"))
     identity = IdentityConfig(template, rel(mapping) if mapping else None,
-                              r.get("identity", "match_email", bool, True),
-                              r.get("identity", "provision", bool, False),
-                              r.get("identity", "sso_provider", str, None),
-                              r.get("identity", "erase_after_days", int, 90))
+                              r.get("identity", "match_email", bool, default(IdentityConfig, "match_email")),
+                              r.get("identity", "provision", bool, default(IdentityConfig, "provision")),
+                              r.get("identity", "sso_provider", str, default(IdentityConfig, "sso_provider")),
+                              r.get("identity", "erase_after_days", int, default(IdentityConfig, "erase_after_days")))
     return Config(
         identity=identity,
         path=path,
@@ -273,14 +322,13 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         policies_dir=rel(r.get("policies", "dir", str, "../policies")),
         rooms=rooms,
         directory_sources=tuple(str(rel(s)) for s in sources),
-        academie=r.get("directory", "academie", str, None),
-        resync_minutes=r.get("directory", "resync_minutes", float, 60.0),
+        academie=r.get("directory", "academie", str, default(Config, "academie")),
+        resync_minutes=r.get("directory", "resync_minutes", float, default(Config, "resync_minutes")),
         audit_key=r.secret("audit", "key") or "",
-        audit_retention_days=r.get("audit", "retention_days", int, 365),
-        sweep_hours=r.get("retention", "sweep_hours", float, 24.0),
-        admin_room=r.get("admin", "room_id", str, None),
-        admins=tuple(r.get("admin", "admins", list, [])),
-        watch_sources=r.get("directory", "watch", bool, True),
-        log_level=r.get("logging", "level", str, "info"),
-        extra=raw,
+        audit_retention_days=r.get("audit", "retention_days", int, default(Config, "audit_retention_days")),
+        sweep_hours=r.get("retention", "sweep_hours", float, default(Config, "sweep_hours")),
+        admin_room=r.get("admin", "room_id", str, default(Config, "admin_room")),
+        admins=tuple(r.get("admin", "admins", list, list(default(Config, "admins")))),
+        watch_sources=r.get("directory", "watch", bool, default(Config, "watch_sources")),
+        log_level=r.get("logging", "level", str, default(Config, "log_level")),
     )

@@ -11,8 +11,9 @@ import asyncio
 import os
 import secrets
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -22,7 +23,8 @@ from bridge.config import load_config
 from bridge.devserver import LocalSynapse, free_port
 from bridge.directory.sources import load
 from bridge.reconcile import render
-from bridge.reconcile.sync import desired_state, run_sync
+from bridge.reconcile.inputs import desired_state
+from bridge.reconcile.sync import run_sync
 from bridge.registration import write_registration
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +33,7 @@ PASSWORD = "ent-demo-2026"  # demo accounts only, on a loopback homeserver
 WELCOME = "Bienvenue dans le salon de la classe ! Les messages y sont chiffrés de bout en bout."
 
 
-def prepare(workdir: Path) -> tuple[Path, Path, dict[str, object]]:
+def prepare(workdir: Path) -> tuple[Path, Path, dict[str, Any]]:
     """Config, registration and ports, created once and kept."""
     workdir.mkdir(parents=True, exist_ok=True)
     state_path = workdir / "demo.yaml"
@@ -65,15 +67,15 @@ async def demo(workdir: Path, *, keep_running: bool) -> int:
         await bridge.start()
         directory, _ = load([str(SCHOOL)])
         _, identities = desired_state(config, directory, await bridge.store.identities(),
-                                      now=datetime.now(timezone.utc))
+                                      now=datetime.now(UTC))
         created = 0
         for mxid in sorted(set(identities.values())):
             localpart = mxid[1:].split(":", 1)[0]
             try:
                 synapse.register_user(localpart, PASSWORD)
                 created += 1
-            except Exception:  # noqa: BLE001 - already registered on a previous run
-                pass
+            except Exception as exc:  # noqa: BLE001 - already registered on a previous run
+                print(f"  {localpart}: not created ({type(exc).__name__}: already there?)")
         print(f"Accounts: {created} created, {len(set(identities.values())) - created} already there.")
         result = await run_sync(config, [str(SCHOOL)], store=bridge.store, api=bridge.api, apply=True)
         print(render.to_text(result.plan, result.verdict, limit=0))
@@ -81,7 +83,7 @@ async def demo(workdir: Path, *, keep_running: bool) -> int:
             print(f"{len(result.report.failed)} actions failed; see the log above.")
             return 1
         class_rooms = {k: r for k, r in result.plan.desired.items() if r.template == "class"}
-        first_class = sorted(class_rooms)[0]
+        first_class = min(class_rooms)
         if await bridge.store.get_value("demo_welcome") is None:
             room_id = (await bridge.store.get_room(first_class)).room_id  # type: ignore[union-attr]
             await bridge.bot.send_notice(room_id, WELCOME)
@@ -114,7 +116,7 @@ def _summary(config: object, result: object, directory: object, identities: dict
     staff = directory.staff  # type: ignore[attr-defined]
     teacher = identities[next(s.id for s in staff.values() if s.classes)]
     family = next(r for r in desired.values() if r.template == "family" and len(r.members) >= 3)
-    parent = sorted(m for m in family.members if m not in {identities[s] for s in staff})[0]
+    parent = min(m for m in family.members if m not in {identities[s] for s in staff})
     print(f"Homeserver: {url}  (in Element: 'Sign in' > 'Edit' homeserver > {url})")
     print(f"A teacher:  {teacher}   password {PASSWORD}")
     print(f"A parent:   {parent}   password {PASSWORD}")

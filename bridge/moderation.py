@@ -13,16 +13,18 @@ import asyncio
 import secrets
 import time
 from collections import defaultdict, deque
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bridge.audit import AuditLog
 from bridge.errors import BridgeError
 from bridge.logging import get_logger
-from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.bot import Bot, ReceivedMessage
+from bridge.matrix.port import Homeserver
 from bridge.policy.engine import QUIET_NOTICE, Decision, Message, evaluate, strike_escalation
+from bridge.policy.folder import check_folder
 from bridge.policy.model import Policies
 from bridge.policy.protections.text import compile_words
 from bridge.rooms.templates import keyless_templates
@@ -40,9 +42,9 @@ OUTSIDER = {"fr": "{user} a été retiré(e) de ce salon : {reason}.",
 
 
 class Moderator:
-    def __init__(self, *, policies_dir: Path, store: Store, api: AppserviceAPI, bot: Bot, audit: AuditLog,
+    def __init__(self, *, policies_dir: Path, store: Store, api: Homeserver, bot: Bot, audit: AuditLog,
                  language: str = "fr", keyless: str | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.keyless = keyless
         self._keyless_power: dict[str, dict[str, Any]] = {}  # room id -> power levels (keyless rooms)
         self.policies_dir = policies_dir
@@ -69,8 +71,6 @@ class Moderator:
 
     def reload(self) -> str | None:
         """Load the policies; on error the previous ones stay in force and the error is returned."""
-        from bridge.cli_policy import check_folder
-
         try:
             templates, policies = check_folder(self.policies_dir)
         except BridgeError as exc:

@@ -39,7 +39,7 @@ def registration(*, as_id: str, url: str, as_token: str, hs_token: str, sender_l
 
 def _set_key(text: str, section: str, key: str, value: str) -> str:
     """Replace `key:` inside `section:` in a YAML text, keeping the comments around it."""
-    pattern = re.compile(rf"(^{section}:\s*\n(?:[ \t]+.*\n|\s*\n|#.*\n)*?[ \t]+{key}:)[^\n#]*", re.M)
+    pattern = re.compile(rf"(^{section}:\s*\n(?:[ \t]+.*\n|\s*\n|#.*\n)*?[ \t]+{key}:)[^\n#]*", re.MULTILINE)
     if pattern.search(text):
         return pattern.sub(lambda m: f"{m.group(1)} \"{value}\"", text, count=1)
     data = yaml.safe_load(text) or {}

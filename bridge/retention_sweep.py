@@ -6,14 +6,17 @@ the bot, creator of every managed room, redacts; a second pass counts what is le
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
-from urllib.parse import quote
+from typing import Any
 
 from bridge.audit import AuditLog
+from bridge.clock import SYSTEM, Clock
+from bridge.config import Config
 from bridge.logging import get_logger
-from bridge.matrix.appservice_api import AppserviceAPI
+from bridge.matrix.port import Homeserver
 from bridge.rooms.retention import expired, is_expired
+from bridge.store.base import Store
 
 REASON = {"fr": "Durée de conservation dépassée", "en": "Retention period exceeded"}
 
@@ -26,15 +29,11 @@ class SweepReport:
     by_room: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
-async def _history(api: AppserviceAPI, room_id: str, *, bot: str, batch: int) -> list[dict[str, Any]]:
+async def _history(api: Homeserver, room_id: str, *, bot: str, batch: int) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     token: str | None = None
     while True:
-        params = {"dir": "b", "limit": str(batch)}
-        if token:
-            params["from"] = token
-        page = await api.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/messages",
-                                 user_id=bot, params=params)
+        page = await api.messages(room_id, as_user=bot, limit=batch, from_token=token)
         chunk = page.get("chunk") or []
         events.extend(chunk)
         token = page.get("end")
@@ -42,7 +41,7 @@ async def _history(api: AppserviceAPI, room_id: str, *, bot: str, batch: int) ->
             return events
 
 
-async def sweep_room(api: AppserviceAPI, room_id: str, *, bot: str, lifetime_ms: int, now_ms: int,
+async def sweep_room(api: Homeserver, room_id: str, *, bot: str, lifetime_ms: int, now_ms: int,
                      batch: int = 100, language: str = "fr") -> tuple[int, int]:
     """(redacted, remaining after verification) for one room."""
     cutoff = now_ms - lifetime_ms
@@ -53,7 +52,7 @@ async def sweep_room(api: AppserviceAPI, room_id: str, *, bot: str, lifetime_ms:
     return len(targets), remaining
 
 
-async def sweep(api: AppserviceAPI, rooms: Iterable[tuple[str, str, int]], *, bot: str, now_ms: int,
+async def sweep(api: Homeserver, rooms: Iterable[tuple[str, str, int]], *, bot: str, now_ms: int,
                 audit: AuditLog | None = None, batch: int = 100, language: str = "fr",
                 actors: Mapping[str, str] | None = None) -> SweepReport:
     """rooms: (room key, room id, lifetime ms); actors: room id -> the keyless user where it runs the room."""
@@ -76,19 +75,17 @@ async def sweep(api: AppserviceAPI, rooms: Iterable[tuple[str, str, int]], *, bo
     return report
 
 
-async def sweep_managed(config: Any, *, store: Any, api: AppserviceAPI, now_ms: int | None = None) -> SweepReport:
+async def sweep_managed(config: Config, *, store: Store, api: Homeserver, clock: Clock = SYSTEM) -> SweepReport:
     """Sweep the managed rooms, each with its template's lifetime (from the policies)."""
-    import time
+    from bridge.policy.folder import check_folder
+    from bridge.rooms.templates import keyless_templates
 
-    from bridge.policy.loader import load_policies
-    from bridge.rooms.templates import keyless_templates, load_templates
-
-    templates = load_templates(config.policies_dir)
-    keyless = keyless_templates(templates, {n: p.content_inspection
-                                            for n, p in load_policies(config.policies_dir).profiles.items()})
+    templates, policies = check_folder(config.policies_dir)
+    keyless = keyless_templates(templates, {n: p.content_inspection for n, p in policies.profiles.items()})
     records = [r for r in await store.all_rooms() if r.template in templates and templates[r.template].retention_ms]
-    rooms = [(r.room_key, r.room_id, templates[r.template].retention_ms) for r in records]
-    return await sweep(api, rooms, bot=config.bot_user_id,  # type: ignore[arg-type]
+    rooms = [(r.room_key, r.room_id, lifetime) for r in records
+             if (lifetime := templates[r.template].retention_ms) is not None]
+    return await sweep(api, rooms, bot=config.bot_user_id,
                        actors={r.room_id: config.keyless_user_id for r in records if r.template in keyless},
-                       now_ms=now_ms if now_ms is not None else int(time.time() * 1000),
+                       now_ms=clock.now_ms(),
                        audit=AuditLog(store, key=config.audit_key), language=config.rooms.language)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from bridge.logging import get_logger
 
@@ -30,7 +30,7 @@ class Resyncer:
     """Runs `job` at start, every `interval` seconds, and when the sources change. Exports are
     often copied in place: a change is acted on once the files have been stable for `settle` s."""
 
-    def __init__(self, job: Callable[[], Awaitable[None]], *, sources: list[str], interval: float,
+    def __init__(self, job: Callable[[], Awaitable[object]], *, sources: list[str], interval: float,
                  watch: bool = True, poll: float = 5.0, settle: float = 5.0, run_at_start: bool = True) -> None:
         self.run_at_start = run_at_start
         self.job = job

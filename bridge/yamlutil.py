@@ -19,7 +19,7 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
-    mapping = loader.construct_mapping(node, deep=True)
+    mapping: dict[str, Any] = {str(k): v for k, v in loader.construct_mapping(node, deep=True).items()}
     mapping[LINE] = node.start_mark.line + 1
     mapping[KEY_LINES] = {k.value: (k.start_mark.line + 1, k.start_mark.column + 1)
                           for k, _ in node.value if isinstance(k, yaml.ScalarNode)}

@@ -8,8 +8,9 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -50,7 +51,7 @@ class Homeserver:
         )
 
 
-def config_file(homeserver: "Homeserver", data_dir: Path) -> Path:
+def config_file(homeserver: Homeserver, data_dir: Path) -> Path:
     """The session config on disk, pointed at one test's data folder (for subprocesses)."""
     data = yaml.safe_load(homeserver.config_path.read_text())
     data["database"]["url"] = f"sqlite:///{data_dir / 'bridge.db'}"

@@ -64,7 +64,7 @@ def test_bot_must_not_be_the_sender(tmp_path: Path) -> None:
 def test_broken_yaml_gives_line(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("homeserver:\n  url: [unclosed\n")
-    with pytest.raises(ConfigError, match=r"c\.yaml: line \d+, column \d+"):
+    with pytest.raises(ConfigError, match=r"c\.yaml:\d+: invalid YAML.*\(column \d+\)"):
         load_config(path, env={})
 
 
@@ -80,3 +80,33 @@ def test_generate_registration_fills_secrets_and_keeps_comments(tmp_path: Path) 
     assert registration["rate_limited"] is False
     assert registration["namespaces"]["users"][0]["exclusive"] is True
     assert "# Where the bridge reaches Synapse" in config.read_text()
+
+
+def test_unknown_keys_are_refused_with_line_and_closest_key(tmp_path: Path) -> None:
+    path = _example(tmp_path)
+    text = path.read_text().replace("  max_removals: 200", "  max_removal: 200")
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if ln.startswith("  max_removal:"))
+    assert (err.value.key, err.value.line) == ("rooms.max_removal", line)
+    assert "did you mean 'max_removals'" in str(err.value) and f"{path}:{line}:" in str(err.value)
+    path.write_text(text.replace("  max_removal: 200", "  max_removals: 200") + "\nlogings:\n  level: info\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert err.value.key == "logings" and "did you mean 'logging'" in str(err.value)
+
+
+def test_loaded_config_keeps_no_raw_copy_of_secrets(tmp_path: Path) -> None:
+    import dataclasses
+
+    path = _example(tmp_path)
+    env = {"ENT_BRIDGE_AS_TOKEN": "a" * 20, "ENT_BRIDGE_HS_TOKEN": "b" * 20, "ENT_BRIDGE_STORE_KEY": "c" * 20,
+           "ENT_BRIDGE_ROOM_KEY_SECRET": "d" * 20, "ENT_BRIDGE_AUDIT_KEY": "e" * 20}
+    config = load_config(path, env=env)
+    assert "extra" not in {f.name for f in dataclasses.fields(config)}
+    # Defaults are written once, on the dataclasses: the file's omissions take them.
+    from bridge.config import RoomsConfig
+    from bridge.reconcile.guards import Limits
+
+    assert config.rooms.max_removals == RoomsConfig.max_removals == Limits.max_removals

@@ -46,7 +46,7 @@ def test_aaf_small_semantics() -> None:
 
 
 def test_aaf_delta_applies_on_snapshot_with_repair_warning() -> None:
-    d, state = import_aaf([FIX / "aaf-small"])
+    _, state = import_aaf([FIX / "aaf-small"])
     d2, _ = import_aaf([FIX / "aaf-small-delta"], state=state)
     assert d2.pupils["E2"].classes == (ClassRef("0750001A", "6A"),)
     assert "E3" not in d2.pupils

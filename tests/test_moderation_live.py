@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,8 +22,8 @@ from tests.conftest import sync_until, unique_school, write_school
 pytestmark = pytest.mark.synapse
 ROOT = Path(__file__).resolve().parent.parent
 FIX = Path(__file__).parent / "fixtures"
-NOON = datetime(2026, 12, 1, 11, 0, tzinfo=timezone.utc)      # a Tuesday, 12:00 in Paris
-EVENING = datetime(2026, 12, 1, 20, 0, tzinfo=timezone.utc)   # 21:00 in Paris
+NOON = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)      # a Tuesday, 12:00 in Paris
+EVENING = datetime(2026, 12, 1, 20, 0, tzinfo=UTC)   # 21:00 in Paris
 
 
 async def _wait(predicate: Any, timeout: float = 10.0) -> float:

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from bridge.directory.importers.plain import import_yaml
-from bridge.reconcile import guards
+from bridge.reconcile import actions as A
+from bridge.reconcile import guards, planner
+from bridge.reconcile.inputs import persons
 from bridge.reconcile.observed import ObservedRoom, ObservedState
 from bridge.reconcile.planner import plan
 from bridge.rooms.desired import Settings, compute, school_year
 from bridge.rooms.identity import IdentityRules, Person, localpart, map_identities
 from bridge.rooms.templates import load_templates
-from bridge.reconcile.sync import persons
 
 ROOT = Path(__file__).resolve().parent.parent
 BOT = "@ent-bridge_bot:ent.test"
-NOW = datetime(2026, 11, 29, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
 SETTINGS = Settings(bot_user_id=BOT, key_secret="k" * 32, alias_prefix="ent-bridge_")
 
 
@@ -44,7 +45,7 @@ def observed_from(ds, **overrides):
 def test_fresh_plan_creates_everything_in_order() -> None:
     ds = desired()
     p = plan(ds, ObservedState(), bot=BOT)
-    types = [a.type for a in p.actions]
+    types = [a.kind for a in p.actions]
     assert types[0] == "create_space" and types.index("invite") > types.index("create_room")
     assert types[-1] == "add_to_space"
     assert p.summary()["create_room"] == len(ds.rooms) - 1
@@ -66,7 +67,7 @@ def test_outsider_memberships(membership: str, expect: list[str]) -> None:
     room = o.rooms[key]
     altered = dataclasses.replace(room, members={**room.members, "@intrus:ent.test": membership})
     p = plan(ds, observed_from(ds, **{key: altered}), bot=BOT)
-    assert [a.type for a in p.actions] == expect
+    assert [a.kind for a in p.actions] == expect
 
 
 def test_entitled_but_banned_is_a_note_not_an_invite() -> None:
@@ -88,19 +89,24 @@ def test_power_level_drift_is_repaired_and_bot_entry_ignored() -> None:
                 bot=BOT).is_empty()
     hacked = {**room.power_levels, "users": {**room.power_levels["users"], "@x:ent.test": 100}}
     p = plan(ds, observed_from(ds, **{key: dataclasses.replace(room, power_levels=hacked)}), bot=BOT)
-    assert [(a.type, a.detail["keys"]) for a in p.actions] == [("set_power_levels", ["users"])]
+    [change] = p.actions
+    assert isinstance(change, A.SetPowerLevels) and change.keys == ("users",)
+    assert change.before["users"]["@x:ent.test"] == 100 and "@x:ent.test" not in change.after["users"]
 
 
 def test_rooms_not_desired_are_archived_then_emptied_after_grace() -> None:
     ds = desired()
     gone = ObservedRoom("class:0750003C:CM2:2025-2026", "!old:ent.test", {"@a:ent.test": "join", BOT: "join"}, {})
     p = plan(ds, observed_from(ds, **{gone.key: gone}), bot=BOT)
-    assert [(a.type, a.user_id) for a in p.actions] == [("archive_room", None)]  # read-only, nobody kicked
+    [archive] = p.actions  # read-only, nobody kicked
+    assert isinstance(archive, A.ArchiveRoom) and archive.power_after["events_default"] == 100
+    assert archive.name_after.startswith("[Archivé] ") and "30 jours" in archive.topic_after
     in_grace = dataclasses.replace(gone, archived=True)
     assert plan(ds, observed_from(ds, **{gone.key: in_grace}), bot=BOT).is_empty()
     over = dataclasses.replace(gone, archived=True, grace_over=True)
     p = plan(ds, observed_from(ds, **{gone.key: over}), bot=BOT)
-    assert [(a.type, a.user_id) for a in p.actions] == [("kick", "@a:ent.test")]
+    assert p.actions == (A.Kick(gone.key, "@a:ent.test", planner.REASONS["fr"]["grace_over"], "join",
+                                announced=True),)
     assert p.removals == 0  # announced removals don't trip the mass-removal guard
 
 
@@ -114,11 +120,13 @@ def test_archived_room_wanted_again_is_reopened() -> None:
                             {**d.power_levels, "events_default": 100}, "[Archivé] " + d.name,
                             "Salon archivé : lecture seule.", archived=True, retention_ms=d.retention_ms)
     p = plan(ds, observed_from(ds, **{key: archived}), bot=BOT)
-    kinds = [(a.type, a.user_id) for a in p.actions]
+    kinds = [(a.kind, A.subject(a)) for a in p.actions]
     assert ("unarchive_room", None) == kinds[-1]  # marked active last, once restored
     assert ("kick", "@old:ent.test") in kinds and all(("invite", m) in kinds for m in d.members)
-    assert {(a.detail or {}).get("field") for a in p.actions if a.type == "set_state"} == {"name", "topic"}
-    assert any(a.type == "set_power_levels" for a in p.actions)
+    assert {a.event_type for a in p.of(A.SetState)} == {"m.room.name", "m.room.topic"}
+    [name] = [a for a in p.of(A.SetState) if a.event_type == "m.room.name"]
+    assert (name.before, name.after) == ({"name": "[Archivé] " + d.name}, {"name": d.name})
+    assert p.of(A.SetPowerLevels)
 
 
 def test_desired_contents() -> None:
@@ -159,9 +167,7 @@ def test_identity_mapping_stable_homonyms_and_known() -> None:
     (0, 100, 1000, 950, True),
 ])
 def test_guards(removals: int, current: int, prev: int | None, size: int, ok: bool) -> None:
-    from bridge.reconcile.actions import Action, Plan
-
-    p = Plan(tuple(Action("kick", "k", "r", f"@u{i}:s") for i in range(removals)), {})
+    p = A.Plan(tuple(A.Kick("k", f"@u{i}:s", "r") for i in range(removals)), {})
     o = ObservedState({"k": ObservedRoom("k", "!r", {f"@m{i}:s": "join" for i in range(current)}, {})})
     verdict = guards.check(p, o, limits=guards.Limits(), directory_size=size, previous_directory_size=prev)
     assert verdict.ok is ok
@@ -176,7 +182,9 @@ def test_retention_drift_is_repaired() -> None:
     assert ds.rooms[key].retention_ms == 180 * 86_400_000
     room = observed_from(ds).rooms[key]
     p = plan(ds, observed_from(ds, **{key: dataclasses.replace(room, retention_ms=None)}), bot=BOT)
-    assert [(a.type, a.detail["field"]) for a in p.actions] == [("set_state", "retention")]
+    assert [(a.kind, a.event_type, a.before, a.after) for a in p.of(A.SetState)] == [
+        ("set_state", "m.room.retention", None, {"max_lifetime": 180 * 86_400_000})]
+    assert len(p.actions) == 1
 
 
 def test_people_who_left_themselves_are_not_reinvited() -> None:
@@ -185,8 +193,8 @@ def test_people_who_left_themselves_are_not_reinvited() -> None:
     room = observed_from(ds).rooms[key]
     who = sorted(ds.rooms[key].members)[0]
     kicked = dataclasses.replace(room, members={**room.members, who: "leave"})
-    assert [(a.type, a.user_id) for a in plan(ds, observed_from(ds, **{key: kicked}), bot=BOT).actions] == [
-        ("invite", who)]  # removed by someone else: invited back
+    assert plan(ds, observed_from(ds, **{key: kicked}), bot=BOT).actions == (
+        A.Invite(key, who, planner.REASONS["fr"]["entitled"], "leave"),)  # removed by someone else: invited back
     chose = dataclasses.replace(kicked, left_by_choice=frozenset({who}))
     p = plan(ds, observed_from(ds, **{key: chose}), bot=BOT)
     assert p.is_empty() and any("left or declined" in n for n in p.notes)
@@ -229,11 +237,11 @@ def test_rooms_without_content_inspection_are_run_by_the_keyless_user() -> None:
     held = dict(rooms)
     held[key] = obs.rooms[key]
     p = plan(ds, ObservedState(held), bot=BOT, keyless=KEYLESS)
-    [t] = [a for a in p.actions if a.type == "transfer_room"]
-    assert (t.room_key, t.user_id, t.detail["from"], t.detail["leaving"]) == (key, KEYLESS, BOT, [BOT])
-    assert not any(a.type == "kick" for a in p.actions)  # the bridge's own users are never kicked
+    [t] = p.of(A.TransferRoom)
+    assert (t.room_key, t.to, t.held_by, t.leaving) == (key, KEYLESS, BOT, (BOT,))
+    assert not p.of(A.Kick)  # the bridge's own users are never kicked
     # Half-way (the keyless user joined, the bot not yet gone): the handover is finished.
     both = dict(rooms)
     both[key] = dataclasses.replace(rooms[key], members={**rooms[key].members, BOT: "join"})
     [t] = [a for a in plan(ds, ObservedState(both), bot=BOT, keyless=KEYLESS).actions]
-    assert t.type == "transfer_room" and t.detail["leaving"] == [BOT]
+    assert isinstance(t, A.TransferRoom) and t.leaving == (BOT,)

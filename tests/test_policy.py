@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -102,19 +102,19 @@ def test_mentions_media_flood() -> None:
     (datetime(2026, 12, 5, 12, 0), True),   # Saturday
 ])
 def test_quiet_hours_in_school_timezone(local: datetime, quiet: bool) -> None:
-    now = local.replace(tzinfo=PARIS).astimezone(timezone.utc)
+    now = local.replace(tzinfo=PARIS).astimezone(UTC)
     assert other.in_quiet_hours(now, QuietHours()) is quiet
 
 
 def test_engine_exempts_moderators_and_escalates() -> None:
     p = profile()
-    noon = datetime(2026, 12, 1, 11, 0, tzinfo=timezone.utc)
+    noon = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)
     rude = Message("!r", "$e", "@parent:s", 0, {"msgtype": "m.text", "body": "connard"})
     [d] = evaluate(p, rude, now=noon)
     assert d.protection == "banned_words" and d.actions == ("redact", "warn", "report")
     teacher = Message("!r", "$e", "@prof:s", 50, {"msgtype": "m.text", "body": "connard"})
     assert evaluate(p, teacher, now=noon) == []
-    evening = datetime(2026, 12, 1, 20, 30, tzinfo=timezone.utc)
+    evening = datetime(2026, 12, 1, 20, 30, tzinfo=UTC)
     polite = Message("!r", "$e", "@parent:s", 0, {"msgtype": "m.text", "body": "Bonsoir, une question"})
     assert [d.protection for d in evaluate(p, polite, now=evening)] == ["quiet_hours"]
     now_ms = int(noon.timestamp() * 1000)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+from bridge.clock import FixedTime
 from bridge.matrix.admin_api import SynapseAdmin
 from bridge.matrix.appservice_api import AppserviceAPI
+from bridge.reconcile.actions import ErasePerson, Kick, ProvisionAccount
 from bridge.reconcile.sync import run_sync
 from bridge.store import open_store
 from tests.conftest import unique_school, write_school
@@ -45,7 +47,7 @@ async def test_email_match_and_provisioning(homeserver: Any, data_dir: Path, tmp
             identity=dataclasses.replace(base.identity, provision=True, sso_provider="oidc-educonnect"))
         result = await run_sync(config, [src], store=store, api=api, apply=True)
         assert result.verdict.ok and not result.report.failed
-        provisioned = {a.user_id for a in result.plan.actions if a.type == "provision_account"}
+        provisioned = {a.user_id for a in result.plan.of(ProvisionAccount)}
         assert existing not in provisioned
         assert (await store.identities())["g-anne"] == existing  # matched by e-mail
         assert any(existing in r.members for r in result.plan.desired.values())
@@ -59,18 +61,18 @@ async def test_email_match_and_provisioning(homeserver: Any, data_dir: Path, tmp
         # Claire leaves: out of her rooms at the next sync, erased after the grace period.
         school["staff"] = [p for p in school["staff"] if p["id"] != "t-cp"]
         src = str(write_school(tmp_path, school))
-        t0 = datetime.now(timezone.utc)
-        left = await run_sync(config, [src], store=store, api=api, apply=True, now=t0,
+        t0 = datetime.now(UTC)
+        left = await run_sync(config, [src], store=store, api=api, apply=True, clock=FixedTime(t0),
                               allow_mass_removal=True)  # 1 of 8 people: the tiny school trips the shrink guard
-        assert {a.user_id for a in left.plan.actions if a.type == "kick"} == {claire}
+        assert {a.user_id for a in left.plan.of(Kick)} == {claire}
         assert not left.report.failed, left.report.failed
         assert "t-cp" in await store.leavers()
-        assert not [a for a in left.plan.actions if a.type == "erase_person"]
-        soon = await run_sync(config, [src], store=store, api=api, apply=False, now=t0 + timedelta(days=89))
+        assert not left.plan.of(ErasePerson)
+        soon = await run_sync(config, [src], store=store, api=api, apply=False, clock=FixedTime(t0 + timedelta(days=89)))
         assert soon.plan.is_empty()
-        late = await run_sync(config, [src], store=store, api=api, apply=True, now=t0 + timedelta(days=91))
-        [erase] = [a for a in late.plan.actions if a.type == "erase_person"]
-        assert erase.user_id == claire and erase.detail == {"person": "t-cp", "deactivate": True}
+        late = await run_sync(config, [src], store=store, api=api, apply=True, clock=FixedTime(t0 + timedelta(days=91)))
+        [erase] = late.plan.of(ErasePerson)
+        assert (erase.user_id, erase.person_id, erase.deactivate) == (claire, "t-cp", True)
         assert not late.report.failed
         info = await admin.http.request("GET", f"/_synapse/admin/v2/users/{quote(claire, safe='')}")
         assert info["deactivated"] is True

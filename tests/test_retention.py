@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import dataclasses
 import pytest
 import yaml
 from nio import RoomMessagesResponse

@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from bridge.clock import FixedTime
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.reconcile.sync import run_sync
 from bridge.store import open_store
@@ -28,7 +29,7 @@ from tests import dirgen
 from tests.conftest import config_file, samples_dir
 
 pytestmark = pytest.mark.synapse
-NOW = datetime(2026, 11, 29, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
 
 
 async def _bot_rooms_named(api: AppserviceAPI, bot: str, needle: str) -> list[str]:
@@ -67,10 +68,10 @@ async def test_kill_minus_9_mid_apply_then_rerun_converges(homeserver: Any, data
     store = await open_store(config.database_url)
     api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
     try:
-        resumed = await run_sync(config, [str(source)], store=store, api=api, apply=True, now=NOW)
+        resumed = await run_sync(config, [str(source)], store=store, api=api, apply=True, clock=FixedTime(NOW))
         assert resumed.verdict.ok and not resumed.report.failed
         assert resumed.plan.summary().get("create_room", 0) < len(resumed.plan.desired) - 1  # some existed
-        again = await run_sync(config, [str(source)], store=store, api=api, apply=False, now=NOW)
+        again = await run_sync(config, [str(source)], store=store, api=api, apply=False, clock=FixedTime(NOW))
         assert again.plan.is_empty()
         rooms = await _bot_rooms_named(api, config.bot_user_id, f"École {uai}")
         named = ("class", "school", "staff", "moderators")
@@ -149,7 +150,7 @@ async def _converge(homeserver: Any, tmp: Path, seed: int, steps: list[list[tupl
                 _mutate(data, change, n)
             source.write_text(yaml.safe_dump(data, allow_unicode=True))
             result = await run_sync(config, [str(source)], store=store, api=api, apply=True,
-                                    allow_mass_removal=True, now=NOW)
+                                    allow_mass_removal=True, clock=FixedTime(NOW))
             assert not result.report.failed
             assert result.residual is not None and result.residual.is_empty(), result.residual.actions[:3]
             for key, room in result.plan.desired.items():
@@ -164,7 +165,7 @@ async def _converge(homeserver: Any, tmp: Path, seed: int, steps: list[list[tupl
             # Rooms no longer wanted are archived; wanted ones (reopened ones included) are not.
             for rec in await store.all_rooms():
                 assert rec.archived == (rec.room_key not in result.plan.desired), rec.room_key
-            assert (await run_sync(config, [str(source)], store=store, api=api, apply=False, now=NOW)).plan.is_empty()
+            assert (await run_sync(config, [str(source)], store=store, api=api, apply=False, clock=FixedTime(NOW))).plan.is_empty()
     finally:
         await api.close()
         await store.close()

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from bridge.clock import FixedTime
 from bridge.matrix.appservice_api import AppserviceAPI
+from bridge.reconcile.actions import Kick
 from bridge.reconcile.sync import run_sync
 from bridge.store import open_store
 from tests.conftest import unique_school
 
 pytestmark = pytest.mark.synapse
 FIX = Path(__file__).parent / "fixtures"
-NOW = datetime(2026, 11, 29, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
 
 
 class Harness:
@@ -29,7 +31,7 @@ class Harness:
         self.store: Any = None
         self.api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
 
-    async def open(self) -> "Harness":
+    async def open(self) -> Harness:
         self.store = await open_store(self.config.database_url)
         return self
 
@@ -44,7 +46,7 @@ class Harness:
 
     async def sync(self, *, apply: bool = True, allow: bool = False) -> Any:
         return await run_sync(self.config, [self.write()], store=self.store, api=self.api, apply=apply,
-                              allow_mass_removal=allow, now=NOW)
+                              allow_mass_removal=allow, clock=FixedTime(NOW))
 
     async def check_homeserver_matches(self, result: Any) -> None:
         await self.check_homeserver_matches_as(result, self.config.bot_user_id)
@@ -83,7 +85,7 @@ async def h(homeserver: Any, data_dir: Path, tmp_path: Path) -> Any:
 
 
 def _kicks(result: Any) -> list[tuple[str, str]]:
-    return [(a.room_key.split(":")[0], a.user_id) for a in result.plan.actions if a.type == "kick"]
+    return [(a.room_key.split(":")[0], a.user_id) for a in result.plan.of(Kick)]
 
 
 async def test_apply_matches_directory_then_replan_is_empty_with_zero_writes(h: Harness) -> None:
@@ -121,7 +123,7 @@ async def test_resync_reads_only_rooms_the_homeserver_reports_changed(h: Harness
     caught = await h.sync()
     assert caught.observed.read == 1 and ("class", stranger) in _kicks(caught)
     # A full read (`sync --full-read`, or every rooms.full_observe_hours) agrees with the cache.
-    full = await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=False, full_observe=True, now=NOW)
+    full = await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=False, full_observe=True, clock=FixedTime(NOW))
     assert full.plan.is_empty() and full.observed.full and full.observed.read == len(first.plan.desired)
 
 
@@ -169,7 +171,7 @@ async def test_stranger_invited_by_hand_is_removed(h: Harness, homeserver: Any) 
     room_id = (await h.store.get_room(cp)).room_id
     await h.api.invite(room_id, stranger, as_user=h.config.bot_user_id)
     result = await h.sync()
-    kick = next(a for a in result.plan.actions if a.type == "kick")
+    [kick] = result.plan.of(Kick)
     assert (kick.room_key, kick.user_id) == (cp, stranger)
     assert "autorisé" in kick.reason  # French reason, shown to people in the room
     await h.check_homeserver_matches(result)
@@ -204,13 +206,13 @@ async def test_lost_store_is_rebuilt_from_aliases(h: Harness, tmp_path: Path) ->
 
 
 async def test_school_year_rollover_archives_then_empties_after_grace(h: Harness) -> None:
-    june = datetime(2026, 6, 1, tzinfo=timezone.utc)
-    first = await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=True, now=june)
+    june = datetime(2026, 6, 1, tzinfo=UTC)
+    first = await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=True, clock=FixedTime(june))
     old_keys = {k for k in first.plan.desired if k.startswith("class:")}
     assert all(k.endswith(":2025-2026") for k in old_keys)
     # 2 August: next year's class rooms are created; last year's become read-only, nobody kicked.
-    august = datetime(2026, 8, 2, tzinfo=timezone.utc)
-    roll = await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=True, now=august)
+    august = datetime(2026, 8, 2, tzinfo=UTC)
+    roll = await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=True, clock=FixedTime(august))
     assert roll.verdict.ok and not roll.report.failed
     summary = roll.plan.summary()
     assert summary["archive_room"] == len(old_keys) and summary["create_room"] == len(old_keys)
@@ -223,17 +225,17 @@ async def test_school_year_rollover_archives_then_empties_after_grace(h: Harness
         assert next(e for e in state if e["type"] == "m.room.power_levels")["content"]["events_default"] == 100
         assert "lecture seule" in next(e for e in state if e["type"] == "m.room.topic")["content"]["topic"]
     assert (await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=False,
-                           now=datetime(2026, 8, 20, tzinfo=timezone.utc))).plan.is_empty()
+                           clock=FixedTime(datetime(2026, 8, 20, tzinfo=UTC)))).plan.is_empty()
     # After the grace period (30 days), the archived rooms are emptied, guards or not.
-    later = datetime(2026, 9, 5, tzinfo=timezone.utc)
-    empty = await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=True, now=later)
+    later = datetime(2026, 9, 5, tzinfo=UTC)
+    empty = await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=True, clock=FixedTime(later))
     assert empty.verdict.ok and empty.plan.summary().get("kick", 0) > 0
     for key in old_keys:
         rec = await h.store.get_room(key)
         state = await h.api.room_state(rec.room_id, as_user=h.config.bot_user_id)
         assert {e["state_key"] for e in state if e["type"] == "m.room.member"
                 and e["content"]["membership"] in ("join", "invite")} == {h.config.bot_user_id}
-    assert (await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=False, now=later)).plan.is_empty()
+    assert (await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=False, clock=FixedTime(later))).plan.is_empty()
 
 
 async def test_guardian_who_declines_is_not_reinvited(h: Harness, humans: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 

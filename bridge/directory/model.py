@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TypeVar
 
 
 @dataclass(frozen=True, order=True)
@@ -107,6 +108,16 @@ class Directory:
         return {k: tuple(sorted(v)) for k, v in out.items()}
 
 
+_P = TypeVar("_P")
+
+
+def _merge(kind: str, target: dict[str, _P], source: Mapping[str, _P], warnings: list[Warning]) -> None:
+    for key, value in source.items():
+        if key in target and target[key] != value:
+            warnings.append(Warning("duplicate_id", f"{kind} id {key} appears in two sources; the later one is kept"))
+        target[key] = value
+
+
 def merge(parts: list[Directory]) -> Directory:
     """Union of directories from several sources (e.g. a lycée's AAF and an école's BE1D)."""
     schools: dict[str, School] = {}
@@ -120,12 +131,8 @@ def merge(parts: list[Directory]) -> Directory:
         origins.update(part.origins)
         schools.update(part.schools)
         classes.update(part.classes)
-        for kind, target, source in (("pupil", pupils, part.pupils), ("guardian", guardians, part.guardians),
-                                     ("staff", staff, part.staff)):
-            for key, value in source.items():
-                if key in target and target[key] != value:
-                    warnings.append(Warning("duplicate_id", f"{kind} id {key} appears in two sources; "
-                                                            "the later one is kept"))
-                target[key] = value  # type: ignore[index]
+        _merge("pupil", pupils, part.pupils, warnings)
+        _merge("guardian", guardians, part.guardians, warnings)
+        _merge("staff", staff, part.staff, warnings)
         warnings.extend(part.warnings)
     return Directory(schools, classes, pupils, guardians, staff, tuple(warnings), origins)

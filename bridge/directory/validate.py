@@ -29,9 +29,8 @@ def validate(d: Directory) -> list[Warning]:
         if person.teacher and not person.classes:
             warn("teacher_without_class", f"teacher {person.id} teaches no known class", person.id)
     taught = d.teachers_of_class()
-    for ref in sorted(d.classes):
-        if ref not in taught:
-            out.append(Warning("class_without_teacher", f"class {ref} has no teacher"))
+    out.extend(Warning("class_without_teacher", f"class {ref} has no teacher")
+               for ref in sorted(d.classes) if ref not in taught)
     names = Counter((p.classes[0].uai if p.classes else "", fold(p.first_name), fold(p.last_name))
                     for p in d.pupils.values())
     for (uai, first, last), n in sorted(names.items()):

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 from urllib.parse import quote
 
-from bridge.errors import PermanentMatrixError
+from bridge.errors import MNotFound
 from bridge.matrix.appservice_api import AppserviceAPI
 
 
@@ -21,10 +21,8 @@ class SynapseAdmin:
     async def user_by_email(self, email: str) -> str | None:
         try:
             resp = await self.http.request("GET", f"/_synapse/admin/v1/threepid/email/users/{quote(email, safe='')}")
-        except PermanentMatrixError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        except MNotFound:
+            return None
         return str(resp["user_id"])
 
     async def users_by_email(self, emails: list[str], *, concurrency: int = 8) -> dict[str, str]:
@@ -40,10 +38,8 @@ class SynapseAdmin:
     async def user_exists(self, user_id: str) -> bool:
         try:
             await self.http.request("GET", f"/_synapse/admin/v2/users/{quote(user_id, safe='')}")
-        except PermanentMatrixError as exc:
-            if exc.status == 404:
-                return False
-            raise
+        except MNotFound:
+            return False
         return True
 
     async def provision(self, user_id: str, *, displayname: str, email: str | None,

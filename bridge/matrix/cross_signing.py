@@ -57,7 +57,7 @@ class CrossSigningKeys:
     user_signing: bytes
 
     @classmethod
-    def generate(cls) -> "CrossSigningKeys":
+    def generate(cls) -> CrossSigningKeys:
         return cls(os.urandom(32), os.urandom(32), os.urandom(32))
 
     @property

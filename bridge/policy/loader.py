@@ -7,7 +7,7 @@ import types
 import typing
 from datetime import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.errors import InputError
 from bridge.policy.model import ACTIONS, BannedWords, Policies, Profile
@@ -71,13 +71,16 @@ def _convert(ctx: _Ctx, node: Any, key: str, hint: Any, value: Any) -> Any:
     raise ctx.fail(node, key, f"{key}: unsupported value")
 
 
-def _build(ctx: _Ctx, cls: type, raw: Any, what: str, **extra: Any) -> Any:
+_T = TypeVar("_T")
+
+
+def _build(ctx: _Ctx, cls: type[_T], raw: Any, what: str, **extra: Any) -> _T:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ctx.fail(raw, None, f"{what}: expected a mapping")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)} - set(extra)
+    names = {f.name for f in dataclasses.fields(cls)} - set(extra)  # type: ignore[arg-type]
     kwargs: dict[str, Any] = dict(extra)
     for key, value in clean(raw).items():
         if key not in names:
@@ -114,7 +117,7 @@ def load_policies(folder: Path) -> Policies:
         raw_profiles = data["profiles"]
         if not isinstance(raw_profiles, dict):
             raise ctx.fail(data, "profiles", "profiles: expected a mapping of profile names")
-        for name, raw in clean(raw_profiles).items():
+        for name in clean(raw_profiles):
             node = raw_profiles[name]
             if not isinstance(node, dict):
                 raise ctx.fail(raw_profiles, name, f"profile {name!r}: expected a mapping")
@@ -128,7 +131,7 @@ def load_policies(folder: Path) -> Policies:
                     raise ctx.fail(protections, pname, f"profile {name!r}: unknown protection {pname!r} "
                                                        f"(known: {', '.join(sorted(PROTECTIONS))})")
                 hint = typing.get_type_hints(Profile)[pname]
-                cls = [a for a in typing.get_args(hint) if a is not type(None)][0]
+                cls = next(a for a in typing.get_args(hint) if a is not type(None))
                 kwargs[pname] = (_words(ctx, folder, protections[pname]) if pname == "banned_words"
                                  else _build(ctx, cls, protections[pname], pname))
             base = _build(ctx, Profile, {k: v for k, v in node.items() if k in ("exempt_power",

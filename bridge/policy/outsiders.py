@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Collection, Mapping
+from collections.abc import Collection, Mapping
+from typing import Any
 
 
 def outsider(event: dict[str, Any], entitled: Mapping[str, frozenset[str]], *,

@@ -1,73 +1,254 @@
-"""The plan's vocabulary: frozen actions that carry their reason, in a deterministic order."""
+"""The plan's vocabulary: one frozen value per action kind, carrying what it replaces and writes."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from enum import IntEnum
+from typing import Any, ClassVar, TypeVar
 
 from bridge.rooms.desired import DesiredRoom
 
-# Apply order: Spaces exist before rooms are added to them; power levels before invites so an
-# invited teacher is a moderator from the first moment; kicks after invites.
-PHASES = {"provision_account": -1, "create_space": 0, "create_room": 1, "transfer_room": 2, "set_state": 3,
-          "set_power_levels": 4, "invite": 5, "kick": 6, "add_to_space": 7, "archive_room": 8, "unarchive_room": 9,
-          "erase_person": 10}
+
+class Phase(IntEnum):
+    """The one apply order. Accounts exist before they are invited; Spaces before rooms are added
+    to them; power levels before invites, so an invited teacher is a moderator from the first
+    moment; kicks after invites; archiving and erasure last."""
+
+    PROVISION_ACCOUNT = 0
+    CREATE_SPACE = 1
+    CREATE_ROOM = 2
+    TRANSFER_ROOM = 3
+    SET_STATE = 4
+    SET_POWER_LEVELS = 5
+    INVITE = 6
+    KICK = 7
+    ADD_TO_SPACE = 8
+    ARCHIVE_ROOM = 9
+    UNARCHIVE_ROOM = 10
+    ERASE_PERSON = 11
+
+
+class Stage(IntEnum):
+    """The executor runs stages one after the other, rooms concurrently within a stage:
+    accounts and Spaces first, then every room's own work, then what links rooms together."""
+
+    PREPARE = 0
+    ROOMS = 1
+    FINISH = 2
+
+
+def stage_of(phase: Phase) -> Stage:
+    if phase <= Phase.CREATE_SPACE:
+        return Stage.PREPARE
+    return Stage.FINISH if phase >= Phase.ADD_TO_SPACE else Stage.ROOMS
+
+
+Content = Mapping[str, Any]
+
+
+# --- actions on one room (keyed by the room) --------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CreateRoom:
+    """A room (or Space) with all its initial state: name, topic, encryption, join rules,
+    history, guest access, retention, power levels. Before: nothing."""
+
+    room: DesiredRoom
+    reason: str
+
+    @property
+    def room_key(self) -> str:
+        return self.room.key
+
+    @property
+    def kind(self) -> str:
+        return "create_space" if self.room.is_space else "create_room"
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.CREATE_SPACE if self.room.is_space else Phase.CREATE_ROOM
 
 
 @dataclass(frozen=True, slots=True)
-class Action:
-    type: str
+class TransferRoom:
+    """Hand a room over between the bot and the keyless user (content inspection changed)."""
+
+    kind: ClassVar[str] = "transfer_room"
+    phase: ClassVar[Phase] = Phase.TRANSFER_ROOM
     room_key: str
     reason: str
-    user_id: str | None = None
-    detail: Mapping[str, Any] | None = None  # None, not {}: millions of invites need no dict each
-
-    def sort_key(self) -> tuple[int, str, str]:
-        return (PHASES[self.type], self.room_key, self.user_id or "")
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type, "room_key": self.room_key, "reason": self.reason}
-        if self.user_id is not None:
-            out["user_id"] = self.user_id
-        if self.detail:
-            out["detail"] = dict(self.detail)
-        return out
+    to: str
+    held_by: str | None
+    leaving: tuple[str, ...]
 
 
-def create(room: DesiredRoom) -> Action:
-    return Action("create_space" if room.is_space else "create_room", room.key,
-                  f"no room yet for {room.template} {room.key}")
+@dataclass(frozen=True, slots=True)
+class SetState:
+    """One state event (name, topic, retention): its content before -> after."""
+
+    kind: ClassVar[str] = "set_state"
+    phase: ClassVar[Phase] = Phase.SET_STATE
+    room_key: str
+    reason: str
+    event_type: str
+    before: Content | None
+    after: Content
 
 
-def invite(key: str, user: str, reason: str) -> Action:
-    return Action("invite", key, reason, user)
+@dataclass(frozen=True, slots=True)
+class SetPowerLevels:
+    """The template's power levels. At apply time the room's owner and current mutes (which
+    moderation owns and lifts) are kept on top of `after`."""
+
+    kind: ClassVar[str] = "set_power_levels"
+    phase: ClassVar[Phase] = Phase.SET_POWER_LEVELS
+    room_key: str
+    reason: str
+    keys: tuple[str, ...]  # the top-level keys that differ
+    before: Content
+    after: Content
 
 
-def kick(key: str, user: str, reason: str) -> Action:
-    return Action("kick", key, reason, user)
+@dataclass(frozen=True, slots=True)
+class Invite:
+    kind: ClassVar[str] = "invite"
+    phase: ClassVar[Phase] = Phase.INVITE
+    room_key: str
+    user_id: str
+    reason: str
+    before: str | None = None  # membership before (None: never a member)
+
+
+@dataclass(frozen=True, slots=True)
+class Kick:
+    kind: ClassVar[str] = "kick"
+    phase: ClassVar[Phase] = Phase.KICK
+    room_key: str
+    user_id: str
+    reason: str
+    before: str = "join"
+    announced: bool = False  # archived room emptied after its grace period: expected, not guarded
+
+
+@dataclass(frozen=True, slots=True)
+class AddToSpace:
+    kind: ClassVar[str] = "add_to_space"
+    phase: ClassVar[Phase] = Phase.ADD_TO_SPACE
+    room_key: str  # the Space
+    child_key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveRoom:
+    """Read-only at once, with a final topic; emptied after the grace period."""
+
+    kind: ClassVar[str] = "archive_room"
+    phase: ClassVar[Phase] = Phase.ARCHIVE_ROOM
+    room_key: str
+    reason: str
+    name_before: str
+    name_after: str
+    topic_before: str
+    topic_after: str
+    power_before: Content
+    power_after: Content
+
+
+@dataclass(frozen=True, slots=True)
+class UnarchiveRoom:
+    """Marks a reopened room active, once its name, topic, power and members were restored."""
+
+    kind: ClassVar[str] = "unarchive_room"
+    phase: ClassVar[Phase] = Phase.UNARCHIVE_ROOM
+    room_key: str
+    reason: str
+
+
+# --- actions on one person (keyed by the person) ------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ProvisionAccount:
+    kind: ClassVar[str] = "provision_account"
+    phase: ClassVar[Phase] = Phase.PROVISION_ACCOUNT
+    person_id: str
+    user_id: str
+    reason: str
+    display_name: str
+    email: str | None = None
+    external_id: tuple[str, str] | None = None  # (SSO provider, the directory id)
+
+
+@dataclass(frozen=True, slots=True)
+class ErasePerson:
+    kind: ClassVar[str] = "erase_person"
+    phase: ClassVar[Phase] = Phase.ERASE_PERSON
+    person_id: str
+    user_id: str
+    reason: str
+    deactivate: bool  # the bridge created the account: it is deactivated with erasure
+
+
+RoomAction = (CreateRoom | TransferRoom | SetState | SetPowerLevels | Invite | Kick | AddToSpace | ArchiveRoom
+              | UnarchiveRoom)
+PersonAction = ProvisionAccount | ErasePerson
+Action = RoomAction | PersonAction
+
+
+def target(action: Action) -> str:
+    """What an action is keyed by: its room key, or `person:ID` for a person."""
+    if isinstance(action, (ProvisionAccount, ErasePerson)):
+        return f"person:{action.person_id}"
+    return action.room_key
+
+
+def subject(action: Action) -> str | None:
+    """The person an action is about, if any."""
+    if isinstance(action, (Invite, Kick, ProvisionAccount, ErasePerson)):
+        return action.user_id
+    if isinstance(action, TransferRoom):
+        return action.to
+    return None
+
+
+def sort_key(action: Action) -> tuple[int, str, str]:
+    return (action.phase, target(action), subject(action) or "")
+
+
+_A = TypeVar("_A")
+
+
+def create(room: DesiredRoom) -> CreateRoom:
+    return CreateRoom(room, f"no room yet for {room.template} {room.key}")
 
 
 @dataclass(frozen=True)
 class Plan:
-    """A value: the actions, and the desired rooms they refer to (for the executor)."""
+    """A value: the actions in apply order, the desired rooms they came from, notes for review,
+    and who acts in each room where it is not the bot (the keyless user)."""
 
     actions: tuple[Action, ...]
     desired: Mapping[str, DesiredRoom]
     notes: tuple[str, ...] = ()
-    actors: Mapping[str, str] = field(default_factory=dict)  # room key -> who acts there, when not the bot
+    actors: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def removals(self) -> int:
         """Removals the guards weigh: those announced at archiving time (grace period over) are
         expected, and don't count."""
         return sum(1 for a in self.actions
-                   if (a.type == "kick" and not (a.detail or {}).get("announced")) or a.type == "erase_person")
+                   if (isinstance(a, Kick) and not a.announced) or isinstance(a, ErasePerson))
 
     def summary(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for a in self.actions:
-            out[a.type] = out.get(a.type, 0) + 1
+            out[a.kind] = out.get(a.kind, 0) + 1
         return dict(sorted(out.items()))
 
     def is_empty(self) -> bool:
         return not self.actions
+
+    def of(self, kind: type[_A]) -> list[_A]:
+        """The actions of one class, in order (for tests and callers that look for one kind)."""
+        return [a for a in self.actions if isinstance(a, kind)]

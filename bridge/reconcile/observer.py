@@ -18,14 +18,21 @@ import asyncio
 import dataclasses
 import json
 import secrets
-import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from bridge.errors import MatrixError, PermanentMatrixError
+from bridge.clock import SYSTEM, Clock
+from bridge.errors import MatrixError, MForbidden, MNotFound, MUnknownToken
 from bridge.logging import get_logger
-from bridge.matrix.appservice_api import AppserviceAPI
-from bridge.reconcile.observed import (PLANNED_TYPES, ObservedRoom, ObservedState, changed_rooms,
-                                       from_state_events, reduce_state)
+from bridge.matrix.port import Homeserver
+from bridge.reconcile.observed import (
+    PLANNED_TYPES,
+    ObservedRoom,
+    ObservedState,
+    changed_rooms,
+    from_state_events,
+    reduce_state,
+)
 from bridge.rooms.desired import DesiredRoom
 from bridge.store.base import RoomRecord, Store
 
@@ -56,8 +63,10 @@ class ObserveStats:
 
 
 class RoomObserver:
-    def __init__(self, *, api: AppserviceAPI, store: Store, bot: str, server_name: str,
-                 sem: asyncio.Semaphore, keyless: str | None = None, full_every_ms: int = 24 * 3_600_000) -> None:
+    def __init__(self, *, api: Homeserver, store: Store, bot: str, server_name: str,
+                 sem: asyncio.Semaphore, keyless: str | None = None, full_every_ms: int = 24 * 3_600_000,
+                 clock: Clock = SYSTEM) -> None:
+        self.clock = clock
         self.api = api
         self.store = store
         self.bot = bot
@@ -71,10 +80,7 @@ class RoomObserver:
         return f"#{room.alias_localpart}:{self.server_name}"
 
     async def _sync(self, user: str, *, since: str | None, filter_: dict[str, Any]) -> dict[str, Any]:
-        params = {"filter": _unique(filter_), "timeout": "0", "set_presence": "offline"}
-        if since:
-            params["since"] = since
-        return await self.api.request("GET", "/_matrix/client/v3/sync", user_id=user, params=params)
+        return await self.api.sync(user, filter_json=_unique(filter_), since=since)
 
     async def _changes(self, users: set[str], *, now_ms: int,
                        full: bool) -> tuple[dict[str, str] | None, set[str] | None]:
@@ -109,9 +115,9 @@ class RoomObserver:
         held by the other of the bridge's users."""
         try:
             return await self.api.room_state(room_id, as_user=owner)
-        except PermanentMatrixError as exc:
+        except MForbidden:
             other = self.keyless if owner == self.bot else self.bot
-            if exc.status != 403 or not other:
+            if not other:
                 raise
             return await self.api.room_state(room_id, as_user=other)
 
@@ -119,7 +125,7 @@ class RoomObserver:
                       grace_ms: int = 30 * 86_400_000, full: bool = False, save: bool = True) -> ObservedState:
         """The managed rooms as the homeserver holds them. With save=False (a dry run) the cache
         and its token are left as they were: planning writes nothing, not even locally."""
-        now_ms = now_ms or int(time.time() * 1000)
+        now_ms = self.clock.now_ms() if now_ms is None else now_ms
         records = {r.room_key: r for r in await self.store.all_rooms()}
         if not records:
             records = await self._rebuild_from_aliases(desired)
@@ -166,10 +172,11 @@ class RoomObserver:
             if not user:
                 continue
             try:
-                rooms = (await self.api.request("GET", "/_matrix/client/v3/joined_rooms",
-                                                user_id=user)).get("joined_rooms", [])
-            except PermanentMatrixError:
-                continue  # not registered yet: it holds nothing
+                rooms = await self.api.joined_rooms(user)
+            except (MForbidden, MUnknownToken, MNotFound) as exc:
+                # Not registered yet: it holds nothing.
+                get_logger().info("rebuild_user_has_no_rooms", user_id=user, error=type(exc).__name__)
+                continue
             joined += [(rid, user) for rid in rooms]
         by_alias = {self.alias(d): d for d in desired.values()}
 
@@ -177,14 +184,14 @@ class RoomObserver:
             async with self.sem:
                 try:
                     content = await self.api.get_state(room_id, "m.room.canonical_alias", as_user=user)
-                except PermanentMatrixError:
-                    return None
+                except MNotFound:
+                    return None  # a room without an alias is not one of the managed rooms
                 d = by_alias.get(str(content.get("alias", "")))
                 return None if d is None else RoomRecord(d.key, room_id, self.alias(d), d.template)
 
         found = [r for r in await asyncio.gather(*(one(rid, user) for rid, user in joined)) if r is not None]
         for rec in found:
-            await self.store.put_room(rec, now_ms=int(time.time() * 1000))
+            await self.store.put_room(rec, now_ms=self.clock.now_ms())
         if found:
             get_logger().warning("store_rebuilt_from_aliases", rooms=len(found))
         return {r.room_key: r for r in found}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from bridge.reconcile import actions as A
-from bridge.reconcile.actions import Action, Plan
+from bridge.reconcile.actions import Phase, Plan
 from bridge.reconcile.observed import ObservedRoom, ObservedState
+from bridge.reconcile.requests import ARCHIVED_PREFIX, ARCHIVED_TOPIC
 from bridge.rooms.desired import DesiredRoom, DesiredState
 
 REASONS = {
@@ -36,8 +38,8 @@ def power_levels_differ(desired: Mapping[str, Any], observed: Mapping[str, Any],
 
 
 def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, managers: frozenset[str],
-               reasons: Mapping[str, str], space_ids: Mapping[str, str]) -> list[Action]:
-    out: list[Action] = []
+               reasons: Mapping[str, str], space_ids: Mapping[str, str | None]) -> list[A.RoomAction]:
+    out: list[A.RoomAction] = []
     owner = d.owner or bot
     if o is None:
         out.append(A.create(d))
@@ -46,72 +48,82 @@ def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, managers: fr
     else:
         current = o.current() - managers
         membership = o.members
-        others = sorted(m for m in managers - {owner} if o.members.get(m) in ("join", "invite"))
+        others = tuple(sorted(m for m in managers - {owner} if o.members.get(m) in ("join", "invite")))
         if o.members.get(owner) != "join" or others:
             # The template's content inspection changed: the room changes hands, and the user
             # that is not to read it (the bot's device) leaves, so clients stop sharing keys with it.
             held_by = next((m for m in sorted(managers) if o.members.get(m) == "join" and m != owner), None)
-            out.append(Action("transfer_room", d.key, "the room's content inspection setting changed", owner,
-                              {"from": held_by, "leaving": others}))
+            out.append(A.TransferRoom(d.key, "the room's content inspection setting changed", owner, held_by, others))
         if o.name != d.name:
-            out.append(Action("set_state", d.key, "room name differs from the template", detail={"field": "name"}))
+            out.append(A.SetState(d.key, "room name differs from the template", "m.room.name",
+                                  {"name": o.name} if o.name else None, {"name": d.name}))
         if o.topic != d.topic and (d.topic or o.archived):  # a reopened room loses the archive topic
-            out.append(Action("set_state", d.key, "room topic differs from the template", detail={"field": "topic"}))
+            out.append(A.SetState(d.key, "room topic differs from the template", "m.room.topic",
+                                  {"topic": o.topic} if o.topic else None, {"topic": d.topic}))
         if d.retention_ms is not None and o.retention_ms != d.retention_ms:
-            out.append(Action("set_state", d.key, "message retention differs from the policy",
-                              detail={"field": "retention"}))
+            out.append(A.SetState(d.key, "message retention differs from the policy", "m.room.retention",
+                                  None if o.retention_ms is None else {"max_lifetime": o.retention_ms},
+                                  {"max_lifetime": d.retention_ms}))
         diff = power_levels_differ(d.power_levels, o.power_levels, managers=managers)
         if diff:
-            out.append(Action("set_power_levels", d.key, "power levels differ from the template",
-                              detail={"keys": diff}))
+            out.append(A.SetPowerLevels(d.key, "power levels differ from the template", tuple(diff),
+                                        o.power_levels, d.power_levels))
     by_choice = o.left_by_choice if o is not None else frozenset()
     for user in sorted(d.members - current):
         if membership.get(user) == "ban":
             continue  # a moderator's ban stands; reported in the plan's notes
         if user in by_choice:
             continue  # they left (or declined) themselves: no new invite every hour; see notes
-        out.append(A.invite(d.key, user, reasons["entitled"]))
-    for user in sorted(current - d.members):
-        out.append(A.kick(d.key, user, reasons["not_entitled"]))
+        out.append(A.Invite(d.key, user, reasons["entitled"], membership.get(user)))
+    out.extend(A.Kick(d.key, user, reasons["not_entitled"], membership.get(user, "join"))
+               for user in sorted(current - d.members))
     if d.is_space:
         have = o.children if o is not None else frozenset()
         for child_key, child_id in sorted(space_ids.items()):
             if child_id is None or child_id not in have:
-                out.append(Action("add_to_space", d.key, "room belongs in its school's Space",
-                                  detail={"child": child_key}))
+                out.append(A.AddToSpace(d.key, child_key, "room belongs in its school's Space"))
     return out
 
 
+def _archive(o: ObservedRoom, *, language: str, grace_days: int, reason: str) -> A.ArchiveRoom:
+    """Read-only (nobody but moderators of 100 may post), a prefixed name and a final topic."""
+    prefix = ARCHIVED_PREFIX.get(language, ARCHIVED_PREFIX["fr"])
+    name = o.name if o.name.startswith(prefix) else prefix + o.name
+    topic = ARCHIVED_TOPIC.get(language, ARCHIVED_TOPIC["fr"]).format(days=grace_days)
+    return A.ArchiveRoom(o.key, reason, o.name, name, o.topic, topic, o.power_levels,
+                         {**o.power_levels, "events_default": 100})
+
+
 def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: str = "fr",
-         keyless: str | None = None, missing_accounts: frozenset[str] = frozenset(),
-         erase: tuple[tuple[str, str, bool], ...] = ()) -> Plan:
+         keyless: str | None = None, accounts: Sequence[A.ProvisionAccount] = (),
+         erase: Sequence[A.ErasePerson] = (), grace_days: int = 30) -> Plan:
     """keyless: the device-less user running rooms without content inspection;
-    missing_accounts: members without an account who are to be provisioned first;
-    erase: (person id, user id, account provisioned by the bridge) of leavers past the grace period."""
+    accounts: accounts to create first; erase: leavers past the grace period;
+    grace_days: how long an archived room stays readable (said in its final topic)."""
     reasons = REASONS.get(language, REASONS["fr"])
-    managers = frozenset({bot, keyless} - {None})  # type: ignore[arg-type]
+    managers = frozenset(u for u in (bot, keyless) if u)
     actors: dict[str, str] = {}
     notes: list[str] = list(desired.warnings)
-    children: dict[str, dict[str, Any]] = {}
+    children: dict[str, dict[str, str | None]] = {}
     for d in desired.rooms.values():
         if d.space_key:
             o = observed.rooms.get(d.key)
             children.setdefault(d.space_key, {})[d.key] = o.room_id if o else None
     # One bucket per phase. Rooms are visited in key order and people in id order, so every
     # bucket but the kicks (two sources) comes out sorted: no global sort of millions of actions.
-    buckets: dict[str, list[Action]] = {t: [] for t in A.PHASES}
+    buckets: dict[Phase, list[A.Action]] = {p: [] for p in Phase}
     for key in sorted(desired.rooms):
         d = desired.rooms[key]
         o = observed.rooms.get(key)
         if o is not None and o.archived:
             # Wanted again (a class emptied, then refilled; a pupil back): the room is restored
             # (name, topic, power, members) and marked active once that is done.
-            buckets["unarchive_room"].append(Action("unarchive_room", key, reasons["reopened"]))
+            buckets[Phase.UNARCHIVE_ROOM].append(A.UnarchiveRoom(key, reasons["reopened"]))
         if d.owner and d.owner != bot:
             actors[key] = d.owner
         for action in _plan_room(d, o, bot=bot, managers=managers, reasons=reasons,
                                  space_ids=children.get(key, {})):
-            buckets[action.type].append(action)
+            buckets[action.phase].append(action)
         if o is not None:
             banned = sorted(u for u in d.members if o.members.get(u) == "ban")
             if banned:
@@ -130,15 +142,13 @@ def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: 
         if not o.archived:
             # A room no longer wanted (a class of last year, a pupil who left) becomes read-only
             # at once; its members stay, able to read and save, until the grace period ends.
-            buckets["archive_room"].append(Action("archive_room", key, reasons["archived"]))
+            buckets[Phase.ARCHIVE_ROOM].append(_archive(o, language=language, grace_days=grace_days,
+                                                        reason=reasons["archived"]))
         elif o.grace_over:
             for user in sorted(o.current() - managers):
-                buckets["kick"].append(Action("kick", key, reasons["grace_over"], user, {"announced": True}))
-    buckets["kick"].sort(key=Action.sort_key)
-    buckets["erase_person"] = [Action("erase_person", "-", "left the directory more than the grace period ago",
-                                      user, {"person": pid, "deactivate": provisioned})
-                               for pid, user, provisioned in sorted(erase)]
-    buckets["provision_account"] = [Action("provision_account", "-", "no account yet for a person of the directory",
-                                           user) for user in sorted(missing_accounts)]
-    actions = [a for phase in sorted(A.PHASES, key=A.PHASES.__getitem__) for a in buckets[phase]]
+                buckets[Phase.KICK].append(A.Kick(key, user, reasons["grace_over"], o.members[user], announced=True))
+    buckets[Phase.KICK].sort(key=A.sort_key)
+    buckets[Phase.ERASE_PERSON] = sorted(erase, key=A.sort_key)
+    buckets[Phase.PROVISION_ACCOUNT] = sorted(accounts, key=A.sort_key)
+    actions = [a for phase in Phase for a in buckets[phase]]
     return Plan(tuple(actions), desired.rooms, tuple(notes), actors)

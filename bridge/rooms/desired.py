@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from bridge.directory.model import ClassRef, Directory, Pupil
 from bridge.rooms.templates import RoomTemplate
@@ -126,8 +127,8 @@ def compute(directory: Directory, templates: Mapping[str, RoomTemplate], identit
                 teachers_of_school.setdefault(uai, []).append(person.id)
     guardians_of_school: dict[str, set[str]] = {}
     for pupil in directory.pupils.values():
-        if (uai := _school_of(pupil)) is not None:
-            guardians_of_school.setdefault(uai, set()).update(pupil.guardians)
+        if (pupil_uai := _school_of(pupil)) is not None:
+            guardians_of_school.setdefault(pupil_uai, set()).update(pupil.guardians)
 
     rooms: dict[str, DesiredRoom] = {}
     warnings: list[str] = []
@@ -164,10 +165,10 @@ def compute(directory: Directory, templates: Mapping[str, RoomTemplate], identit
     for t in sorted(templates.values(), key=lambda t: t.name):
         if t.scope == "school":
             for uai in sorted(directory.schools):
-                heads = sorted({h for ref, hs in head_of.items() if ref.uai == uai for h in hs})
+                school_heads = sorted({h for ref, hs in head_of.items() if ref.uai == uai for h in hs})
                 add(t, f"{t.name}:{uai}", uai, {}, {
                     "director": directors.get(uai, []), "teachers": teachers_of_school.get(uai, []),
-                    "head_teachers": heads, "staff": staff_of.get(uai, []),
+                    "head_teachers": school_heads, "staff": staff_of.get(uai, []),
                     "guardians": sorted(guardians_of_school.get(uai, set()))})
         elif t.scope == "class":
             for ref, pupil_ids in sorted(pupils_of.items()):
@@ -180,8 +181,8 @@ def compute(directory: Directory, templates: Mapping[str, RoomTemplate], identit
                      "head_teacher": head_of.get(ref, []), "guardians": guardians})
         else:
             for pupil in sorted(directory.pupils.values(), key=lambda p: p.id):
-                uai = _school_of(pupil)
-                if uai is None or not pupil.guardians:
+                pupil_school = _school_of(pupil)
+                if pupil_school is None or not pupil.guardians:
                     continue  # no family room without a class or without a legal guardian
                 ref = pupil.classes[0]
                 klass = directory.classes.get(ref)
@@ -191,11 +192,11 @@ def compute(directory: Directory, templates: Mapping[str, RoomTemplate], identit
                 else:
                     teachers = sorted({t_ for r in pupil.classes for t_ in teachers_of.get(r, ())})
                     heads = sorted({h for r in pupil.classes for h in head_of.get(r, [])})
-                add(t, f"{t.name}:{uai}:{pupil.id}", uai,
+                add(t, f"{t.name}:{pupil_school}:{pupil.id}", pupil_school,
                     {"class_label": klass.label if klass else ref.code, "class_code": ref.code,
                      "level": klass.level if klass else "", "pupil_first_name": pupil.first_name,
                      "pupil_last_initial": pupil.last_name[:1].upper()},
-                    {"director": directors.get(uai, []), "teachers": teachers, "head_teacher": heads,
+                    {"director": directors.get(pupil_school, []), "teachers": teachers, "head_teacher": heads,
                      "guardians": pupil.guardians})
 
     # One Space per school holding its rooms; its members are everyone in them.

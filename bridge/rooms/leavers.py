@@ -6,7 +6,7 @@ months of the person no longer needing it: the default grace period is 90 days.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 
 def leaver_changes(known: Mapping[str, str], present: set[str], leavers: Mapping[str, int], *,

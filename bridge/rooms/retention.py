@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 # Events that are the room's structure or already empty: never swept.
 _KEEP_TYPES = frozenset({"m.room.redaction"})

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from bridge.errors import InputError
 from bridge.yamlutil import clean, load_with_lines, where
@@ -74,7 +75,7 @@ def _parse_template(tname: str, raw: Any, *, file: str) -> RoomTemplate:
         value = clean(value)
         if not isinstance(value, dict) or "fr" not in value:
             raise fail("must be a text or a mapping with at least 'fr'", key)
-        for lang, text in value.items():
+        for text in value.values():
             unknown = _fields(str(text)) - PLACEHOLDERS[scope]
             if unknown:
                 raise fail(f"unknown placeholder(s) {', '.join(sorted(unknown))} for scope {scope} "
@@ -165,7 +166,8 @@ def load_templates(folder: Path) -> dict[str, RoomTemplate]:
 def keyless_templates(templates: Mapping[str, RoomTemplate], inspects: Mapping[str, bool]) -> frozenset[str]:
     """Templates whose moderation profile forgoes content inspection (`inspects`: profile -> its
     content_inspection): their rooms are run by the keyless user, never by the bot's device."""
-    return frozenset(n for n, t in templates.items() if t.moderation in inspects and not inspects[t.moderation])
+    return frozenset(n for n, t in templates.items()
+                     if t.moderation is not None and t.moderation in inspects and not inspects[t.moderation])
 
 
 def clean_keys(mapping: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Collection, Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)

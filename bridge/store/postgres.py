@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Collection
+from collections.abc import Collection
+from typing import Any
 
 import asyncpg
 
@@ -91,7 +92,8 @@ class PostgresStore:
         return [InboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
 
     async def get_value(self, key: str) -> str | None:
-        return await self.pool.fetchval("SELECT value FROM kv WHERE key = $1", key)
+        value = await self.pool.fetchval("SELECT value FROM kv WHERE key = $1", key)
+        return None if value is None else str(value)
 
     async def set_value(self, key: str, value: str) -> None:
         await self.pool.execute("INSERT INTO kv (key, value) VALUES ($1, $2) "

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any
 
 from bridge.errors import StoreError
 from bridge.store.base import AuditRow, InboxItem, RoomRecord
@@ -50,7 +51,7 @@ class SqliteStore:
             def __enter__(self) -> None:
                 db.execute("BEGIN IMMEDIATE")
 
-            def __exit__(self, exc_type: Any, *_: Any) -> None:
+            def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
                 db.execute("ROLLBACK" if exc_type else "COMMIT")
 
         return _T()

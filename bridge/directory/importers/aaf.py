@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from bridge.directory.importers.aaf_xml import Record, read_records
-from bridge.directory.model import (ClassRef, Directory, Guardian, Pupil, School, SchoolClass, Staff,
-                                    Warning)
+from bridge.directory.model import ClassRef, Directory, Guardian, Pupil, School, SchoolClass, Staff, Warning
 from bridge.errors import InputError
 
 # Only these attributes are read: birth dates, addresses and phone numbers never enter memory.
@@ -38,9 +37,12 @@ class AafState:
         return {"records": self.records}
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> "AafState":
+    def from_json(cls, data: dict[str, object]) -> AafState:
         state = cls()
-        state.records.update(data.get("records", {}))  # type: ignore[arg-type]
+        records = data.get("records", {})
+        if not isinstance(records, dict):
+            raise ValueError("AAF state: 'records' must be a mapping")
+        state.records.update(records)
         return state
 
 
@@ -90,10 +92,9 @@ def _apply(state: AafState, rec: Record, *, table: dict[str, dict[str, list[str]
                                     "treated as an addition", file=rec.file, line=rec.line))
             table[rec.id] = {}
         table[rec.id].update(rec.attrs)
-    else:
-        if table.pop(rec.id, None) is None:
-            warnings.append(Warning("aaf_delete_unknown", f"deletion of unknown {category} {rec.id}",
-                                    file=rec.file, line=rec.line))
+    elif table.pop(rec.id, None) is None:
+        warnings.append(Warning("aaf_delete_unknown", f"deletion of unknown {category} {rec.id}",
+                                file=rec.file, line=rec.line))
     state.where[(category, rec.id)] = (rec.file, rec.line)
 
 
@@ -169,18 +170,18 @@ def build_directory(state: AafState, *, academie: str | None = None, warnings: l
         pupils[pid(rid)] = Pupil(pid(rid), _first(attrs, "givenName"), _first(attrs, "sn"), tuple(refs),
                                  tuple(sorted({pid(g) for g in guardians})),
                                  tuple(sorted({pid(c) for c in contacts})))
-    for ref in levels:
-        classes[ref] = SchoolClass(ref, ref.code, levels[ref])
+    for ref, level in levels.items():
+        classes[ref] = SchoolClass(ref, ref.code, level)
 
     relatives = state.records["PersRelEleve"]
     guardian_ids = {g for p in pupils.values() for g in p.guardians}
     guardians_out: dict[str, Guardian] = {}
     for gid in sorted(guardian_ids):
-        attrs = relatives.get(gid[len(prefix):])
-        if attrs is None:
+        found = relatives.get(gid[len(prefix):])
+        if found is None:
             continue  # reported by validation (pupil's guardian missing from the export)
-        guardians_out[gid] = Guardian(gid, _first(attrs, "givenName"), _first(attrs, "sn"),
-                                      _first(attrs, "mail") or None)
+        guardians_out[gid] = Guardian(gid, _first(found, "givenName"), _first(found, "sn"),
+                                      _first(found, "mail") or None)
 
     staff: dict[str, Staff] = {}
     for rid, attrs in state.records["PersEducNat"].items():

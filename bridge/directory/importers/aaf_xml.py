@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import html.entities
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 from xml.parsers import expat
 
 from bridge.directory.model import Warning
@@ -38,6 +39,17 @@ class Record:
 
 class _Forbidden(Exception):
     pass
+
+
+@dataclass
+class _Cursor:
+    """Where the streaming parser is: the request being read, and inside which element."""
+
+    rec: Record | None = None
+    attr: str | None = None
+    in_value: bool = False
+    in_id: bool = False
+    in_ops: bool = False
 
 
 def _repair(chunk: bytes, *, first_line: int, file: str, warnings: list[Warning]) -> bytes:
@@ -95,56 +107,56 @@ def _read(fh: BinaryIO, *, file: str, keep: frozenset[str], warnings: list[Warni
     parser.SkippedEntityHandler = skipped
 
     out: list[Record] = []
-    state: dict[str, object] = {"rec": None, "attr": None, "in_value": False, "in_id": False,
-                                "in_ops": False, "text": []}
+    state = _Cursor()
     text: list[str] = []
 
     def start(name: str, attrs: dict[str, str]) -> None:
         if name in ("addRequest", "modifyRequest", "deleteRequest"):
-            state["rec"] = Record(op=name[:-7], category="", id="", file=file,
-                                  line=parser.CurrentLineNumber)
+            state.rec = Record(op=name[:-7], category="", id="", file=file, line=parser.CurrentLineNumber)
         elif name == "operationalAttributes":
-            state["in_ops"] = True
+            state.in_ops = True
         elif name in ("attr", "modification"):
             attr = attrs.get("name", "")
-            rec = state["rec"]
-            if state["in_ops"]:
-                state["attr"] = "__category__"
-            elif rec is not None and attr in keep:
-                state["attr"] = attr
-                rec.attrs[attr] = []  # type: ignore[union-attr]
+            if state.in_ops:
+                state.attr = "__category__"
+            elif state.rec is not None and attr in keep:
+                state.attr = attr
+                state.rec.attrs[attr] = []
             else:
-                state["attr"] = None
+                state.attr = None
         elif name == "value":
-            if state["attr"] is not None:
-                state["in_value"] = True
+            if state.attr is not None:
+                state.in_value = True
                 text.clear()
         elif name == "id":
-            state["in_id"] = True
+            state.in_id = True
             text.clear()
 
     def end(name: str) -> None:
-        rec = state["rec"]
-        if name == "value" and state["in_value"]:
-            state["in_value"] = False
+        rec = state.rec
+        if name == "value" and state.in_value:
+            state.in_value = False
             value = "".join(text).strip()
-            if state["attr"] == "__category__":
-                rec.category = value  # type: ignore[union-attr]
+            if rec is None or state.attr is None:
+                return
+            if state.attr == "__category__":
+                rec.category = value
             elif value:
-                rec.attrs[state["attr"]].append(value)  # type: ignore[union-attr,index]
-        elif name == "id" and state["in_id"]:
-            state["in_id"] = False
-            rec.id = "".join(text).strip()  # type: ignore[union-attr]
+                rec.attrs[state.attr].append(value)
+        elif name == "id" and state.in_id:
+            state.in_id = False
+            if rec is not None:
+                rec.id = "".join(text).strip()
         elif name in ("attr", "modification"):
-            state["attr"] = None
+            state.attr = None
         elif name == "operationalAttributes":
-            state["in_ops"] = False
-        elif name in ("addRequest", "modifyRequest", "deleteRequest"):
-            out.append(rec)  # type: ignore[arg-type]
-            state["rec"] = None
+            state.in_ops = False
+        elif name in ("addRequest", "modifyRequest", "deleteRequest") and rec is not None:
+            out.append(rec)
+            state.rec = None
 
     def chars(data: str) -> None:
-        if state["in_value"] or state["in_id"]:
+        if state.in_value or state.in_id:
             text.append(data)
 
     parser.StartElementHandler = start

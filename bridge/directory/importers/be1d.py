@@ -32,11 +32,11 @@ PUPIL_COLS = {
     "class_id": ("IDENTIFIANT CLASSE",),
     "ine": ("INE", "IDENTIFIANT NATIONAL ELEVE"),
 }
-TEACHER_COLS = {
+TEACHER_COLS: dict[str, tuple[str, ...]] = {
     "last": ("NOM",), "usage": ("NOM USAGE",), "first": ("PRENOM",), "email": ("COURRIEL",),
     "director": ("DIRECTEUR",), "class": ("CLASSE",),
 }
-GUARDIAN_COLS = {
+GUARDIAN_COLS: dict[str, tuple[str, ...]] = {
     "last": ("NOM RESPONSABLE",), "usage": ("NOM USAGE RESPONSABLE",), "first": ("PRENOM RESPONSABLE",),
     "email": ("COURRIEL",),
 }
@@ -64,10 +64,8 @@ def read_csv(path: Path) -> tuple[list[str], list[Row]]:
         header = [fold(h) for h in next(reader)]
     except StopIteration:
         raise InputError("empty file", file=str(path)) from None
-    rows = []
-    for cells in reader:
-        if any(c.strip() for c in cells):
-            rows.append(Row(str(path), reader.line_num, [c.strip() for c in cells]))
+    rows = [Row(str(path), reader.line_num, [c.strip() for c in cells]) for cells in reader
+            if any(c.strip() for c in cells)]
     return header, rows
 
 
@@ -141,12 +139,12 @@ def import_be1d(folder: Path, *, uai: str, school_name: str | None = None) -> Di
             sid = stable_id(f"be1d-{uai}-t", last, first)
             refs = []
             for label in filter(None, (x.strip() for x in _cell(row, idx, "class").split(","))):
-                ref = label_to_ref.get(fold(label))
-                if ref is None:
+                known = label_to_ref.get(fold(label))
+                if known is None:
                     warnings.append(Warning("unknown_class", f"teacher's class {label!r} has no pupils",
                                             row.file, row.line))
                 else:
-                    refs.append(ref)
+                    refs.append(known)
             director = fold(_cell(row, idx, "director")) in ("OUI", "O", "1", "TRUE")
             if sid in staff:
                 warnings.append(Warning("duplicate_id", f"teacher {first} {last} listed twice", row.file, row.line))

@@ -39,8 +39,8 @@ def _domain_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     one label part ('ac-*.fr' allows www.ac-lyon.fr, not ac-lyon.fr.evil.com)."""
     labels = host.lower().rstrip(".").split(".")
     suffixes = [".".join(labels[i:]) for i in range(len(labels))]
-    for pattern in allowed:
-        pattern = pattern.lower().removeprefix("*.")
+    for allowed_pattern in allowed:
+        pattern = allowed_pattern.lower().removeprefix("*.")
         regex = re.escape(pattern).replace(r"\*", "[a-z0-9-]+")
         if any(re.fullmatch(regex, s) for s in suffixes):
             return True

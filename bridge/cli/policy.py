@@ -6,22 +6,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-
-def check_folder(folder: Path) -> tuple[dict[str, Any], Any]:
-    """Templates and policies of a folder, cross-checked; raises InputError on the first problem."""
-    from bridge.errors import InputError
-    from bridge.policy.loader import load_policies
-    from bridge.rooms.templates import load_templates
-
-    templates = load_templates(folder)
-    policies = load_policies(folder)
-    for name, t in sorted(templates.items()):
-        if t.moderation and t.moderation not in policies.profiles:
-            raise InputError(f"template {name!r} uses moderation profile {t.moderation!r}, which no file defines "
-                             f"(defined: {', '.join(sorted(policies.profiles)) or 'none'})", file=str(folder))
-    return templates, policies
+from bridge.policy.folder import check_folder
 
 
 def _folder(args: argparse.Namespace) -> Path:
@@ -51,7 +37,8 @@ def _explain(args: argparse.Namespace) -> int:
     print(f"Salon « {t.name} » (un par {scope})")
     print(f"  nom : {t.room_name.get('fr')}")
     print(f"  membres : {roles}")
-    print(f"  chiffré de bout en bout : {'oui' if t.encrypted else 'non'} ; historique visible : {t.history_visibility}")
+    print(f"  chiffré de bout en bout : {'oui' if t.encrypted else 'non'} ; "
+          f"historique visible : {t.history_visibility}")
     print(f"  écrire : {'modérateurs seulement' if t.events_default >= 50 else 'tous les membres'} ; "
           f"@room : {t.room_mention}")
     if t.reports:

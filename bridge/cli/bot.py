@@ -8,7 +8,7 @@ import sys
 
 
 async def _identity(args: argparse.Namespace) -> int:
-    from bridge.cli_common import config_and_store
+    from bridge.cli.common import config_and_store
     from bridge.matrix.bot import CROSS_SIGNING_KEY
     from bridge.matrix.cross_signing import fingerprint, unseal
 
@@ -34,7 +34,8 @@ async def _reset(args: argparse.Namespace) -> int:
         if not sys.stdin.isatty():
             print("ent-bridge: refusing to reset the bot's identity without --yes", file=sys.stderr)
             return 2
-        answer = input("Everyone who verified the bot will see its identity change. Type RESET to go on: ")
+        answer = await asyncio.to_thread(
+            input, "Everyone who verified the bot will see its identity change. Type RESET to go on: ")
         if answer.strip() != "RESET":
             print("Nothing changed.")
             return 1

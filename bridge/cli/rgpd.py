@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def _register(args: argparse.Namespace) -> int:
@@ -20,16 +20,16 @@ def _register(args: argparse.Namespace) -> int:
 
 
 async def _export(args: argparse.Namespace) -> int:
-    from bridge.cli_common import config_and_store
+    from bridge.cli.common import config_and_store
     from bridge.directory.sources import load
-    from bridge.reconcile.sync import desired_state
+    from bridge.reconcile.inputs import desired_state
     from bridge.rgpd import export
     from bridge.rooms.templates import load_templates
 
     async with config_and_store(args) as (config, store):
         directory, _ = load(args.sources or list(config.directory_sources), academie=config.academie)
         known = await store.identities()
-        desired, identities = desired_state(config, directory, known, now=datetime.now(timezone.utc))
+        desired, identities = desired_state(config, directory, known, now=datetime.now(UTC))
         audit = await store.audit_rows()
     if args.person not in identities and args.person not in known:
         print(f"ent-bridge: error: no person {args.person!r} in the directory or the bridge's data", file=sys.stderr)
@@ -46,6 +46,7 @@ async def _erase(args: argparse.Namespace) -> int:
     from bridge.audit import AuditLog
     from bridge.config import load_config
     from bridge.directory.sources import load
+    from bridge.erasure import erase_person
     from bridge.store import open_store
 
     config = load_config(args.config)
@@ -60,25 +61,16 @@ async def _erase(args: argparse.Namespace) -> int:
         if args.person not in identities:
             print("nothing held on that person")
             return 0
-        user_id = identities[args.person]
-        deactivated = False
-        if user_id in await store.provisioned():
-            # The bridge created this account: erasing the person erases the account too.
-            if not config.homeserver.admin_token:
-                print("ent-bridge: error: the bridge created this person's account; erasing it needs "
-                      "homeserver.admin_token", file=sys.stderr)
-                return 1
+        admin = None
+        if config.homeserver.admin_token:
             from bridge.matrix.admin_api import SynapseAdmin
 
             admin = SynapseAdmin(base_url=config.homeserver.url, token=config.homeserver.admin_token)
-            try:
-                await admin.deactivate(user_id, erase=True)
-            finally:
+        try:
+            deactivated = await erase_person(store, args.person, identities[args.person], accounts=admin)
+        finally:
+            if admin is not None:
                 await admin.close()
-            await store.forget_provisioned(user_id)
-            deactivated = True
-        await store.delete_identity(args.person)
-        await store.set_leavers(add={}, remove=[args.person])
         # The entry says that an erasure happened, never whose.
         await AuditLog(store, key=config.audit_key).append(actor="admin", action="rgpd_erase",
                                                            reason="data-subject erasure request",

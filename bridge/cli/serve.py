@@ -1,16 +1,10 @@
-"""Command line: the composition root for every `ent-bridge` command."""
+"""`ent-bridge generate-registration` and `ent-bridge run`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
-from typing import Callable
-
-from bridge.errors import BridgeError
-
-Command = Callable[[argparse.Namespace], int]
 
 
 def _cmd_generate_registration(args: argparse.Namespace) -> int:
@@ -19,7 +13,7 @@ def _cmd_generate_registration(args: argparse.Namespace) -> int:
 
     config_path = Path(args.config)
     if not config_path.exists():
-        example = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
+        example = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
         print(f"wrote {config_path} from the example")
@@ -45,13 +39,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ent-bridge",
-        description="Encrypted Matrix rooms for schools, built from the school directory.")
-    parser.add_argument("-c", "--config", default="config/config.yaml", help="configuration file")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("generate-registration", help="write Synapse's registration and fresh tokens")
     p.add_argument("-o", "--output", default="config/registration.yaml")
     p.add_argument("--url", help="URL where Synapse reaches the bridge (default: from the config)")
@@ -59,34 +47,3 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="serve the appservice and run the encrypted bot")
     p.set_defaults(func=_cmd_run)
-
-    _register_extra_commands(sub)
-    return parser
-
-
-def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Commands that live in their own modules register themselves here."""
-    from bridge import cli_annuaire, cli_audit, cli_bot, cli_policy, cli_retention, cli_rgpd, cli_sync
-
-    cli_annuaire.register(sub)
-    cli_sync.register(sub)
-    cli_bot.register(sub)
-    cli_audit.register(sub)
-    cli_retention.register(sub)
-    cli_rgpd.register(sub)
-    cli_policy.register(sub)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args))
-    except BridgeError as exc:
-        print(f"ent-bridge: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130

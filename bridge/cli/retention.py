@@ -7,7 +7,7 @@ import asyncio
 
 
 async def _sweep(args: argparse.Namespace) -> int:
-    from bridge.cli_common import config_and_store
+    from bridge.cli.common import config_and_store
     from bridge.matrix.appservice_api import AppserviceAPI
     from bridge.retention_sweep import sweep_managed
 

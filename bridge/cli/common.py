@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from bridge.config import Config, load_config
 from bridge.store import Store, open_store

@@ -9,7 +9,7 @@ import sys
 
 async def _verify(args: argparse.Namespace) -> int:
     from bridge.audit import AuditLog
-    from bridge.cli_common import config_and_store
+    from bridge.cli.common import config_and_store
 
     async with config_and_store(args) as (config, store):
         result = await AuditLog(store, key=config.audit_key).verify()
@@ -21,7 +21,7 @@ async def _verify(args: argparse.Namespace) -> int:
 
 
 async def _show(args: argparse.Namespace) -> int:
-    from bridge.cli_common import config_and_store
+    from bridge.cli.common import config_and_store
 
     async with config_and_store(args) as (_, store):
         for row in (await store.audit_rows())[-args.last:]:

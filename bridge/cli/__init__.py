@@ -1,0 +1,51 @@
+"""Command line: `ent-bridge COMMAND`; each command module parses, calls one function, prints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from bridge.errors import BridgeError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ent-bridge",
+        description="Encrypted Matrix rooms for schools, built from the school directory.")
+    parser.add_argument("-c", "--config", default="config/config.yaml", help="configuration file")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _register_extra_commands(sub)
+    return parser
+
+
+def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Commands that live in their own modules register themselves here."""
+    from bridge.cli import annuaire, audit, bot, policy, retention, rgpd, serve, sync
+
+    serve.register(sub)
+    annuaire.register(sub)
+    sync.register(sub)
+    bot.register(sub)
+    audit.register(sub)
+    retention.register(sub)
+    rgpd.register(sub)
+    policy.register(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except BridgeError as exc:
+        print(f"ent-bridge: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

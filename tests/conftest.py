@@ -31,15 +31,39 @@ def samples_dir(name: str) -> Path:
     return path
 
 
+# Each test that uses the homeserver gets an appservice registration of its own (its own
+# namespace, tokens and port): Synapse sends a registration only the events of rooms where its
+# namespace's users are, so no event of an earlier test reaches a later test's bridge.
+NAMESPACES = 96
+
+
 @dataclasses.dataclass
 class Homeserver:
     synapse: LocalSynapse
-    config_path: Path
+    slots: list[Path]  # one config file per namespace
     workdir: Path
+    used: int = 0
 
     @property
     def url(self) -> str:
         return self.synapse.url
+
+    @property
+    def config_path(self) -> Path:
+        """The current test's config file (its namespace)."""
+        return self.slots[self.used - 1] if self.used else self.slots[0]
+
+    def fresh_namespace(self) -> None:
+        if self.used >= len(self.slots):
+            raise RuntimeError(f"more than {len(self.slots)} homeserver tests: raise NAMESPACES in conftest.py")
+        self.used += 1
+
+    def spare_namespace(self) -> Config:
+        """A namespace no test will use (taken from the end of the pool), for a test that needs a
+        second, unrelated appservice on the same homeserver."""
+        if len(self.slots) <= self.used + 1:
+            raise RuntimeError("no spare namespace left: raise NAMESPACES in conftest.py")
+        return load_config(self.slots.pop())
 
     def config(self, data_dir: Path) -> Config:
         """A config for one bridge instance with its own data folder (store, nio store)."""
@@ -52,7 +76,7 @@ class Homeserver:
 
 
 def config_file(homeserver: Homeserver, data_dir: Path) -> Path:
-    """The session config on disk, pointed at one test's data folder (for subprocesses)."""
+    """The test's config on disk, pointed at one test's data folder (for subprocesses)."""
     data = yaml.safe_load(homeserver.config_path.read_text())
     data["database"]["url"] = f"sqlite:///{data_dir / 'bridge.db'}"
     data["bot"]["store_dir"] = str(data_dir / "nio")
@@ -62,15 +86,19 @@ def config_file(homeserver: Homeserver, data_dir: Path) -> Path:
     return path
 
 
-def write_bridge_files(workdir: Path, *, hs_url: str, bridge_port: int) -> tuple[Path, Path]:
+def write_bridge_files(workdir: Path, *, hs_url: str, bridge_port: int, namespace: str = "ent-bridge"
+                       ) -> tuple[Path, Path]:
     """Config + registration made exactly as an admin would: the example config, edited, then
     `generate-registration` (so Synapse accepting it is tested by every integration test)."""
     from bridge.registration import write_registration
 
     data = yaml.safe_load((ROOT / "config" / "example.yaml").read_text())
     data["homeserver"].update(url=hs_url, server_name=SERVER_NAME)
-    data["appservice"]["port"] = bridge_port
+    data["appservice"].update(port=bridge_port, id=namespace, sender_localpart=namespace,
+                              namespace_prefix=f"{namespace}_")
+    data["bot"].update(localpart=f"{namespace}_bot", keyless_localpart=f"{namespace}_keyless")
     data["policies"]["dir"] = str(ROOT / "policies")
+    workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "config.yaml"
     config_path.write_text(yaml.safe_dump(data))
     reg_path = workdir / "registration.yaml"
@@ -82,14 +110,26 @@ def write_bridge_files(workdir: Path, *, hs_url: str, bridge_port: int) -> tuple
 def homeserver() -> Iterator[Homeserver]:
     workdir = Path(tempfile.mkdtemp(prefix="ent-bridge-hs-"))
     synapse = LocalSynapse(workdir=workdir / "synapse", server_name=SERVER_NAME)
-    config_path, reg_path = write_bridge_files(workdir, hs_url=synapse.url, bridge_port=free_port())
-    synapse.registrations.append(reg_path)
+    slots = []
+    for i in range(NAMESPACES):
+        name = "ent-bridge" if i == 0 else f"ent{i}-bridge"
+        config_path, reg_path = write_bridge_files(workdir / f"ns{i}", hs_url=synapse.url, bridge_port=free_port(),
+                                                   namespace=name)
+        synapse.registrations.append(reg_path)
+        slots.append(config_path)
     synapse.start()
     try:
-        yield Homeserver(synapse, config_path, workdir)
+        yield Homeserver(synapse, slots, workdir)
     finally:
         synapse.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _own_namespace(request: pytest.FixtureRequest) -> None:
+    """A test that uses the homeserver gets a namespace nobody used before."""
+    if "homeserver" in request.fixturenames:
+        request.getfixturevalue("homeserver").fresh_namespace()
 
 
 @pytest.fixture

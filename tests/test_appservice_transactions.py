@@ -89,3 +89,38 @@ async def test_failing_handler_retries_then_keeps_dead_letter(bridge_factory: An
     assert await bridge.store.pending_events() == []
     await bridge.store.close()
     await bridge.api.close()
+
+
+async def test_a_bridge_receives_only_its_own_namespace_events(bridge_factory: Any, homeserver: Any) -> None:
+    """Tests share one Synapse: each gets a namespace of its own, so events of another test's
+    rooms never reach its bridge (they once leaked ~1,100 events into later tests)."""
+    import secrets
+
+    from bridge.matrix.appservice_api import AppserviceAPI
+
+    bridge = await bridge_factory(with_bot=False)
+    seen: list[dict[str, Any]] = []
+
+    async def record(event: dict[str, Any]) -> None:
+        seen.append(event)
+
+    bridge.dispatcher.handlers.append(record)
+    other = homeserver.spare_namespace()
+    async with AppserviceAPI(base_url=other.homeserver.url, as_token=other.appservice.as_token) as api:
+        await api.register_user(other.bot.localpart)
+        theirs = await api.create_room(as_user=other.bot_user_id, body={"preset": "private_chat"})
+        await api.send_event(theirs, "m.room.message", {"msgtype": "m.text", "body": "ailleurs"},
+                             as_user=other.bot_user_id, txn_id=secrets.token_hex(4))
+    me = bridge.config.bot_user_id
+    await bridge.api.register_user(bridge.config.bot.localpart)
+    mine = await bridge.api.create_room(as_user=me, body={"preset": "private_chat"})
+    marker = await bridge.api.send_event(mine, "m.room.message", {"msgtype": "m.text", "body": "ici"}, as_user=me,
+                                         txn_id=secrets.token_hex(4))
+    # Synapse delivers each appservice's events in order: once our last event is here, theirs
+    # would have been too.
+    for _ in range(600):
+        if any(e.get("event_id") == marker for e in seen):
+            break
+        await asyncio.sleep(0.05)
+    assert any(e.get("event_id") == marker for e in seen)
+    assert all(e.get("room_id") == mine for e in seen), {e.get("room_id") for e in seen}

@@ -50,6 +50,7 @@ async def side(request: pytest.FixtureRequest) -> AsyncIterator[Side]:
         prefix = "ent-bridge_"
     else:
         hs = request.getfixturevalue("homeserver")
+        hs.fresh_namespace()
         config = hs.config(request.getfixturevalue("data_dir"))
         api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
         prefix = config.appservice.namespace_prefix

@@ -6,7 +6,7 @@ import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from nio import (
@@ -26,12 +26,18 @@ from bridge.errors import BridgeError
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.cross_signing import CrossSigningKeys, seal, unseal
-from bridge.store.base import Store
 
 log = get_logger(component="bot")
 
 DEVICE_KEY = "bot_device_id"
 CROSS_SIGNING_KEY = "bot_cross_signing"
+
+
+class KeyValue(Protocol):
+    """Where the bot keeps its device id and sealed cross-signing keys (the store implements it)."""
+
+    async def get_value(self, key: str) -> str | None: ...
+    async def set_value(self, key: str, value: str) -> None: ...
 
 
 class AppserviceNioClient(AsyncClient):
@@ -65,7 +71,7 @@ MessageHook = Callable[[ReceivedMessage], Awaitable[None]]
 
 class Bot:
     def __init__(self, *, homeserver_url: str, user_id: str, store_dir: str, store_key: str,
-                 display_name: str, api: AppserviceAPI, as_token: str, store: Store) -> None:
+                 display_name: str, api: AppserviceAPI, as_token: str, store: KeyValue) -> None:
         self.homeserver_url = homeserver_url
         self.user_id = user_id
         self.store_dir = store_dir

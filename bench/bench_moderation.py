@@ -43,7 +43,7 @@ class MeasuredModerator(Moderator):
 
     decided: list[float]
 
-    async def _act(self, msg: Any, d: Decision, *, now_ms: int) -> None:
+    async def _act(self, msg: Any, d: Decision, *, mute_until_ms: int | None) -> None:
         self.acted += 1
 
     async def on_message(self, msg: Any) -> None:

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
-from collections import defaultdict, deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bridge.audit import AuditLog
+from bridge.clock import SYSTEM, Clock
 from bridge.errors import BridgeError
 from bridge.logging import get_logger
 from bridge.matrix.bot import Bot, ReceivedMessage
 from bridge.matrix.port import Homeserver
-from bridge.policy.engine import QUIET_NOTICE, Decision, Message, evaluate, strike_escalation
+from bridge.policy.engine import QUIET_NOTICE, Decision, Message
 from bridge.policy.folder import check_folder
+from bridge.policy.memory import ModerationMemory
 from bridge.policy.model import Policies
 from bridge.policy.protections.text import compile_words
 from bridge.rooms.templates import keyless_templates
@@ -43,8 +42,7 @@ OUTSIDER = {"fr": "{user} a été retiré(e) de ce salon : {reason}.",
 
 class Moderator:
     def __init__(self, *, policies_dir: Path, store: Store, api: Homeserver, bot: Bot, audit: AuditLog,
-                 language: str = "fr", keyless: str | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 language: str = "fr", keyless: str | None = None, clock: Clock = SYSTEM) -> None:
         self.keyless = keyless
         self._keyless_power: dict[str, dict[str, Any]] = {}  # room id -> power levels (keyless rooms)
         self.policies_dir = policies_dir
@@ -61,9 +59,7 @@ class Moderator:
         self._keyless_templates: frozenset[str] = frozenset()
         self.room_school: dict[str, str] = {}  # room id -> UAI
         self.reports_room: dict[str, str] = {}  # UAI -> room id of the school's moderators room
-        self._recent: dict[tuple[str, str], deque[int]] = defaultdict(lambda: deque(maxlen=200))
-        self._strikes: dict[tuple[str, str], list[int]] = defaultdict(list)
-        self._quiet_sent: dict[tuple[str, str], int] = {}
+        self.memory = ModerationMemory()
         self._unmute_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.report: Callable[[str], Any] | None = None  # posts to the admin room when set
 
@@ -116,8 +112,9 @@ class Moderator:
         if error:
             raise BridgeError(error)
         await self.refresh_rooms()
-        now_ms = int(time.time() * 1000)
+        now_ms = self.clock.now_ms()
         for room_id, user_id, until in await self.store.mutes():  # honoured after a restart
+            self.memory.remember_mute(room_id, user_id, until_ms=until)
             self._schedule_unmute(room_id, user_id, max(0.0, (until - now_ms) / 1000))
 
     async def stop(self) -> None:
@@ -179,42 +176,25 @@ class Moderator:
         profile = self._profile(msg.room_id)
         if profile is None or (not profile.content_inspection and msg.content):
             return  # content the policy says not to look at is not looked at
-        now = self.clock()
-        now_ms = int(now.timestamp() * 1000)
-        recent = self._recent[(msg.room_id, msg.sender)]
-        recent.append(now_ms)
-        decisions = evaluate(profile, Message(msg.room_id, msg.event_id, msg.sender,
-                                              await self._power(msg.room_id, msg.sender), msg.content),
-                             now=now, recent_ms=list(recent), compiled_words=self._words.get(profile.name))
-        if any(d.protection != "quiet_hours" for d in decisions):
-            strikes = self._strikes[(msg.room_id, msg.sender)]
-            strikes.append(now_ms)
-            minutes = strike_escalation(strikes, now_ms, profile)
-            if minutes and not any("mute" in d.actions for d in decisions):
-                decisions.append(Decision("strikes", ("mute",), "récidive", {"mute_minutes": minutes}))
-                strikes.clear()
-        for decision in decisions:
-            await self._act(msg, decision, now_ms=now_ms)
+        outcome = self.memory.judge(profile, Message(msg.room_id, msg.event_id, msg.sender,
+                                                     await self._power(msg.room_id, msg.sender), msg.content),
+                                    now=self.clock.now(), compiled_words=self._words.get(profile.name))
+        for decision in outcome.decisions:
+            await self._act(msg, decision, mute_until_ms=outcome.mute_until_ms)
 
-    async def _act(self, msg: ReceivedMessage, d: Decision, *, now_ms: int) -> None:
+    async def _act(self, msg: ReceivedMessage, d: Decision, *, mute_until_ms: int | None) -> None:
         lang = self.language
         for action in d.actions:
             if action == "redact":
                 await self.api.redact(msg.room_id, msg.event_id, as_user=self.actor(msg.room_id), reason=d.reason)
             elif action == "warn":
                 await self._notice(msg.room_id, WARN.get(lang, WARN["fr"]).format(user=msg.sender, reason=d.reason))
-            elif action == "notice":
-                last = self._quiet_sent.get((msg.room_id, msg.sender), 0)
-                if now_ms - last < 12 * 3_600_000:
-                    continue  # one automatic answer per evening, not one per message
-                self._quiet_sent[(msg.room_id, msg.sender)] = now_ms
+            elif action == "notice":  # at most one automatic answer per evening (the memory's rule)
                 await self._notice(msg.room_id, f"{msg.sender} : {QUIET_NOTICE.get(lang, QUIET_NOTICE['fr'])}")
-            elif action == "mute":
-                if (msg.room_id, msg.sender) in self._unmute_tasks:
-                    continue  # already muted: the current mute runs its course
+            elif action == "mute" and mute_until_ms is not None:
                 minutes = float(d.detail.get("mute_minutes", 60))
                 # Expiries are wall-clock times: they are slept on and survive restarts.
-                await self.mute(msg.room_id, msg.sender, until_ms=int(time.time() * 1000) + int(minutes * 60_000))
+                await self.mute(msg.room_id, msg.sender, until_ms=mute_until_ms)
                 await self._notice(msg.room_id, MUTED.get(lang, MUTED["fr"]).format(
                     user=msg.sender, minutes=f"{minutes:g}", reason=d.reason))
             elif action == "kick":
@@ -251,11 +231,12 @@ class Moderator:
         """A level below events_default (0): the person reads but can't post until the expiry."""
         await self.store.put_mute(room_id, user_id, until_ms=until_ms)
         await self._set_level(room_id, user_id, -1)
-        self._schedule_unmute(room_id, user_id, max(0.0, (until_ms - time.time() * 1000) / 1000))
+        self.memory.remember_mute(room_id, user_id, until_ms=until_ms)
+        self._schedule_unmute(room_id, user_id, max(0.0, (until_ms - self.clock.now_ms()) / 1000))
 
     def _schedule_unmute(self, room_id: str, user_id: str, delay: float) -> None:
         async def later() -> None:
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
             try:
                 await self.unmute(room_id, user_id)
             finally:
@@ -271,3 +252,4 @@ class Moderator:
         self.audit.record(actor="ent-bridge", action="unmute", room=room_id, subject=user_id, reason="mute expired")
         await self.audit.flush()
         await self.store.delete_mute(room_id, user_id)  # last: a crash before it retries the unmute
+        self.memory.forget_mute(room_id, user_id)

@@ -16,6 +16,7 @@ import yaml
 from nio import RoomMessageNotice
 
 from bridge.app import Bridge
+from bridge.clock import FixedTime
 from bridge.reconcile.sync import run_sync
 from tests.conftest import sync_until, unique_school, write_school
 
@@ -56,7 +57,7 @@ async def test_banned_word_flood_quiet_hours_and_exemption(homeserver: Any, data
     try:
         result = await run_sync(config, [school], store=bridge.store, api=bridge.api, apply=True)
         await bridge.moderator.refresh_rooms()
-        bridge.moderator.clock = lambda: NOON
+        bridge.moderator.clock = FixedTime(NOON)
         cp = next(k for k in result.plan.desired if k.startswith("class:") and ":CP:" in k)
         room_id = (await bridge.store.get_room(cp)).room_id
         for human in (parent, teacher):
@@ -95,11 +96,11 @@ async def test_banned_word_flood_quiet_hours_and_exemption(homeserver: Any, data
         assert not await redacted(own)
 
         # 3. Quiet hours, with a controlled clock: an automatic answer, the message stays.
-        bridge.moderator.clock = lambda: EVENING
+        bridge.moderator.clock = FixedTime(EVENING)
         late = await send(parent, "Bonsoir, Lina a oublié son cahier")
         await sync_until(parent, lambda: any("déconnexion" in n for n in notices))
         assert not await redacted(late)
-        bridge.moderator.clock = lambda: NOON
+        bridge.moderator.clock = FixedTime(NOON)
 
         # 4. Flood: muted (power level below events_default), then unmuted automatically.
         async def level() -> int | None:
@@ -177,7 +178,7 @@ async def test_reports_reach_the_school_moderators_room_and_outsiders_are_explai
     await bridge.start()
     try:
         await _wait(lambda: asyncio.sleep(0, bool(bridge.entitled)), timeout=60)
-        bridge.moderator.clock = lambda: NOON
+        bridge.moderator.clock = FixedTime(NOON)
         rooms = {r.template + (":CP" if ":CP:" in r.room_key else ""): r.room_id
                  for r in await bridge.store.all_rooms()}
         room_id, reports = rooms["class:CP"], rooms["moderators"]
@@ -236,7 +237,7 @@ async def test_room_without_content_inspection_keeps_the_bot_out_of_key_sharing(
     await bridge.start()
     try:
         await _wait(lambda: asyncio.sleep(0, bool(bridge.entitled)), timeout=60)
-        bridge.moderator.clock = lambda: NOON
+        bridge.moderator.clock = FixedTime(NOON)
         records = await bridge.store.all_rooms()
         room_id = next(r.room_id for r in records if r.template == "family" and "p-lina" in r.room_key)
         class_id = next(r.room_id for r in records if r.template == "class" and ":CP:" in r.room_key)

@@ -1,0 +1,78 @@
+"""Moderation's memory (pure): flood windows, strikes, quiet-hours answers and mutes, with time passed in.
+
+The engine (`evaluate`) judges one message; this object remembers what it needs across messages
+and turns the engine's decisions into what is to be done now: a second automatic answer within
+12 hours is dropped, a mute of someone already muted is dropped, repeated offences escalate to a
+mute. No I/O and no clock: `now` comes from the caller, so every rule is testable to the minute.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from bridge.policy.engine import Decision, Message, evaluate, strike_escalation
+from bridge.policy.model import Profile
+
+QUIET_ANSWER_EVERY_MS = 12 * 3_600_000  # one automatic answer per evening, not one per message
+Key = tuple[str, str]  # (room id, user id)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to do about one message: decisions with only the actions still due, and when a mute
+    decided now ends (ms)."""
+
+    decisions: tuple[Decision, ...]
+    mute_until_ms: int | None = None
+
+
+class ModerationMemory:
+    def __init__(self, *, window: int = 200) -> None:
+        self._recent: dict[Key, deque[int]] = defaultdict(lambda: deque(maxlen=window))
+        self._strikes: dict[Key, list[int]] = defaultdict(list)
+        self._answered: dict[Key, int] = {}
+        self._muted_until: dict[Key, int] = {}
+
+    def judge(self, profile: Profile, msg: Message, *, now: datetime,
+              compiled_words: tuple[str, ...] | None = None) -> Outcome:
+        key = (msg.room_id, msg.sender)
+        now_ms = int(now.timestamp() * 1000)
+        recent = self._recent[key]
+        recent.append(now_ms)
+        decisions = evaluate(profile, msg, now=now, recent_ms=list(recent), compiled_words=compiled_words)
+        if any(d.protection != "quiet_hours" for d in decisions):
+            strikes = self._strikes[key]
+            strikes.append(now_ms)
+            minutes = strike_escalation(strikes, now_ms, profile)
+            if minutes and not any("mute" in d.actions for d in decisions):
+                decisions.append(Decision("strikes", ("mute",), "récidive", {"mute_minutes": minutes}))
+                strikes.clear()
+        out: list[Decision] = []
+        mute_until: int | None = None
+        for d in decisions:
+            actions = []
+            for action in d.actions:
+                if action == "notice":
+                    if now_ms - self._answered.get(key, -QUIET_ANSWER_EVERY_MS) < QUIET_ANSWER_EVERY_MS:
+                        continue
+                    self._answered[key] = now_ms
+                elif action == "mute":
+                    if self.muted(msg.room_id, msg.sender, now_ms=now_ms) or mute_until is not None:
+                        continue  # the current mute runs its course
+                    mute_until = now_ms + int(float(d.detail.get("mute_minutes", 60)) * 60_000)
+                    self._muted_until[key] = mute_until
+                actions.append(action)
+            out.append(replace(d, actions=tuple(actions)))
+        return Outcome(tuple(out), mute_until)
+
+    def muted(self, room_id: str, user_id: str, *, now_ms: int) -> bool:
+        return self._muted_until.get((room_id, user_id), 0) > now_ms
+
+    def remember_mute(self, room_id: str, user_id: str, *, until_ms: int) -> None:
+        """A mute found in the store at start-up (set before a restart)."""
+        self._muted_until[(room_id, user_id)] = until_ms
+
+    def forget_mute(self, room_id: str, user_id: str) -> None:
+        self._muted_until.pop((room_id, user_id), None)

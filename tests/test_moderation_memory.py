@@ -1,0 +1,182 @@
+"""Moderation's memory (pure, time passed in) and the Moderator shell on the fake homeserver."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.audit import AuditLog
+from bridge.clock import FakeClock
+from bridge.matrix.appservice_api import AppserviceAPI
+from bridge.matrix.fake import FakeHomeserver
+from bridge.moderation import Moderator
+from bridge.policy.engine import Message
+from bridge.policy.memory import ModerationMemory
+from bridge.policy.model import BannedWords, Flood, Profile, QuietHours, Strikes
+from bridge.store import open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+NOON = datetime(2026, 11, 30, 11, 0, tzinfo=UTC)  # a Monday, 12:00 in Paris
+EVENING = datetime(2026, 11, 30, 20, 30, tzinfo=UTC)
+PROFILE = Profile("p", banned_words=BannedWords(("zut",), ("redact", "warn")),
+                  flood=Flood(max_messages=3, per_seconds=10, action=("mute", "warn"), mute_minutes=5),
+                  quiet_hours=QuietHours(), strikes=Strikes(threshold=2, window_hours=1, mute_minutes=30))
+
+
+def _msg(body: str, *, sender: str = "@p:s", event: str = "$e") -> Message:
+    return Message("!r:s", event, sender, 0, {"msgtype": "m.text", "body": body})
+
+
+def test_flood_mutes_once_for_its_duration_then_again_after() -> None:
+    mem = ModerationMemory()
+    outs = [mem.judge(PROFILE, _msg("bonjour"), now=NOON + timedelta(seconds=i)) for i in range(5)]
+    assert [o.mute_until_ms is not None for o in outs] == [False, False, False, True, False]  # > 3 in 10 s
+    until = outs[3].mute_until_ms
+    assert until == int((NOON + timedelta(seconds=3, minutes=5)).timestamp() * 1000)
+    assert outs[4].decisions[0].actions == ("warn",)  # still flooding, already muted: no second mute
+    assert mem.muted("!r:s", "@p:s", now_ms=until - 1) and not mem.muted("!r:s", "@p:s", now_ms=until)
+    later = NOON + timedelta(minutes=10)
+    again = [mem.judge(PROFILE, _msg("bonjour"), now=later + timedelta(seconds=i)) for i in range(4)]
+    assert again[-1].mute_until_ms is not None  # the mute ran its course: a new flood mutes again
+
+
+def test_strikes_escalate_within_their_window_only() -> None:
+    mem = ModerationMemory()
+    first = mem.judge(PROFILE, _msg("zut alors"), now=NOON)
+    assert [d.protection for d in first.decisions] == ["banned_words"] and first.mute_until_ms is None
+    late = mem.judge(PROFILE, _msg("zut"), now=NOON + timedelta(hours=2))  # the first strike expired
+    assert late.mute_until_ms is None
+    second = mem.judge(PROFILE, _msg("zut"), now=NOON + timedelta(hours=2, minutes=1))
+    assert [d.protection for d in second.decisions] == ["banned_words", "strikes"]
+    assert second.mute_until_ms == int((NOON + timedelta(hours=2, minutes=31)).timestamp() * 1000)
+
+
+def test_quiet_hours_answer_once_per_evening_and_per_person() -> None:
+    mem = ModerationMemory()
+    answers = [mem.judge(PROFILE, _msg("une question"), now=EVENING + timedelta(minutes=i * 20)).decisions
+               for i in range(3)]
+    assert answers[0][0].actions == ("notice",) and answers[1][0].actions == () == answers[2][0].actions
+    other = mem.judge(PROFILE, _msg("moi aussi", sender="@q:s"), now=EVENING + timedelta(minutes=30))
+    assert other.decisions[0].actions == ("notice",)
+    tomorrow = mem.judge(PROFILE, _msg("encore"), now=EVENING + timedelta(days=1))
+    assert tomorrow.decisions[0].actions == ("notice",)
+    assert mem.judge(PROFILE, _msg("merci"), now=NOON + timedelta(days=2)).decisions == ()  # daytime
+
+
+def test_exempt_power_is_never_judged() -> None:
+    mem = ModerationMemory()
+    teacher = Message("!r:s", "$t", "@t:s", 50, {"msgtype": "m.text", "body": "zut " * 3})
+    assert all(not mem.judge(PROFILE, teacher, now=NOON + timedelta(seconds=i)).decisions for i in range(10))
+
+
+# --- the shell, on the fake homeserver ------------------------------------------------------
+
+
+class _Bot:
+    """The parts of the encrypted bot moderation uses: its user id, and notices (recorded)."""
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.client = None
+        self.notices: list[tuple[str, str]] = []
+
+    async def send_notice(self, room_id: str, text: str) -> str:
+        self.notices.append((room_id, text))
+        return "$notice"
+
+
+@pytest.fixture
+async def shell(tmp_path: Path) -> Any:
+    fake = FakeHomeserver()
+    clock = FakeClock(NOON)
+    api = AppserviceAPI(as_token="as-token", transport=fake, clock=clock)
+    bot = "@ent-bridge_bot:ent.test"
+    await api.register_user("ent-bridge_bot")
+    room = await api.create_room(as_user=bot, body={"preset": "private_chat", "power_level_content_override": {
+        "users": {}, "events_default": 0, "state_default": 50}})
+    parent = "@parent:ent.test"
+    fake.register(parent)
+    await api.invite(room, parent, as_user=bot)
+    fake.store.join(fake.room(room), parent)
+    store = await open_store(f"sqlite:///{tmp_path / 'b.db'}")
+    mod = Moderator(policies_dir=ROOT / "policies", store=store, api=api, bot=_Bot(bot),  # type: ignore[arg-type]
+                    audit=AuditLog(store, key="k" * 32), clock=clock)
+    await mod.start()
+    mod.room_template = {room: "class"}
+    yield mod, fake, room, parent, clock, store
+    await mod.stop()
+    await store.close()
+
+
+async def test_banned_word_is_redacted_warned_and_audited_without_content(shell: Any) -> None:
+    mod, fake, room, parent, _clock, store = shell
+    event_id = fake.store.send_message(fake.room(room), parent, "m.room.message",
+                                       {"msgtype": "m.text", "body": "espèce de connard"})["event_id"]
+    await mod.on_event({"type": "m.room.message", "room_id": room, "event_id": event_id, "sender": parent,
+                        "content": {"msgtype": "m.text", "body": "espèce de connard"}})
+    redacted = next(e for e in fake.room(room).timeline if e["event_id"] == event_id)
+    assert redacted["content"] == {}
+    assert any(parent in text for _, text in mod.bot.notices)
+    rows = [r.body for r in await store.audit_rows()]
+    assert any("moderation_banned_words" in b for b in rows) and not any("connard" in b for b in rows)
+
+
+async def test_flood_mutes_then_the_clock_lifts_it(shell: Any) -> None:
+    mod, fake, room, parent, clock, store = shell
+    for i in range(9):  # the shipped profile: 8 messages in 10 s
+        await mod.on_event({"type": "m.room.message", "room_id": room, "event_id": f"$f{i}", "sender": parent,
+                            "content": {"msgtype": "m.text", "body": f"message {i}"}})
+    power = fake.room(room).content("m.room.power_levels")
+    assert power["users"][parent] == -1
+    assert [(r, u) for r, u, _ in await store.mutes()] == [(room, parent)]
+    assert any("60 min" in text for _, text in mod.bot.notices)
+    for _ in range(50):  # the unmute task sleeps on the fake clock: no real hour passes
+        if not await store.mutes():
+            break
+        await asyncio.sleep(0)
+    assert await store.mutes() == []
+    assert parent not in (fake.room(room).content("m.room.power_levels")["users"])
+    assert any(s >= 3599 for s in clock.slept)
+
+
+async def test_mutes_survive_a_restart(shell: Any, tmp_path: Path) -> None:
+    mod, fake, room, parent, clock, store = shell
+    await mod.mute(room, parent, until_ms=clock.now_ms() + 600_000)
+    await mod.stop()
+    again = Moderator(policies_dir=ROOT / "policies", store=store, api=mod.api, bot=mod.bot,
+                      audit=AuditLog(store, key="k" * 32), clock=clock)
+    await again.start()
+    assert again.memory.muted(room, parent, now_ms=clock.now_ms())
+    for _ in range(50):
+        if not await store.mutes():
+            break
+        await asyncio.sleep(0)
+    assert await store.mutes() == [] and parent not in fake.room(room).content("m.room.power_levels")["users"]
+    await again.stop()
+
+
+async def test_moderators_and_the_bridge_itself_are_exempt(shell: Any) -> None:
+    mod, fake, room, parent, _clock, _store = shell
+    bot = mod.bot.user_id
+    levels = fake.room(room).content("m.room.power_levels")
+    await mod.api.set_state(room, "m.room.power_levels", "", {**levels, "users": {parent: 50}}, as_user=bot)
+    mod.bot.client = _Rooms(room, {parent: 50})
+    for sender in (parent, bot):
+        event_id = fake.store.send_message(fake.room(room), sender, "m.room.message",
+                                           {"msgtype": "m.text", "body": "connard"})["event_id"]
+        await mod.on_event({"type": "m.room.message", "room_id": room, "event_id": event_id, "sender": sender,
+                            "content": {"msgtype": "m.text", "body": "connard"}})
+        assert next(e for e in fake.room(room).timeline if e["event_id"] == event_id)["content"]
+    assert mod.bot.notices == []
+
+
+class _Rooms:
+    """nio's view of the room's power levels, as the encrypted bot would have it."""
+
+    def __init__(self, room_id: str, users: dict[str, int]) -> None:
+        levels = type("L", (), {"get_user_level": staticmethod(lambda u: users.get(u, 0))})()
+        self.rooms = {room_id: type("R", (), {"power_levels": levels, "display_name": "CP"})()}

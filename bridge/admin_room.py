@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from bridge.logging import get_logger
 from bridge.matrix.bot import Bot, ReceivedMessage
@@ -15,7 +15,7 @@ HELP = ("Commandes : !status (état du pont), !plan (ce qu'une synchronisation c
 
 class AdminRoom:
     def __init__(self, *, bot: Bot, room_id: str, admins: frozenset[str],
-                 commands: dict[str, Callable[[], Awaitable[str]]]) -> None:
+                 commands: Callable[[], Mapping[str, Callable[[], Awaitable[str]]]]) -> None:
         self.bot = bot
         self.room_id = room_id
         self.admins = admins
@@ -40,7 +40,7 @@ class AdminRoom:
                               "donner des commandes.")
             return
         command = " ".join(msg.body[1:].split()).lower()
-        handler = self.commands.get(command)
+        handler = self.commands().get(command)
         if handler is None:
             await self.notify(HELP)
             return
@@ -52,5 +52,46 @@ class AdminRoom:
         await self.notify(answer)
 
 
-def format_summary(summary: dict[str, int]) -> str:
+def format_summary(summary: Mapping[str, int]) -> str:
     return ", ".join(f"{n} {t}" for t, n in summary.items()) or "rien à faire"
+
+
+# What the bridge says to its admins (French: the admins are a school district's IT team).
+NO_SYNC_YET = "aucune synchronisation depuis le démarrage"
+SYNC_REFUSED = "refusée par les garde-fous"
+
+
+def refused(reasons: Iterable[str]) -> str:
+    return ("Synchronisation REFUSÉE par les garde-fous : " + "; ".join(reasons)
+            + ". Vérifiez l'export de l'annuaire, ou appliquez avec `ent-bridge sync --apply --allow-mass-removal`.")
+
+
+def sync_done(summary: Mapping[str, int], failed: int) -> str:
+    return format_summary(summary) + (f", {failed} échecs" if failed else "")
+
+
+def residual(summary: Mapping[str, int]) -> str:
+    return f"Après application, il reste à faire : {format_summary(summary)}. La prochaine synchronisation réessaiera."
+
+
+def policy_refused(error: str) -> str:
+    return f"Politique refusée, la précédente reste en vigueur : {error}"
+
+
+def status(*, active: int, archived: int, pending: int, dead: int, last_sync: str) -> str:
+    return (f"{active} salons gérés ({archived} archivés), {pending} évènements en attente, {dead} en échec. "
+            f"Dernière synchronisation : {last_sync}.")
+
+
+def plan(summary: Mapping[str, int], refusals: Iterable[str]) -> str:
+    reasons = list(refusals)
+    guard = " — REFUSÉ par les garde-fous : " + "; ".join(reasons) if reasons else ""
+    return f"Plan : {format_summary(summary)}{guard}"
+
+
+def synced(last_sync: str) -> str:
+    return f"Synchronisation : {last_sync}"
+
+
+def reloaded(ok: bool) -> str:
+    return "Politiques rechargées." if ok else "Rechargement refusé (voir ci-dessus)."

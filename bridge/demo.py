@@ -71,11 +71,7 @@ async def demo(workdir: Path, *, keep_running: bool) -> int:
         created = 0
         for mxid in sorted(set(identities.values())):
             localpart = mxid[1:].split(":", 1)[0]
-            try:
-                synapse.register_user(localpart, PASSWORD)
-                created += 1
-            except Exception as exc:  # noqa: BLE001 - already registered on a previous run
-                print(f"  {localpart}: not created ({type(exc).__name__}: already there?)")
+            created += synapse.ensure_user(localpart, PASSWORD)  # already there from a previous run: kept
         print(f"Accounts: {created} created, {len(set(identities.values())) - created} already there.")
         result = await run_sync(config, [str(SCHOOL)], store=bridge.store, api=bridge.api, apply=True)
         print(render.to_text(result.plan, result.verdict, limit=0))

@@ -160,6 +160,16 @@ class LocalSynapse:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
 
+    def ensure_user(self, username: str, password: str) -> bool:
+        """Create the user unless it exists; True when it was created now."""
+        try:
+            self.register_user(username, password)
+        except urllib.error.HTTPError as exc:
+            if json.loads(exc.read() or b"{}").get("errcode") != "M_USER_IN_USE":
+                raise
+            return False
+        return True
+
     def register_user(self, username: str, password: str, *, admin: bool = False) -> dict[str, Any]:
         """Create a user with the shared secret (Synapse's admin registration API)."""
         nonce = self._post("/_synapse/admin/v1/register")["nonce"]

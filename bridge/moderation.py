@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,8 @@ OUTSIDER = {"fr": "{user} a été retiré(e) de ce salon : {reason}.",
 
 class Moderator:
     def __init__(self, *, policies_dir: Path, store: Store, api: Homeserver, bot: Bot, audit: AuditLog,
-                 language: str = "fr", keyless: str | None = None, clock: Clock = SYSTEM) -> None:
+                 language: str = "fr", keyless: str | None = None, clock: Clock = SYSTEM,
+                 report: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.keyless = keyless
         self._keyless_power: dict[str, dict[str, Any]] = {}  # room id -> power levels (keyless rooms)
         self.policies_dir = policies_dir
@@ -61,7 +62,7 @@ class Moderator:
         self.reports_room: dict[str, str] = {}  # UAI -> room id of the school's moderators room
         self.memory = ModerationMemory()
         self._unmute_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self.report: Callable[[str], Any] | None = None  # posts to the admin room when set
+        self.report = report  # posts to the district's admin room, when there is one
 
     # --- policies -------------------------------------------------------------------------------
 
@@ -102,7 +103,7 @@ class Moderator:
         await self.bot.send_notice(target, text)
         return True
 
-    async def outsider_removed(self, room_id: str, user: str, *, reason: str) -> None:
+    async def outsider_removed(self, room_id: str, user: str, reason: str) -> None:
         """Say in the room why someone vanished from it, and tell the school's moderators."""
         await self._notice(room_id, OUTSIDER.get(self.language, OUTSIDER["fr"]).format(user=user, reason=reason))
         await self.report_to_school(room_id, user=user, protection="outsiders", reason=reason, actions=["kick"])

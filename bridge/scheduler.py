@@ -52,8 +52,10 @@ class Resyncer:
             log.error("resync_failed", error=f"{type(exc).__name__}: {exc}")
         self.runs += 1
 
-    async def run(self) -> None:
-        seen = sources_fingerprint(self.sources)
+    async def run(self, seen: tuple[tuple[str, int, int], ...] | None = None) -> None:
+        """`seen`: the sources' fingerprint when the scheduler was started (a change made between
+        start and the task's first step is a change, not the baseline)."""
+        seen = sources_fingerprint(self.sources) if seen is None else seen
         if self.run_at_start:
             await self._run_job("start")
         loop = asyncio.get_running_loop()
@@ -74,7 +76,7 @@ class Resyncer:
                 next_run = loop.time() + self.interval
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="resync")
+        self._task = asyncio.create_task(self.run(sources_fingerprint(self.sources)), name="resync")
 
     async def stop(self) -> None:
         if self._task is not None:

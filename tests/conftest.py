@@ -145,9 +145,9 @@ async def bridge_factory(homeserver: Homeserver, data_dir: Path) -> AsyncIterato
     started: list[Bridge] = []
 
     async def make(*, with_bot: bool = True, start: bool = True) -> Bridge:
-        bridge = await Bridge.create(homeserver.config(data_dir))
+        bridge = await Bridge.create(homeserver.config(data_dir), with_bot=with_bot)
         if start:
-            await bridge.start(with_bot=with_bot)
+            await bridge.start()
             started.append(bridge)
         return bridge
 
@@ -183,8 +183,9 @@ async def humans(homeserver: Homeserver, tmp_path: Path) -> AsyncIterator[Callab
         await client.close()
 
 
-async def sync_until(client: Any, predicate: Callable[[], bool], *, timeout: float = 20.0) -> None:
-    """Sync a nio client until predicate() holds."""
+async def sync_until(client: Any, predicate: Callable[[], bool], *, timeout: float = 300.0) -> None:
+    """Sync a nio client until predicate() holds. `timeout` only turns a hang into a failure: it
+    is far above what any step takes on a loaded machine."""
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
@@ -211,3 +212,12 @@ def write_school(tmp_path: Path, data: dict[str, Any]) -> Path:
     path = tmp_path / f"school-{data['schools'][0]['uai']}.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
     return path
+
+
+async def create_encrypted_room(bridge: Any, *, name: str, invite: list[str]) -> str:
+    """An invite-only, end-to-end encrypted room made by the bridge's bot (not a managed room)."""
+    return str(await bridge.api.create_room(as_user=bridge.config.bot_user_id, body={
+        "name": name, "preset": "private_chat", "invite": invite, "initial_state": [
+            {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+            {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
+            {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "joined"}}]}))

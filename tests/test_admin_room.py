@@ -59,9 +59,9 @@ async def test_admin_room_commands_and_reports(homeserver: Any, data_dir: Path, 
         data["pupils"] = data["pupils"][:1]  # a truncated export
         src.write_text(yaml.safe_dump(data, allow_unicode=True))
         await say(admin, "!sync")
-        await sync_until(admin, lambda: any("REFUSÉE" in n for n in notices), timeout=30)
+        await sync_until(admin, lambda: any("REFUSÉE" in n for n in notices))
         await say(admin, "!plan")
-        await sync_until(admin, lambda: any(n.startswith("Plan :") and "REFUSÉ" in n for n in notices), timeout=30)
+        await sync_until(admin, lambda: any(n.startswith("Plan :") and "REFUSÉ" in n for n in notices))
         assert all("connard" not in n for n in notices)
     finally:
         await bridge.stop()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from nio import RoomMessageNotice, RoomMessageText
 
-from tests.conftest import sync_until
+from tests.conftest import create_encrypted_room, sync_until
 
 pytestmark = pytest.mark.synapse
 
@@ -49,7 +49,7 @@ async def test_bot_and_human_decrypt_each_other_and_after_restart(bridge_factory
                                                                    homeserver: Any) -> None:
     bridge = await bridge_factory()
     parent = await humans("parent")
-    room_id = await bridge.create_encrypted_room(name="Classe test", invite=[parent.user_id])
+    room_id = await create_encrypted_room(bridge, name="Classe test", invite=[parent.user_id])
     await _join_invite(parent, room_id)
 
     # Bot -> human, encrypted.
@@ -96,7 +96,7 @@ async def test_homeserver_delivers_transactions_to_the_bridge(bridge_factory: An
 
     bridge.dispatcher.handlers.append(record)
     teacher = await humans("teacher")
-    room_id = await bridge.create_encrypted_room(name="Salle", invite=[teacher.user_id])
+    room_id = await create_encrypted_room(bridge, name="Salle", invite=[teacher.user_id])
     await _join_invite(teacher, room_id)
     await _wait(lambda: any(e.get("type") == "m.room.member" and e.get("state_key") == teacher.user_id
                             and e["content"].get("membership") == "join" for e in seen))

@@ -48,8 +48,8 @@ async def test_run_syncs_directory_on_start_and_on_change(homeserver: Any, data_
     src = tmp_path / "dir.yaml"
     src.write_text(yaml.safe_dump(data, allow_unicode=True))
     config = dataclasses.replace(homeserver.config(data_dir), directory_sources=(str(src),))
-    bridge = await Bridge.create(config)
-    await bridge.start(with_bot=False)
+    bridge = await Bridge.create(config, with_bot=False)
+    await bridge.start()
     try:
         assert bridge.resyncer is not None
         bridge.resyncer.poll = bridge.resyncer.settle = 0.1
@@ -87,11 +87,11 @@ async def test_outsider_invited_by_a_teacher_is_removed_at_once(homeserver: Any,
     base = homeserver.config(data_dir)
     config = dataclasses.replace(base, directory_sources=(str(src),), resync_minutes=600,
                                  identity=dataclasses.replace(base.identity, mapping_file=mapping))
-    bridge = await Bridge.create(config)
-    await bridge.start(with_bot=False)
+    bridge = await Bridge.create(config, with_bot=False)
+    await bridge.start()
     try:
         for _ in range(200):
-            if bridge.entitled:
+            if bridge.outsiders.entitled:
                 break
             await asyncio.sleep(0.1)
         room_id = next(r.room_id for r in await bridge.store.all_rooms() if r.template == "class"

@@ -142,3 +142,32 @@ async def test_provisioned_and_leavers(store: Any) -> None:
     await store.set_leavers(add={"p1": 10, "p2": 20}, remove=[])
     await store.set_leavers(add={"p1": 99}, remove=["p2"])  # the first departure date is kept
     assert await store.leavers() == {"p1": 10}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_processes_opening_a_new_store_together_all_succeed(backend: str, tmp_path: Path) -> None:
+    """Two bridges (`run` and a CLI `sync`) starting on an empty store: the migrations run once,
+    under the store's lock, and neither fails with 'table already exists'."""
+    import subprocess
+    import sys
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'new.db'}"
+        opener = "from bridge.store.sqlite import SqliteStore as S; s = S(sys.argv[1][10:])"
+    else:
+        dsn = postgres_dsn()
+        if not dsn:
+            pytest.skip("ENT_BRIDGE_TEST_POSTGRES not set")
+        url = dsn
+        opener = f"from bridge.store.postgres import PostgresStore as S; s = S(sys.argv[1], schema='n_{secrets.token_hex(4)}')"
+    script = ("import asyncio, sys\n" + opener + "\n"
+              "async def main():\n    await s.open()\n    print(await s.schema_version())\n    await s.close()\n"
+              "asyncio.run(main())\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(6)]
+    results = [p.communicate() for p in procs]
+    from bridge.store.migrations import migrations
+
+    latest = str(migrations()[-1][0])
+    assert all(p.returncode == 0 for p in procs), [err[-500:] for _, err in results]
+    assert [out.strip() for out, _ in results] == [latest] * 6

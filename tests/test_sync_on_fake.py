@@ -161,3 +161,15 @@ async def test_client_raises_refusals_it_cannot_explain(world: World) -> None:
     with pytest.raises(MForbidden):  # refused, and the state says they are not invited: the refusal stands
         await world.api.invite(room, "@autre:ent.test", as_user=bot)
     assert await world.api.membership(room, "@autre:ent.test", as_user=bot) is None
+
+
+async def test_a_create_whose_answer_was_lost_is_adopted_with_its_invites(world: World) -> None:
+    """createRoom took effect but its answer never came (timeout): the retry meets M_ROOM_IN_USE,
+    the room is found by its alias and adopted, and the invites it carried are ensured."""
+    world.fake.fail("POST", "/createRoom", None, done=True)
+    result = await world.sync()
+    assert not result.report.failed and result.residual.is_empty()
+    assert len(world.fake.store.rooms) == len(result.plan.desired)  # no duplicate room
+    for key, d in result.plan.desired.items():
+        rec = await world.store.get_room(key)
+        assert await _members(world, rec.room_id) == set(d.members)

@@ -71,7 +71,8 @@ MessageHook = Callable[[ReceivedMessage], Awaitable[None]]
 
 class Bot:
     def __init__(self, *, homeserver_url: str, user_id: str, store_dir: str, store_key: str,
-                 display_name: str, api: AppserviceAPI, as_token: str, store: KeyValue) -> None:
+                 display_name: str, api: AppserviceAPI, as_token: str, store: KeyValue,
+                 message_hooks: list[MessageHook] | None = None) -> None:
         self.homeserver_url = homeserver_url
         self.user_id = user_id
         self.store_dir = store_dir
@@ -81,7 +82,7 @@ class Bot:
         self._as_token = as_token
         self.store = store
         self.client: AppserviceNioClient | None = None
-        self.message_hooks: list[MessageHook] = []
+        self.message_hooks: list[MessageHook] = list(message_hooks or [])
         self._sync_task: asyncio.Task[None] | None = None
         self._synced = asyncio.Condition()
 

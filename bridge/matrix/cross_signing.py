@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -113,6 +114,6 @@ def unseal(text: str, *, store_key: str) -> CrossSigningKeys:
     raw = base64.b64decode(text[3:])
     try:
         plain = _aead(store_key).decrypt(raw[:12], raw[12:], b"x-signing")
-    except Exception:  # noqa: BLE001 - cryptography raises InvalidTag
+    except InvalidTag:
         raise BridgeError("cannot decrypt the stored cross-signing keys: wrong bot.store_key?") from None
     return CrossSigningKeys(plain[:32], plain[32:64], plain[64:96])

@@ -27,6 +27,7 @@ class Fault:
     errcode: str = "M_UNKNOWN"
     times: int = 1
     retry_after_ms: int | None = None
+    done: bool = False  # with status None: the request took effect, only its answer was lost
 
 
 class FakeHomeserver:
@@ -45,8 +46,8 @@ class FakeHomeserver:
     # --- test controls ------------------------------------------------------------------------
 
     def fail(self, method: str, fragment: str, status: int | None, errcode: str = "M_UNKNOWN", *, times: int = 1,
-             retry_after_ms: int | None = None) -> None:
-        self.faults.append(Fault(method, fragment, status, errcode, times, retry_after_ms))
+             retry_after_ms: int | None = None, done: bool = False) -> None:
+        self.faults.append(Fault(method, fragment, status, errcode, times, retry_after_ms, done))
 
     def register(self, user_id: str) -> None:
         self.users.setdefault(user_id, user_id[1:].split(":", maxsplit=1)[0])
@@ -68,11 +69,17 @@ class FakeHomeserver:
             if fault.times > 0 and fault.method == method and fault.fragment in unquote(path):
                 fault.times -= 1
                 if fault.status is None:
+                    if fault.done:  # the homeserver did it; the client timed out before the answer
+                        await self._answer(method, path, params, headers, json)
                     raise TransportFailure("TimeoutError")
                 body: dict[str, Any] = {"errcode": fault.errcode, "error": "injected fault"}
                 if fault.retry_after_ms is not None:
                     body["retry_after_ms"] = fault.retry_after_ms
                 return fault.status, body
+        return await self._answer(method, path, params, headers, json)
+
+    async def _answer(self, method: str, path: str, params: Mapping[str, str], headers: Mapping[str, str],
+                      json: Any) -> tuple[int, Any]:
         if headers.get("Authorization") != f"Bearer {self.as_token}":
             return 401, {"errcode": "M_UNKNOWN_TOKEN", "error": "Invalid access token"}
         user = params.get("user_id") or self.sender

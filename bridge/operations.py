@@ -1,0 +1,94 @@
+"""What the running bridge does on a schedule or on an admin's command: syncs, sweeps, reloads, status."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from bridge import admin_room as texts
+from bridge.audit import AuditLog
+from bridge.clock import Clock
+from bridge.config import Config
+from bridge.logging import get_logger
+from bridge.matrix.port import Homeserver
+from bridge.moderation import Moderator
+from bridge.outsider_guard import OutsiderGuard
+from bridge.reconcile.sync import run_sync
+from bridge.retention_sweep import sweep_managed
+from bridge.store.base import Store
+
+log = get_logger(component="operations")
+Notify = Callable[[str], Awaitable[None]]
+
+
+class Operations:
+    def __init__(self, *, config: Config, store: Store, api: Homeserver, outsiders: OutsiderGuard,
+                 moderator: Moderator | None, notify: Notify, clock: Clock) -> None:
+        self.config = config
+        self.store = store
+        self.api = api
+        self.outsiders = outsiders
+        self.moderator = moderator
+        self.notify = notify
+        self.clock = clock
+        self.last_sync = texts.NO_SYNC_YET
+
+    async def resync(self) -> None:
+        """One directory sync, applied when the guards allow it; a refusal is logged and reported."""
+        result = await run_sync(self.config, list(self.config.directory_sources), store=self.store, api=self.api,
+                                apply=True, clock=self.clock)
+        if self.moderator is not None:
+            await self.moderator.refresh_rooms()
+        self.outsiders.update(result.plan.desired, await self.store.all_rooms())
+        if not result.verdict.ok:
+            log.error("resync_refused_by_guard", reasons=list(result.verdict.reasons))
+            self.last_sync = texts.SYNC_REFUSED
+            await self.notify(texts.refused(result.verdict.reasons))
+            return
+        failed = len(result.report.failed) if result.report else 0
+        self.last_sync = texts.sync_done(result.plan.summary(), failed)
+        if result.residual is not None and not result.residual.is_empty():
+            # The apply's own verification found the homeserver still different: say so.
+            await self.notify(texts.residual(result.residual.summary()))
+
+    async def sweep(self) -> None:
+        """Retention sweep of every managed room whose template sets a lifetime, then the audit
+        log's own retention."""
+        await sweep_managed(self.config, store=self.store, api=self.api, clock=self.clock)
+        cutoff = self.clock.now_ms() - self.config.audit_retention_days * 86_400_000
+        await AuditLog(self.store, key=self.config.audit_key).prune(older_than_ms=cutoff)
+
+    async def reload_policies(self) -> str | None:
+        """Reload templates and moderation; a broken file leaves the previous policies in force."""
+        if self.moderator is None:
+            return None
+        error = self.moderator.reload()
+        if error:
+            log.error("policy_reload_failed_previous_kept", error=error)
+            await self.notify(texts.policy_refused(error))
+        return error
+
+    # --- the admin room's commands ------------------------------------------------------------
+
+    async def status(self) -> str:
+        rooms = await self.store.all_rooms()
+        dead = await self.store.dead_letters()
+        pending = await self.store.pending_events(limit=1000)
+        archived = sum(1 for r in rooms if r.archived)
+        return texts.status(active=len(rooms) - archived, archived=archived, pending=len(pending), dead=len(dead),
+                            last_sync=self.last_sync)
+
+    async def plan_summary(self) -> str:
+        result = await run_sync(self.config, list(self.config.directory_sources), store=self.store, api=self.api,
+                                apply=False, clock=self.clock)
+        return texts.plan(result.plan.summary(), () if result.verdict.ok else result.verdict.reasons)
+
+    async def sync_now(self) -> str:
+        await self.resync()
+        return texts.synced(self.last_sync)
+
+    async def reload_answer(self) -> str:
+        return texts.reloaded(await self.reload_policies() is None)
+
+    def commands(self) -> dict[str, Callable[[], Awaitable[str]]]:
+        return {"status": self.status, "plan": self.plan_summary, "sync": self.sync_now,
+                "policy reload": self.reload_answer}

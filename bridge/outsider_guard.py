@@ -1,0 +1,56 @@
+"""Outsider removal (shell): someone invited or joined into a managed room without being entitled
+is removed at once, from the event stream, not at the next sync."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from bridge.audit import AuditLog
+from bridge.errors import BridgeError
+from bridge.logging import get_logger
+from bridge.matrix.port import Homeserver
+from bridge.policy.outsiders import outsider
+from bridge.rooms.desired import DesiredRoom
+from bridge.store.base import RoomRecord
+
+log = get_logger(component="outsiders")
+REASON = {"fr": "n'est pas autorisé dans ce salon selon l'annuaire",
+          "en": "is not entitled to this room according to the directory"}
+Explain = Callable[[str, str, str], Awaitable[None]]  # (room id, user, reason): a notice and a report
+
+
+class OutsiderGuard:
+    def __init__(self, *, api: Homeserver, audit: AuditLog, bot: str, keyless: str, language: str,
+                 explain: Explain | None = None) -> None:
+        self.api = api
+        self.audit = audit
+        self.bot = bot
+        self.keyless = keyless
+        self.reason = REASON.get(language, REASON["fr"])
+        self.entitled: dict[str, frozenset[str]] = {}  # room id -> people, from the last applied sync
+        self.actors: dict[str, str] = {}  # room id -> the keyless user, where it runs the room
+        self.explain = explain  # moderation's notice in the room and report to the school
+
+    def update(self, desired: Mapping[str, DesiredRoom], records: list[RoomRecord]) -> None:
+        """After each sync: who is entitled where, and who runs each room."""
+        ids = {r.room_key: r.room_id for r in records if not r.archived}
+        self.entitled = {ids[k]: frozenset(r.members) for k, r in desired.items() if k in ids}
+        self.actors = {ids[k]: r.owner for k, r in desired.items() if k in ids and r.owner}
+
+    async def on_event(self, event: dict[str, Any]) -> None:
+        user = outsider(event, self.entitled, bridge_users=(self.bot, self.keyless))
+        if user is None:
+            return
+        room_id = str(event["room_id"])
+        # A refusal raises: the dispatcher records it and retries.
+        if not await self.api.kick(room_id, user, as_user=self.actors.get(room_id, self.bot), reason=self.reason):
+            return  # already gone (left, or the invite was withdrawn)
+        get_logger(room_id=room_id).info("outsider_removed", user_id=user, by=event.get("sender"))
+        await self.audit.append(actor="ent-bridge", action="outsider_removed", room=room_id, subject=user,
+                                reason=self.reason, detail={"invited_by": event.get("sender")})
+        if self.explain is not None:
+            try:
+                await self.explain(room_id, user, self.reason)
+            except (TimeoutError, BridgeError) as exc:  # the removal stands; only the explanation is missing
+                log.warning("outsider_notice_failed", room_id=room_id, error=str(exc))

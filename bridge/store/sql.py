@@ -1,0 +1,200 @@
+"""The store, written once in SQL for every backend (the statements use $1-style placeholders)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from typing import Any
+
+from bridge.store.base import AuditRow, InboxItem, RoomRecord
+from bridge.store.db import Database
+from bridge.store.migrations import migrations
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class SqlStore:
+    """Every backend passes tests/test_store_contract.py; only the `Database` differs."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def open(self) -> None:
+        await self.db.open()
+        # One migrator at a time, even with several bridge processes opening a new store together:
+        # the version is read inside the exclusive transaction that applies what is missing.
+        async with self.db.transaction(exclusive=True) as tx:
+            await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = int(await tx.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+            for version, statements in migrations():
+                if version <= current:
+                    continue
+                for stmt in statements:
+                    await tx.execute(stmt)
+                await tx.execute("DELETE FROM schema_version")
+                await tx.execute("INSERT INTO schema_version VALUES ($1)", version)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def schema_version(self) -> int:
+        return int(await self.db.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+
+    # --- transactions and the inbox -----------------------------------------------------------
+
+    async def record_transaction(self, txn_id: str, events: list[dict[str, Any]], *, now_ms: int) -> bool:
+        async with self.db.transaction() as tx:
+            inserted = await tx.fetchval("INSERT INTO transactions VALUES ($1, $2, $3) ON CONFLICT DO NOTHING "
+                                         "RETURNING 1", txn_id, now_ms, len(events))
+            if not inserted:
+                return False
+            await tx.executemany("INSERT INTO inbox (txn_id, idx, event_json) VALUES ($1, $2, $3)",
+                                 [(txn_id, i, _compact(ev)) for i, ev in enumerate(events)])
+        return True
+
+    async def pending_events(self, *, limit: int = 100) -> list[InboxItem]:
+        rows = await self.db.fetch(
+            "SELECT i.txn_id, i.idx, i.event_json, i.attempts FROM inbox i "
+            "JOIN transactions t ON t.txn_id = i.txn_id WHERE i.dead = 0 "
+            "ORDER BY t.received_at, i.txn_id, i.idx LIMIT $1", limit)
+        return [InboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    async def events_done(self, items: list[tuple[str, int]]) -> None:
+        async with self.db.transaction() as tx:
+            await tx.executemany("DELETE FROM inbox WHERE txn_id = $1 AND idx = $2", items)
+
+    async def event_failed(self, txn_id: str, idx: int, *, error: str, max_attempts: int) -> bool:
+        async with self.db.transaction() as tx:
+            dead = await tx.fetchval(
+                "UPDATE inbox SET attempts = attempts + 1, last_error = $1, "
+                "dead = CASE WHEN attempts + 1 >= $2 THEN 1 ELSE 0 END WHERE txn_id = $3 AND idx = $4 "
+                "RETURNING dead", error[:500], max_attempts, txn_id, idx)
+        return bool(dead)
+
+    async def dead_letters(self) -> list[InboxItem]:
+        rows = await self.db.fetch("SELECT txn_id, idx, event_json, attempts FROM inbox WHERE dead = 1 "
+                                   "ORDER BY txn_id, idx")
+        return [InboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    # --- key/value ----------------------------------------------------------------------------
+
+    async def get_value(self, key: str) -> str | None:
+        value = await self.db.fetchval("SELECT value FROM kv WHERE key = $1", key)
+        return None if value is None else str(value)
+
+    async def set_value(self, key: str, value: str) -> None:
+        await self.db.execute("INSERT INTO kv (key, value) VALUES ($1, $2) "
+                              "ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value)
+
+    # --- managed rooms ------------------------------------------------------------------------
+
+    async def get_room(self, room_key: str) -> RoomRecord | None:
+        row = await self.db.fetchrow("SELECT room_key, room_id, alias, template, archived_at FROM rooms "
+                                     "WHERE room_key = $1", room_key)
+        return None if row is None else RoomRecord(*row)
+
+    async def put_room(self, record: RoomRecord, *, now_ms: int) -> None:
+        await self.db.execute(
+            "INSERT INTO rooms (room_key, room_id, alias, template, created_at) VALUES ($1, $2, $3, $4, $5) "
+            "ON CONFLICT (room_key) DO UPDATE SET room_id = excluded.room_id, alias = excluded.alias, "
+            "template = excluded.template",
+            record.room_key, record.room_id, record.alias, record.template, now_ms)
+
+    async def all_rooms(self) -> list[RoomRecord]:
+        rows = await self.db.fetch("SELECT room_key, room_id, alias, template, archived_at FROM rooms "
+                                   "ORDER BY room_key")
+        return [RoomRecord(*r) for r in rows]
+
+    async def delete_room(self, room_key: str) -> None:
+        await self.db.execute("DELETE FROM rooms WHERE room_key = $1", room_key)
+
+    async def archive_room(self, room_key: str, *, now_ms: int) -> None:
+        await self.db.execute("UPDATE rooms SET archived_at = $1 WHERE room_key = $2", now_ms, room_key)
+
+    async def unarchive_room(self, room_key: str) -> None:
+        await self.db.execute("UPDATE rooms SET archived_at = NULL WHERE room_key = $1", room_key)
+
+    # --- people -------------------------------------------------------------------------------
+
+    async def identities(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in await self.db.fetch("SELECT person_id, user_id FROM identities")}
+
+    async def put_identities(self, mapping: dict[str, str]) -> None:
+        async with self.db.transaction() as tx:
+            await tx.executemany("INSERT INTO identities (person_id, user_id) VALUES ($1, $2) "
+                                 "ON CONFLICT (person_id) DO UPDATE SET user_id = excluded.user_id",
+                                 sorted(mapping.items()))
+
+    async def delete_identity(self, person_id: str) -> None:
+        await self.db.execute("DELETE FROM identities WHERE person_id = $1", person_id)
+
+    async def mark_provisioned(self, user_id: str, person_id: str) -> None:
+        await self.db.execute("INSERT INTO provisioned VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+                              user_id, person_id)
+
+    async def provisioned(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in await self.db.fetch("SELECT user_id, person_id FROM provisioned")}
+
+    async def forget_provisioned(self, user_id: str) -> None:
+        await self.db.execute("DELETE FROM provisioned WHERE user_id = $1", user_id)
+
+    async def leavers(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in await self.db.fetch("SELECT person_id, left_at FROM leavers")}
+
+    async def set_leavers(self, *, add: dict[str, int], remove: list[str]) -> None:
+        async with self.db.transaction() as tx:
+            await tx.executemany("INSERT INTO leavers VALUES ($1, $2) ON CONFLICT (person_id) DO NOTHING",
+                                 sorted(add.items()))
+            await tx.executemany("DELETE FROM leavers WHERE person_id = $1", [(p,) for p in remove])
+
+    # --- observed-state cache -----------------------------------------------------------------
+
+    async def observed_rooms(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in await self.db.fetch("SELECT room_id, state_json FROM observed_rooms")}
+
+    async def put_observed(self, rooms: dict[str, str], *, replace_all: bool = False,
+                           drop: Collection[str] = ()) -> None:
+        async with self.db.transaction() as tx:
+            if replace_all:
+                await tx.execute("DELETE FROM observed_rooms")
+            await tx.executemany("DELETE FROM observed_rooms WHERE room_id = $1", [(r,) for r in drop])
+            await tx.executemany("INSERT INTO observed_rooms VALUES ($1, $2) ON CONFLICT (room_id) "
+                                 "DO UPDATE SET state_json = excluded.state_json", list(rooms.items()))
+
+    # --- mutes --------------------------------------------------------------------------------
+
+    async def put_mute(self, room_id: str, user_id: str, *, until_ms: int) -> None:
+        await self.db.execute("INSERT INTO mutes VALUES ($1, $2, $3) ON CONFLICT (room_id, user_id) "
+                              "DO UPDATE SET until_ms = excluded.until_ms", room_id, user_id, until_ms)
+
+    async def delete_mute(self, room_id: str, user_id: str) -> None:
+        await self.db.execute("DELETE FROM mutes WHERE room_id = $1 AND user_id = $2", room_id, user_id)
+
+    async def mutes(self) -> list[tuple[str, str, int]]:
+        rows = await self.db.fetch("SELECT room_id, user_id, until_ms FROM mutes ORDER BY until_ms")
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    # --- audit rows (the chaining is bridge/audit.py's) -----------------------------------------
+
+    async def audit_last(self) -> AuditRow | None:
+        row = await self.db.fetchrow("SELECT seq, ts, body, mac FROM audit ORDER BY seq DESC LIMIT 1")
+        return None if row is None else AuditRow(*row)
+
+    async def audit_append(self, rows: list[AuditRow]) -> None:
+        async with self.db.transaction() as tx:
+            await tx.executemany("INSERT INTO audit (seq, ts, body, mac) VALUES ($1, $2, $3, $4)",
+                                 [(r.seq, r.ts, r.body, r.mac) for r in rows])
+
+    async def audit_rows(self, *, after_seq: int = 0) -> list[AuditRow]:
+        rows = await self.db.fetch("SELECT seq, ts, body, mac FROM audit WHERE seq > $1 ORDER BY seq", after_seq)
+        return [AuditRow(*r) for r in rows]
+
+    async def audit_prune(self, *, before_ts: int) -> AuditRow | None:
+        async with self.db.transaction() as tx:
+            row = await tx.fetchrow("SELECT seq, ts, body, mac FROM audit WHERE ts < $1 ORDER BY seq DESC LIMIT 1",
+                                    before_ts)
+            if row is not None:
+                await tx.execute("DELETE FROM audit WHERE seq <= $1", row[0])
+        return None if row is None else AuditRow(*row)

@@ -1,0 +1,207 @@
+"""The running bridge (composition root, appservice endpoint, dispatcher, outsider removal,
+scheduled syncs and sweeps, admin answers) on the fake homeserver, plus the executor's
+hand-over, provisioning and erasure paths: no Synapse, milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest_asyncio
+
+from bridge import admin_room as texts
+from bridge.app import Bridge
+from bridge.clock import FakeClock, FixedTime
+from bridge.config import load_config
+from bridge.devserver import free_port
+from bridge.matrix.appservice_api import AppserviceAPI
+from bridge.matrix.fake import FakeHomeserver
+from bridge.reconcile.actions import ErasePerson, ProvisionAccount, TransferRoom
+from bridge.reconcile.sync import run_sync
+from bridge.store import open_store
+from tests.conftest import ROOT, unique_school, write_bridge_files, write_school
+
+
+async def _until(predicate: Any, *, steps: int = 2000) -> None:
+    """Let the bridge's tasks run until the condition holds (no wall-clock deadline)."""
+    for _ in range(steps):
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition not reached")
+
+
+@pytest_asyncio.fixture
+async def running(tmp_path: Path) -> AsyncIterator[tuple[Bridge, FakeHomeserver, dict[str, Any]]]:
+    config_path, _ = write_bridge_files(tmp_path, hs_url="http://fake.invalid", bridge_port=free_port())
+    school = unique_school(tmp_path)
+    src = write_school(tmp_path, school)
+    config = dataclasses.replace(load_config(config_path), database_url=f"sqlite:///{tmp_path / 'b.db'}",
+                                 directory_sources=(str(src),), watch_sources=False)
+    fake = FakeHomeserver(server_name=config.homeserver.server_name, as_token=config.appservice.as_token,
+                          sender=config.appservice.sender_localpart)
+    bridge = await Bridge.create(config, with_bot=False, transport=fake)
+    await bridge.start()
+    assert bridge.resyncer is not None
+    await _until(lambda: bridge.resyncer.runs >= 1)
+    try:
+        yield bridge, fake, {"school": school, "src": src, "tmp": tmp_path}
+    finally:
+        await bridge.stop()
+
+
+async def _put(bridge: Bridge, txn: str, events: list[dict[str, Any]]) -> int:
+    url = f"http://127.0.0.1:{bridge.config.appservice.port}/_matrix/app/v1/transactions/{txn}"
+    async with aiohttp.ClientSession() as http, http.put(
+            url, json={"events": events}, headers={"Authorization": f"Bearer {bridge.config.appservice.hs_token}"}
+    ) as resp:
+        return resp.status
+
+
+async def test_start_syncs_the_directory_and_answers_status(running: Any) -> None:
+    bridge, fake, _ = running
+    rooms = await bridge.store.all_rooms()
+    assert rooms and all(r.room_id in fake.store.rooms for r in rooms)
+    assert bridge.outsiders.entitled  # the outsider rule knows every managed room
+    status = await bridge.ops.status()
+    assert f"{len(rooms)} salons gérés" in status and "0 en échec" in status
+    assert "rien à faire" in await bridge.ops.plan_summary()
+    assert "Synchronisation" in await bridge.ops.sync_now()
+    assert await bridge.ops.reload_answer() == texts.reloaded(True)  # no moderator: nothing to reload
+
+
+async def test_an_outsider_invited_by_hand_is_removed_from_the_event_stream(running: Any) -> None:
+    bridge, fake, _ = running
+    room = next(r for r in await bridge.store.all_rooms() if r.template == "class")
+    stranger = "@intrus:ent.test"
+    fake.register(stranger)
+    fake.store.invite(fake.room(room.room_id), bridge.config.bot_user_id, stranger, None)
+    event = {"type": "m.room.member", "room_id": room.room_id, "state_key": stranger, "event_id": "$inv",
+             "sender": "@teacher:ent.test", "content": {"membership": "invite"}}
+    assert await _put(bridge, "t1", [event]) == 200
+    await _until(lambda: fake.room(room.room_id).membership(stranger) == "leave")
+    await _until(lambda: not bridge.dispatcher._wake.is_set())
+    rows = [r.body for r in await bridge.store.audit_rows()]
+    assert any("outsider_removed" in b for b in rows)
+    assert await _put(bridge, "t1", [event]) == 200  # a resent transaction is acknowledged, not redone
+
+
+async def test_a_truncated_export_is_refused_and_said(running: Any) -> None:
+    bridge, _fake, ctx = running
+    ctx["school"]["pupils"] = ctx["school"]["pupils"][:1]
+    ctx["school"]["guardians"] = ctx["school"]["guardians"][:1]
+    write_school(ctx["tmp"], ctx["school"])
+    await bridge.ops.resync()
+    assert bridge.ops.last_sync == texts.SYNC_REFUSED
+    assert "REFUSÉ" in await bridge.ops.plan_summary()
+
+
+async def test_the_sweep_removes_messages_past_their_lifetime(running: Any) -> None:
+    bridge, fake, _ = running
+    room = next(r for r in await bridge.store.all_rooms() if r.template == "class")
+    old = fake.store.send_message(fake.room(room.room_id), bridge.config.bot_user_id, "m.room.message",
+                                  {"msgtype": "m.text", "body": "vieux"})  # fake timestamps are tiny: expired
+    await bridge.ops.sweep()
+    assert next(e for e in fake.room(room.room_id).timeline if e["event_id"] == old["event_id"])["content"] == {}
+
+
+async def test_content_inspection_switch_hands_rooms_to_the_keyless_user_and_back(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    config_path, _ = write_bridge_files(tmp_path, hs_url="http://fake.invalid", bridge_port=1)
+    config = dataclasses.replace(load_config(config_path), database_url=f"sqlite:///{tmp_path / 'b.db'}",
+                                 policies_dir=policies)
+    fake = FakeHomeserver(server_name=config.homeserver.server_name, as_token=config.appservice.as_token,
+                          sender=config.appservice.sender_localpart)
+    api = AppserviceAPI(as_token=config.appservice.as_token, transport=fake)
+    store = await open_store(config.database_url)
+    src = [str(write_school(tmp_path, unique_school(tmp_path)))]
+    bot, keyless = config.bot_user_id, config.keyless_user_id
+    try:
+        assert (await run_sync(config, src, store=store, api=api, apply=True)).residual.is_empty()
+        text = (policies / "moderation.yaml").read_text()
+        (policies / "moderation.yaml").write_text(text.replace("content_inspection: true", "content_inspection: false"))
+        handed = await run_sync(config, src, store=store, api=api, apply=True)
+        assert handed.plan.of(TransferRoom) and handed.residual.is_empty() and not handed.report.failed
+        for rec in await store.all_rooms():
+            if rec.template in ("class", "family", "school", "staff"):  # the templates of that profile
+                assert fake.room(rec.room_id).membership(keyless) == "join"
+                assert fake.room(rec.room_id).membership(bot) == "leave"  # its device gets no more keys
+        (policies / "moderation.yaml").write_text(text)
+        back = await run_sync(config, src, store=store, api=api, apply=True)
+        assert back.plan.of(TransferRoom) and back.residual.is_empty()
+        assert all(fake.room(r.room_id).membership(bot) == "join" for r in await store.all_rooms())
+    finally:
+        await store.close()
+
+
+class FakeAccounts:
+    """The homeserver's account admin, recorded: nobody has an account yet."""
+
+    def __init__(self) -> None:
+        self.created: dict[str, tuple[str, str | None, tuple[str, str] | None]] = {}
+        self.deactivated: list[str] = []
+
+    async def users_by_email(self, emails: list[str], *, concurrency: int = 8) -> dict[str, str]:
+        return {}
+
+    async def user_exists(self, user_id: str) -> bool:
+        return user_id in self.created
+
+    async def provision(self, user_id: str, *, displayname: str, email: str | None,
+                        sso: tuple[str, str] | None) -> None:
+        self.created[user_id] = (displayname, email, sso)
+
+    async def deactivate(self, user_id: str, *, erase: bool) -> None:
+        assert erase
+        self.deactivated.append(user_id)
+
+
+async def test_accounts_are_provisioned_then_erased_after_the_grace_period(tmp_path: Path) -> None:
+    config_path, _ = write_bridge_files(tmp_path, hs_url="http://fake.invalid", bridge_port=1)
+    base = load_config(config_path)
+    config = dataclasses.replace(base, database_url=f"sqlite:///{tmp_path / 'b.db'}",
+                                 identity=dataclasses.replace(base.identity, provision=True, sso_provider="oidc-ent"))
+    fake = FakeHomeserver(server_name=config.homeserver.server_name, as_token=config.appservice.as_token,
+                          sender=config.appservice.sender_localpart)
+    api = AppserviceAPI(as_token=config.appservice.as_token, transport=fake)
+    store = await open_store(config.database_url)
+    accounts = FakeAccounts()
+    school = unique_school(tmp_path)
+    clock = FakeClock()
+    try:
+        first = await run_sync(config, [str(write_school(tmp_path, school))], store=store, api=api, apply=True,
+                               accounts=accounts, clock=clock)
+        made = {a.user_id: a for a in first.plan.of(ProvisionAccount)}
+        assert set(made) == set(accounts.created) and len(made) == len(school["staff"]) + len(school["guardians"])
+        claire = next(u for u in made if u.startswith("@claire.dubois"))
+        assert accounts.created[claire] == ("Claire Dubois", "claire.dubois@ac-paris.fr", ("oidc-ent", "t-cp"))
+        assert set(await store.provisioned()) == set(made)
+        school["staff"] = [p for p in school["staff"] if p["id"] != "t-cp"]
+        src = [str(write_school(tmp_path, school))]
+        await run_sync(config, src, store=store, api=api, apply=True, accounts=accounts, clock=clock,
+                       allow_mass_removal=True)
+        later = FixedTime(clock.now() + timedelta(days=91))
+        erased = await run_sync(config, src, store=store, api=api, apply=True, accounts=accounts, clock=later)
+        [erase] = erased.plan.of(ErasePerson)
+        assert erase.user_id == claire and accounts.deactivated == [claire]
+        assert "t-cp" not in await store.identities() and claire not in await store.provisioned()
+        # Without the admin, an erasure that must deactivate an account fails and is reported, not skipped.
+        school["guardians"] = school["guardians"][1:]
+        for pupil in school["pupils"]:
+            pupil["guardians"] = [g for g in pupil["guardians"] if g != "g-anne"]
+        src = [str(write_school(tmp_path, school))]
+        await run_sync(config, src, store=store, api=api, apply=True, accounts=accounts, clock=later,
+                       allow_mass_removal=True)
+        failed = await run_sync(config, src, store=store, api=api, apply=True, accounts=None,
+                                clock=FixedTime(later.now() + timedelta(days=91)))
+        assert failed.report is not None and failed.report.failed
+        assert "g-anne" in await store.identities()  # kept until the erasure can be done
+    finally:
+        await store.close()

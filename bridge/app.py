@@ -13,7 +13,7 @@ from aiohttp import web
 from bridge.admin_room import AdminRoom
 from bridge.appservice.dispatch import Dispatcher, EventHandler
 from bridge.appservice.server import AppserviceServer
-from bridge.audit import AuditLog
+from bridge.audit import for_config as audit_for_config
 from bridge.clock import SYSTEM, Clock
 from bridge.config import Config
 from bridge.errors import BridgeError
@@ -62,7 +62,7 @@ class Bridge:
         store = store or await open_store(config.database_url)
         api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token, clock=clock,
                             transport=transport)
-        audit = AuditLog(store, key=config.audit_key)
+        audit = audit_for_config(config, store)
 
         async def on_decrypted(msg: ReceivedMessage) -> None:
             for hook in hooks:  # bound below, once every part exists

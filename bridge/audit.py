@@ -2,25 +2,25 @@
 
 Each entry's MAC is HMAC-SHA256(key, previous MAC || canonical JSON of the entry), so editing,
 removing or reordering an entry breaks the chain from there on. Pruning (the log's own
-retention) keeps the MAC of the last pruned entry as the new anchor.
+retention) keeps the MAC of the last pruned entry as the new anchor. Entry numbers are taken
+under the database's lock (never two writers on one number, across processes). Removing the
+newest entries leaves a valid shorter chain: the head ("seq:mac" of the newest entry) is also
+written to a file outside the database, and `verify` checks the database still reaches it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
+import os
 import time
-import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from bridge.config import Config
 from bridge.store.base import AuditRow, Store
-
-# One chain per store: every AuditLog on the same store (moderation, outsiders, syncs and
-# sweeps each make one) must append under the same lock, or two could take the same seq.
-_CHAIN_LOCKS: weakref.WeakKeyDictionary[Store, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 ANCHOR_KEY = "audit_anchor"  # "seq:mac" of the last pruned entry
 GENESIS = "0" * 64
@@ -49,12 +49,22 @@ class VerifyResult:
     problem: str | None = None
 
 
+def for_config(config: Config, store: Store) -> AuditLog:
+    """The bridge's audit log: its key and head file from the configuration."""
+    return AuditLog(store, key=config.audit_key, head_file=config.audit_head_file)
+
+
+def _split(anchor: str) -> tuple[int, str]:
+    seq, mac = anchor.split(":", 1)
+    return int(seq), mac
+
+
 class AuditLog:
-    def __init__(self, store: Store, *, key: str) -> None:
+    def __init__(self, store: Store, *, key: str, head_file: Path | None = None) -> None:
         self.store = store
         self._key = hashlib.sha256(b"ent-bridge audit\x00" + key.encode()).digest()
         self._pending: list[tuple[int, str]] = []
-        self._lock = _CHAIN_LOCKS.setdefault(store, asyncio.Lock())
+        self.head_file = head_file
 
     def record(self, *, actor: str, action: str, reason: str, room: str | None = None,
                subject: str | None = None, detail: dict[str, Any] | None = None, now_ms: int | None = None) -> None:
@@ -64,26 +74,41 @@ class AuditLog:
                                              subject=subject, detail=detail)))
 
     async def flush(self) -> int:
-        async with self._lock:
-            return await self._flush()
-
-    async def _flush(self) -> int:
         if not self._pending:
             return 0
         pending, self._pending = self._pending, []
-        last = await self.store.audit_last()
-        if last is not None:
-            seq, prev = last.seq, last.mac
-        else:
-            anchor = await self.store.get_value(ANCHOR_KEY)
-            seq, prev = (int(anchor.split(":")[0]), anchor.split(":")[1]) if anchor else (0, GENESIS)
-        rows = []
-        for ts, body in pending:
-            seq += 1
-            prev = _mac(self._key, prev, body)
-            rows.append(AuditRow(seq, ts, body, prev))
-        await self.store.audit_append(rows)
+
+        def chain(last: AuditRow | None, anchor: str | None) -> list[AuditRow]:
+            seq, prev = (last.seq, last.mac) if last is not None else _split(anchor) if anchor else (0, GENESIS)
+            rows = []
+            for ts, body in pending:
+                seq += 1
+                prev = _mac(self._key, prev, body)
+                rows.append(AuditRow(seq, ts, body, prev))
+            return rows
+
+        rows = await self.store.audit_extend(chain, anchor_key=ANCHOR_KEY)
+        self._write_head(rows[-1])
         return len(rows)
+
+    def _write_head(self, row: AuditRow) -> None:
+        """Keep the newest entry's number and MAC outside the database (atomically replaced; an
+        older head written late by another process is never put over a newer one)."""
+        if self.head_file is None:
+            return
+        current = self._read_head()
+        if current is not None and current[0] >= row.seq:
+            return
+        tmp = self.head_file.with_name(f".{self.head_file.name}.{os.getpid()}")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(f"{row.seq}:{row.mac}\n", encoding="ascii")
+        tmp.replace(self.head_file)
+
+    def _read_head(self) -> tuple[int, str] | None:
+        if self.head_file is None or not self.head_file.exists():
+            return None
+        text = self.head_file.read_text(encoding="ascii").strip()
+        return _split(text) if text else None
 
     async def append(self, **kwargs: Any) -> None:
         self.record(**kwargs)
@@ -91,7 +116,9 @@ class AuditLog:
 
     async def verify(self) -> VerifyResult:
         anchor = await self.store.get_value(ANCHOR_KEY)
-        seq, prev = (int(anchor.split(":")[0]), anchor.split(":")[1]) if anchor else (0, GENESIS)
+        seq, prev = _split(anchor) if anchor else (0, GENESIS)
+        head = self._read_head()
+        macs: dict[int, str] = {}
         rows = [r for r in await self.store.audit_rows() if r.seq > seq]  # a prune may have been cut short
         for n, row in enumerate(rows):
             if row.seq != seq + 1:
@@ -101,6 +128,12 @@ class AuditLog:
             if json.loads(row.body).get("ts") != row.ts:
                 return VerifyResult(False, n, f"entry {row.seq}: its time was changed")
             seq, prev = row.seq, row.mac
+            macs[seq] = row.mac
+        if head is not None and head[0] > seq:
+            return VerifyResult(False, len(rows), f"entries {seq + 1} to {head[0]} were removed from the end "
+                                                  f"(the head file {self.head_file} says {head[0]})")
+        if head is not None and head[0] in macs and macs[head[0]] != head[1]:
+            return VerifyResult(False, len(rows), f"entry {head[0]} differs from the head file {self.head_file}")
         return VerifyResult(True, len(rows))
 
     async def prune(self, *, older_than_ms: int) -> int:

@@ -96,6 +96,7 @@ class Config:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     audit_key: str = ""
     audit_retention_days: int = 365
+    audit_head_file: Path | None = None  # the audit chain's newest entry, kept outside the database
     resync_minutes: float = 60.0
     watch_sources: bool = True
     sweep_hours: float = 24.0
@@ -127,7 +128,7 @@ KNOWN: dict[str, frozenset[str]] = {
     "rooms": frozenset(f.name for f in fields(RoomsConfig)),
     "directory": frozenset({"sources", "academie", "resync_minutes", "watch"}),
     "retention": frozenset({"sweep_hours"}),
-    "audit": frozenset({"key", "retention_days"}),
+    "audit": frozenset({"key", "retention_days", "head_file"}),
     "identity": frozenset(f.name for f in fields(IdentityConfig)),
     "admin": frozenset({"room_id", "admins"}),
     "logging": frozenset({"level"}),
@@ -326,6 +327,7 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         resync_minutes=r.get("directory", "resync_minutes", float, default(Config, "resync_minutes")),
         audit_key=r.secret("audit", "key") or "",
         audit_retention_days=r.get("audit", "retention_days", int, default(Config, "audit_retention_days")),
+        audit_head_file=rel(r.get("audit", "head_file", str, str(bot.store_dir.parent / "audit-head"))),
         sweep_hours=r.get("retention", "sweep_hours", float, default(Config, "sweep_hours")),
         admin_room=r.get("admin", "room_id", str, default(Config, "admin_room")),
         admins=tuple(r.get("admin", "admins", list, list(default(Config, "admins")))),

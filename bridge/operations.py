@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from bridge import admin_room as texts
-from bridge.audit import AuditLog
+from bridge.audit import for_config as audit_for_config
 from bridge.clock import Clock
 from bridge.config import Config
 from bridge.logging import get_logger
@@ -35,7 +35,7 @@ class Operations:
     async def resync(self) -> None:
         """One directory sync, applied when the guards allow it; a refusal is logged and reported."""
         result = await run_sync(self.config, list(self.config.directory_sources), store=self.store, api=self.api,
-                                apply=True, clock=self.clock)
+                                apply=True, clock=self.clock, role="run")
         if self.moderator is not None:
             await self.moderator.refresh_rooms()
         self.outsiders.update(result.plan.desired, await self.store.all_rooms())
@@ -55,7 +55,7 @@ class Operations:
         log's own retention."""
         await sweep_managed(self.config, store=self.store, api=self.api, clock=self.clock)
         cutoff = self.clock.now_ms() - self.config.audit_retention_days * 86_400_000
-        await AuditLog(self.store, key=self.config.audit_key).prune(older_than_ms=cutoff)
+        await audit_for_config(self.config, self.store).prune(older_than_ms=cutoff)
 
     async def reload_policies(self) -> str | None:
         """Reload templates and moderation; a broken file leaves the previous policies in force."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.audit import AuditLog
+from bridge.audit import for_config as audit_for_config
 from bridge.clock import SYSTEM, Clock
 from bridge.config import Config
 from bridge.logging import get_logger
@@ -88,4 +89,4 @@ async def sweep_managed(config: Config, *, store: Store, api: Homeserver, clock:
     return await sweep(api, rooms, bot=config.bot_user_id,
                        actors={r.room_id: config.keyless_user_id for r in records if r.template in keyless},
                        now_ms=clock.now_ms(),
-                       audit=AuditLog(store, key=config.audit_key), language=config.rooms.language)
+                       audit=audit_for_config(config, store), language=config.rooms.language)

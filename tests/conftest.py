@@ -72,6 +72,7 @@ class Homeserver:
             base,
             database_url=f"sqlite:///{data_dir / 'bridge.db'}",
             bot=dataclasses.replace(base.bot, store_dir=data_dir / "nio"),
+            audit_head_file=data_dir / "audit-head",
         )
 
 
@@ -98,6 +99,7 @@ def write_bridge_files(workdir: Path, *, hs_url: str, bridge_port: int, namespac
                               namespace_prefix=f"{namespace}_")
     data["bot"].update(localpart=f"{namespace}_bot", keyless_localpart=f"{namespace}_keyless")
     data["policies"]["dir"] = str(ROOT / "policies")
+    data["bot"]["store_dir"] = str(workdir / "data" / "nio")  # this bridge's own data folder
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "config.yaml"
     config_path.write_text(yaml.safe_dump(data))

@@ -104,3 +104,56 @@ async def test_concurrent_logs_on_one_store_keep_one_chain(store: Any) -> None:
     await asyncio.gather(*(write(a, n) for n, a in enumerate(logs)))
     result = await logs[0].verify()
     assert result.ok and result.checked == 20
+
+
+async def test_removing_the_newest_entries_is_detected_by_the_head_file(tmp_path: Path) -> None:
+    """Deleting the last entries leaves a shorter chain that is valid in itself: the head file,
+    kept outside the database, says how far the chain went."""
+    db = tmp_path / "a.db"
+    store = SqliteStore(str(db))
+    await store.open()
+    head = tmp_path / "audit-head"
+    audit = AuditLog(store, key="k" * 32, head_file=head)
+    try:
+        for i in range(5):
+            await audit.append(actor="ent-bridge", action="invite", reason=f"r{i}")
+        assert head.read_text().startswith("5:")
+        assert (await audit.verify()).ok
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM audit WHERE seq >= 4")
+        result = await audit.verify()
+        assert not result.ok and "entries 4 to 5 were removed" in (result.problem or "")
+        assert (await AuditLog(store, key="k" * 32).verify()).ok  # without the head, undetectable
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_writers_in_several_processes_never_share_an_entry_number(backend: str, tmp_path: Path) -> None:
+    """`run`, a CLI sync and an `rgpd erase` append at once: the database numbers the entries, so
+    none is lost and the chain stays whole."""
+    import secrets
+
+    from tests.conftest import postgres_dsn
+
+    if backend == "sqlite":
+        opener = f"from bridge.store.sqlite import SqliteStore as S; s = S({str(tmp_path / 'a.db')!r})"
+    else:
+        dsn = postgres_dsn()
+        if not dsn:
+            pytest.skip("ENT_BRIDGE_TEST_POSTGRES not set")
+        opener = (f"from bridge.store.postgres import PostgresStore as S; "
+                  f"s = S({dsn!r}, schema='audit_{secrets.token_hex(4)}')")
+    script = (opener + "\nimport asyncio, sys\nfrom bridge.audit import AuditLog\n"
+              "async def main():\n    await s.open()\n    a = AuditLog(s, key='k' * 32)\n"
+              "    for i in range(100):\n        await a.append(actor='p', action='x', reason=sys.argv[1] + str(i))\n"
+              "    await s.close()\nasyncio.run(main())\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, f"w{n}-"], stderr=subprocess.PIPE, text=True)
+             for n in range(4)]
+    errors = [p.communicate()[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-400:] for e in errors]
+    check = (opener + "\nimport asyncio\nfrom bridge.audit import AuditLog\n"
+             "async def main():\n    await s.open()\n    r = await AuditLog(s, key='k' * 32).verify()\n"
+             "    print(r.ok, r.checked, r.problem)\n    await s.close()\nasyncio.run(main())\n")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout
+    assert out.split()[:2] == ["True", "400"], out

@@ -37,7 +37,9 @@ def observed_from(ds, **overrides):
         members = {m: "join" for m in r.members} | {BOT: "join"}
         rooms[key] = ObservedRoom(key, f"!{abs(hash(key))}:ent.test", members, dict(r.power_levels), r.name, r.topic,
                                   frozenset(f"!{abs(hash(k))}:ent.test" for k, c in ds.rooms.items()
-                                            if c.space_key == key), retention_ms=r.retention_ms)
+                                            if c.space_key == key), retention_ms=r.retention_ms,
+                                  encryption="m.megolm.v1.aes-sha2" if r.encrypted else None, join_rule="invite",
+                                  history_visibility=r.history_visibility, guest_access="forbidden")
     rooms.update(overrides)
     return ObservedState(rooms)
 
@@ -118,7 +120,9 @@ def test_archived_room_wanted_again_is_reopened() -> None:
     d = ds.rooms[key]
     archived = ObservedRoom(key, "!cp:ent.test", {"@old:ent.test": "join", BOT: "join"},
                             {**d.power_levels, "events_default": 100}, "[Archivé] " + d.name,
-                            "Salon archivé : lecture seule.", archived=True, retention_ms=d.retention_ms)
+                            "Salon archivé : lecture seule.", archived=True, retention_ms=d.retention_ms,
+                            encryption="m.megolm.v1.aes-sha2", join_rule="invite", history_visibility="joined",
+                            guest_access="forbidden")
     p = plan(ds, observed_from(ds, **{key: archived}), bot=BOT)
     kinds = [(a.kind, A.subject(a)) for a in p.actions]
     assert ("unarchive_room", None) == kinds[-1]  # marked active last, once restored
@@ -245,3 +249,97 @@ def test_rooms_without_content_inspection_are_run_by_the_keyless_user() -> None:
     both[key] = dataclasses.replace(rooms[key], members={**rooms[key].members, BOT: "join"})
     [t] = [a for a in plan(ds, ObservedState(both), bot=BOT, keyless=KEYLESS).actions]
     assert isinstance(t, A.TransferRoom) and t.leaving == (BOT,)
+
+
+@pytest.mark.parametrize("change, event_type, after", [
+    ({"join_rule": "public"}, "m.room.join_rules", {"join_rule": "invite"}),
+    ({"history_visibility": "world_readable"}, "m.room.history_visibility", {"history_visibility": "joined"}),
+    ({"guest_access": "can_join"}, "m.room.guest_access", {"guest_access": "forbidden"}),
+    ({"encryption": None}, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}),
+    ({"encryption": "org.example.plaintext"}, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}),
+])
+def test_security_state_drift_is_repaired(change: dict[str, object], event_type: str,
+                                          after: dict[str, str]) -> None:
+    """A director (or anyone with power) opens a managed room, or its history, or removes its
+    encryption: the next plan puts the template's value back, before any invite."""
+    ds = desired()
+    key = next(k for k in ds.rooms if k.startswith("class:"))
+    room = observed_from(ds).rooms[key]
+    p = plan(ds, observed_from(ds, **{key: dataclasses.replace(room, **change)}), bot=BOT)
+    [repair] = p.actions
+    assert isinstance(repair, A.SetState) and (repair.event_type, repair.after) == (event_type, after)
+    field = next(iter(change))
+    assert repair.before == (None if change[field] is None else {next(iter(after)): change[field]})
+
+
+def test_half_created_room_is_repaired_from_any_state() -> None:
+    """A homeserver killed inside createRoom left a room with its create event and some invites:
+    no encryption, join rule, history, guest access, name or power levels. The plan restores all
+    of it, then invites the rest; planning against the repaired room is empty."""
+    ds = desired()
+    key = next(k for k in ds.rooms if k.startswith("class:"))
+    d = ds.rooms[key]
+    some = sorted(d.members)[:1]
+    half = ObservedRoom(key, "!half:ent.test", {BOT: "join", **{m: "invite" for m in some}}, {},
+                        has_power_levels=False)
+    p = plan(ds, observed_from(ds, **{key: half}), bot=BOT)
+    set_types = {a.event_type for a in p.of(A.SetState)}
+    assert {"m.room.encryption", "m.room.join_rules", "m.room.history_visibility", "m.room.guest_access",
+            "m.room.name", "m.room.retention"} <= set_types
+    [power] = p.of(A.SetPowerLevels)
+    assert power.before == {} and power.after == d.power_levels
+    assert {a.user_id for a in p.of(A.Invite)} == set(d.members) - set(some)
+    kinds = [a.kind for a in p.actions]
+    assert kinds.index("set_power_levels") < kinds.index("invite")  # no invite into an unprotected room
+    assert max(i for i, k in enumerate(kinds) if k == "set_state") < kinds.index("invite")
+
+
+def _room(key: str, *members: str) -> ObservedRoom:
+    return ObservedRoom(key, f"!{abs(hash(key))}:ent.test", {**{m: "join" for m in members}, BOT: "join"},
+                        {"users": {}}, "x", encryption="m.megolm.v1.aes-sha2", join_rule="invite",
+                        history_visibility="joined", guest_access="forbidden")
+
+
+def _verdict(p: A.Plan, o: ObservedState) -> guards.Verdict:
+    return guards.check(p, o, limits=guards.Limits(), directory_size=100, previous_directory_size=100)
+
+
+def test_a_school_missing_from_the_sources_is_refused_by_name() -> None:
+    """Syncing one school of two (or the AAF folder without the BE1D one) would archive every
+    room of the other school: refused, and the refusal names it."""
+    ds = desired()
+    other = {k: _room(k, "@p1:ent.test", "@p2:ent.test")
+             for k in ("school:0750009Z", "class:0750009Z:CM1:2026-2027", "family:0750009Z:e1")}
+    o = observed_from(ds, **other)
+    p = plan(ds, o, bot=BOT)
+    assert len(p.of(A.ArchiveRoom)) == 3
+    verdict = _verdict(p, o)
+    assert not verdict.ok and any("0750009Z" in r and "school" in r for r in verdict.reasons)
+    assert any("class:0750009Z:CM1" in r for r in verdict.reasons)
+    assert p.removals == 6  # archived rooms' members weigh like removals
+
+
+def test_rollover_archives_last_years_classes_without_tripping_the_guards() -> None:
+    """On 1 August every class room of last year is archived and this year's is created for the
+    same class and people: nobody loses a class, nothing is refused."""
+    ds = desired()
+    last_year = {}
+    for key, d in ds.rooms.items():
+        if key.startswith("class:"):
+            old = key.replace("2026-2027", "2025-2026")
+            last_year[old] = _room(old, *d.members)
+    o = observed_from(ds, **last_year)
+    p = plan(ds, o, bot=BOT)
+    assert len(p.of(A.ArchiveRoom)) == len(last_year) and p.removals == 0
+    assert _verdict(p, o).ok
+
+
+def test_a_class_that_vanishes_is_refused_unless_overridden() -> None:
+    ds = desired()
+    gone = _room("class:0750003C:CM2:2026-2027", "@a:ent.test")
+    o = observed_from(ds, **{gone.key: gone})
+    p = plan(ds, o, bot=BOT)
+    verdict = _verdict(p, o)
+    assert not verdict.ok and any("class:0750003C:CM2" in r for r in verdict.reasons)
+    assert guards.check(p, o, limits=guards.Limits(), directory_size=100, previous_directory_size=100,
+                        allow_mass_removal=True).ok

@@ -171,3 +171,15 @@ def test_processes_opening_a_new_store_together_all_succeed(backend: str, tmp_pa
     latest = str(migrations()[-1][0])
     assert all(p.returncode == 0 for p in procs), [err[-500:] for _, err in results]
     assert [out.strip() for out, _ in results] == [latest] * 6
+
+
+async def test_lease_one_holder_at_a_time_until_expiry(store: Any) -> None:
+    assert await store.acquire_lease("writer", "a", now_ms=1000, ttl_ms=60_000) is None
+    assert await store.acquire_lease("writer", "b", now_ms=2000, ttl_ms=60_000) == "a"
+    assert await store.acquire_lease("writer", "a", now_ms=30_000, ttl_ms=60_000) is None  # renewed
+    assert await store.acquire_lease("writer", "b", now_ms=80_000, ttl_ms=60_000) == "a"  # still valid
+    assert await store.acquire_lease("writer", "b", now_ms=90_001, ttl_ms=60_000) is None  # expired: taken
+    await store.release_lease("writer", "a")  # not the holder any more: changes nothing
+    assert await store.acquire_lease("writer", "a", now_ms=90_002, ttl_ms=60_000) == "b"
+    await store.release_lease("writer", "b")
+    assert await store.acquire_lease("writer", "a", now_ms=90_003, ttl_ms=60_000) is None

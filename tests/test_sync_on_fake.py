@@ -3,6 +3,7 @@ failure paths (retry, backoff, permanent errors, partial apply, a dead homeserve
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -62,7 +63,7 @@ async def _members(w: World, room_id: str) -> set[str]:
 async def test_apply_converges_then_replans_nothing(world: World) -> None:
     result = await world.sync()
     assert result.verdict.ok and not result.report.failed
-    assert result.residual is not None and result.residual.is_empty()
+    assert result.residual is not None and result.residual.is_empty() and result.passes == 1
     for key, d in result.plan.desired.items():
         rec = await world.store.get_room(key)
         assert rec is not None
@@ -106,7 +107,7 @@ async def test_a_dead_homeserver_fails_the_sync_after_bounded_retries(world: Wor
     world.fake.down = True
     with pytest.raises(TemporaryMatrixError):
         await world.sync()
-    assert len(world.clock.slept) == world.api.max_retries  # bounded, then the error surfaces
+    assert len(world.fake.requests) == world.api.max_retries + 1  # bounded, then the error surfaces
     world.fake.down = False
     assert (await world.sync()).residual.is_empty()
 
@@ -173,3 +174,95 @@ async def test_a_create_whose_answer_was_lost_is_adopted_with_its_invites(world:
     for key, d in result.plan.desired.items():
         rec = await world.store.get_room(key)
         assert await _members(world, rec.room_id) == set(d.members)
+
+
+async def test_a_room_left_half_created_is_repaired(world: World) -> None:
+    """Only the create event, the bot's join and two invites survived (a crash inside createRoom):
+    the next sync restores encryption, join rule, history, guest access, power levels and name,
+    then invites the others, and plans nothing more."""
+    first = await world.sync()
+    key = world.room_of("class:", first)
+    room = world.fake.room((await world.store.get_room(key)).room_id)
+    keep = {("m.room.create", ""), ("m.room.member", world.config.bot_user_id)}
+    keep |= {k for k in room.state if k[0] == "m.room.member"}
+    room.state = {k: v for k, v in room.state.items() if k in keep}
+    world.fake.store.pos += 1  # the change must show in the incremental /sync
+    room.timeline.append({**room.state[("m.room.create", "")], "stream": world.fake.store.pos})
+    result = await world.sync(full_observe=True)
+    assert not result.report.failed and result.residual.is_empty(), result.residual
+    assert room.content("m.room.encryption") == {"algorithm": "m.megolm.v1.aes-sha2"}
+    assert room.content("m.room.join_rules") == {"join_rule": "invite"}
+    assert room.content("m.room.guest_access") == {"guest_access": "forbidden"}
+    assert room.content("m.room.power_levels")["users"] == dict(first.plan.desired[key].power_levels["users"])
+
+
+async def test_security_drift_is_seen_incrementally_and_repaired(world: World) -> None:
+    first = await world.sync()
+    key = world.room_of("class:", first)
+    room_id = (await world.store.get_room(key)).room_id
+    bot = world.config.bot_user_id
+    await world.api.set_state(room_id, "m.room.join_rules", "", {"join_rule": "public"}, as_user=bot)
+    await world.api.set_state(room_id, "m.room.history_visibility", "", {"history_visibility": "world_readable"},
+                              as_user=bot)
+    planned = await world.sync(apply=False)
+    assert {a.event_type for a in planned.plan.of(SetState)} == {"m.room.join_rules", "m.room.history_visibility"}
+    assert planned.observed.read == 1  # the change was found by the incremental read
+    assert (await world.sync()).residual.is_empty()
+    assert world.fake.room(room_id).content("m.room.join_rules") == {"join_rule": "invite"}
+
+
+async def test_two_writers_at_once_apply_one_after_the_other(world: World) -> None:
+    """`ent-bridge run`'s sync and a CLI `sync --apply` at the same moment (two store connections,
+    as two processes have): the writer lease makes them take turns, so every room is created and
+    audited once, and no invite goes out twice."""
+    other = await open_store(world.config.database_url)
+    src = [str(write_school(world.tmp, world.school))]
+    try:
+        first, second = await asyncio.gather(
+            run_sync(world.config, src, store=world.store, api=world.api, apply=True, clock=world.clock, role="run"),
+            run_sync(world.config, src, store=other, api=world.api, apply=True, clock=world.clock, role="sync"))
+    finally:
+        await other.close()
+    plans = sorted((first, second), key=lambda r: len(r.plan.actions))
+    assert plans[0].plan.is_empty() and not plans[1].plan.is_empty()  # the second saw the first's work
+    created = [r.body for r in await world.store.audit_rows() if '"create_room"' in r.body or '"create_space"' in r.body]
+    assert len(created) == len(plans[1].plan.desired) == len(world.fake.store.rooms)
+    invites = [e for room in world.fake.store.rooms.values() for e in room.timeline
+               if e["type"] == "m.room.member" and e["content"].get("membership") == "invite"]
+    assert len(invites) == len({(e["room_id"], e["state_key"]) for e in invites})
+
+
+async def test_a_second_writer_told_not_to_wait_is_refused_with_the_holders_name(world: World) -> None:
+    from bridge.lease import LeaseHeld, WriterLease
+
+    async with WriterLease(world.store, holder="run@host:1/ab", clock=world.clock):
+        with pytest.raises(LeaseHeld) as err:
+            await run_sync(world.config, [str(write_school(world.tmp, world.school))], store=world.store,
+                           api=world.api, apply=True, clock=world.clock, wait_for_writer=False)
+    assert "run@host:1/ab" in str(err.value)
+    assert not world.fake.store.rooms  # nothing was applied
+
+
+async def test_a_room_half_made_before_a_crash_is_adopted_then_repaired_before_any_invite(world: World) -> None:
+    """The homeserver died inside createRoom: the alias exists, the room has its create event and
+    the bot's join, nothing else. The next sync adopts it (no duplicate), restores its state, and
+    only then invites: nobody is ever invited into an unencrypted, ungoverned room."""
+    from bridge.reconcile.requests import create_room_body
+
+    planned = await world.sync(apply=False)
+    create = next(a for a in planned.plan.of(CreateRoom) if a.room_key.startswith("class:"))
+    await world.api.register_user(world.config.bot.localpart)
+    room_id = await world.api.create_room(as_user=world.config.bot_user_id,
+                                          body=create_room_body(create.room, invite=[]))
+    room = world.fake.room(room_id)
+    room.state = {k: v for k, v in room.state.items()
+                  if k in {("m.room.create", ""), ("m.room.member", world.config.bot_user_id)}}
+    result = await world.sync()
+    assert not result.report.failed and result.residual.is_empty() and result.passes == 2
+    assert (await world.store.get_room(create.room_key)).room_id == room_id
+    assert sum(1 for a in world.fake.store.aliases if create.room.alias_localpart in a) == 1
+    encryption = room.state[("m.room.encryption", "")]["stream"]
+    invites = [e["stream"] for e in room.timeline if e["type"] == "m.room.member"
+               and e["content"].get("membership") == "invite"]
+    assert invites and min(invites) > encryption
+    assert await _members(world, room_id) == set(create.room.members)

@@ -8,11 +8,11 @@ import sys
 
 
 async def _verify(args: argparse.Namespace) -> int:
-    from bridge.audit import AuditLog
+    from bridge.audit import for_config as audit_for_config
     from bridge.cli.common import config_and_store
 
     async with config_and_store(args) as (config, store):
-        result = await AuditLog(store, key=config.audit_key).verify()
+        result = await audit_for_config(config, store).verify()
     if result.ok:
         print(f"audit log OK: {result.checked} entries, chain intact")
         return 0

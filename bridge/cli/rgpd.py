@@ -43,7 +43,7 @@ async def _export(args: argparse.Namespace) -> int:
 
 
 async def _erase(args: argparse.Namespace) -> int:
-    from bridge.audit import AuditLog
+    from bridge.audit import for_config as audit_for_config
     from bridge.config import load_config
     from bridge.directory.sources import load
     from bridge.erasure import erase_person
@@ -72,7 +72,7 @@ async def _erase(args: argparse.Namespace) -> int:
             if admin is not None:
                 await admin.close()
         # The entry says that an erasure happened, never whose.
-        await AuditLog(store, key=config.audit_key).append(actor="admin", action="rgpd_erase",
+        await audit_for_config(config, store).append(actor="admin", action="rgpd_erase",
                                                            reason="data-subject erasure request",
                                                            detail={"account_deactivated": deactivated})
     finally:

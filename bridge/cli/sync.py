@@ -10,6 +10,7 @@ import sys
 
 async def _run(args: argparse.Namespace) -> int:
     from bridge.config import load_config
+    from bridge.lease import LeaseHeld
     from bridge.matrix.appservice_api import AppserviceAPI
     from bridge.reconcile import render
     from bridge.reconcile.sync import run_sync
@@ -25,7 +26,10 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         result = await run_sync(config, sources, store=store, api=api, apply=args.apply,
                                 allow_mass_removal=args.allow_mass_removal, offline=args.offline,
-                                full_observe=args.full_read)
+                                full_observe=args.full_read, wait_for_writer=not args.no_wait)
+    except LeaseHeld as exc:
+        print(f"ent-bridge: {exc}", file=sys.stderr)
+        return 5
     finally:
         await api.close()
         await store.close()
@@ -33,6 +37,8 @@ async def _run(args: argparse.Namespace) -> int:
         out = render.to_json(result.plan, result.verdict)
         if result.report is not None:
             out["applied"] = {"done": result.report.done, "failed": result.report.failed}
+        if result.residual is not None:
+            out["residual"] = render.to_json(result.residual)
         json.dump(out, sys.stdout, ensure_ascii=False, indent=2)
         print()
     else:
@@ -41,10 +47,15 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"Applied {result.report.done} actions, {len(result.report.failed)} failed.")
             for key, err in result.report.failed[:20]:
                 print(f"  {key}: {err}")
+        if result.residual is not None and not result.residual.is_empty():
+            print("Verification: the homeserver still differs after the apply:")
+            print(render.to_text(result.residual, limit=50))
     if not result.verdict.ok:
         return 3
     if result.report is not None and result.report.failed:
         return 4
+    if result.residual is not None and not result.residual.is_empty():
+        return 4  # applied, but the verification still finds differences: re-run, or look
     return 0
 
 
@@ -66,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="apply even when the guards refuse (many removals, shrunken directory)")
     p.add_argument("--offline", action="store_true",
                    help="plan without asking the homeserver (as if no room existed yet)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="with --apply: refuse at once when another process (ent-bridge run) is applying, "
+                        "instead of waiting for it")
     p.add_argument("--full-read", action="store_true",
                    help="read every room's state, not only the rooms the homeserver reports as changed")
     p.set_defaults(func=_cmd)

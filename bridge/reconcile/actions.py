@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -154,6 +155,7 @@ class ArchiveRoom:
     topic_after: str
     power_before: Content
     power_after: Content
+    members: frozenset[str] = frozenset()  # who is in it now: removed when the grace period ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +219,20 @@ def sort_key(action: Action) -> tuple[int, str, str]:
 
 
 _A = TypeVar("_A")
+_YEAR = re.compile(r"^\d{4}-\d{4}$")
+
+
+def lasting_key(key: str) -> str:
+    """A room key without its school year: last year's class room and this year's share it."""
+    return ":".join(p for p in key.split(":") if not _YEAR.match(p))
+
+
+def successor_key(key: str, desired: Mapping[str, DesiredRoom]) -> str | None:
+    """The desired room that takes over from a room no longer wanted (the same class, next year)."""
+    lasting = lasting_key(key)
+    if lasting == key:
+        return None
+    return next((k for k in desired if k != key and lasting_key(k) == lasting), None)
 
 
 def create(room: DesiredRoom) -> CreateRoom:
@@ -235,10 +251,16 @@ class Plan:
 
     @property
     def removals(self) -> int:
-        """Removals the guards weigh: those announced at archiving time (grace period over) are
-        expected, and don't count."""
-        return sum(1 for a in self.actions
-                   if (isinstance(a, Kick) and not a.announced) or isinstance(a, ErasePerson))
+        """Removals the guards weigh: kicks, erasures, and the members of rooms archived now (read-only
+        at once, emptied later) who don't find the same people's room of the new school year. Kicks
+        announced at archiving time (grace period over) were weighed then, and don't count again."""
+        archived = 0
+        for a in self.actions:
+            if isinstance(a, ArchiveRoom):
+                successor = self.desired.get(successor_key(a.room_key, self.desired) or "")
+                archived += len(a.members - successor.members) if successor is not None else len(a.members)
+        return archived + sum(1 for a in self.actions
+                              if (isinstance(a, Kick) and not a.announced) or isinstance(a, ErasePerson))
 
     def summary(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from bridge.audit import AuditLog
 from bridge.clock import SYSTEM, Clock
 from bridge.erasure import ErasureNeedsAdmin, erase_person
-from bridge.errors import MatrixError, MRoomInUse, PermanentMatrixError, TemporaryMatrixError
+from bridge.errors import MatrixError, MForbidden, MNotFound, MRoomInUse, PermanentMatrixError, TemporaryMatrixError
 from bridge.logging import get_logger
 from bridge.matrix.port import Homeserver
 from bridge.reconcile.actions import (
@@ -39,7 +39,7 @@ from bridge.reconcile.actions import (
     target,
 )
 from bridge.reconcile.progress import Progress
-from bridge.reconcile.requests import create_room_body, creators_privileged
+from bridge.reconcile.requests import create_room_body, creators_privileged, security_state
 from bridge.rooms.desired import DesiredRoom
 from bridge.store.base import RoomRecord, Store
 
@@ -194,17 +194,23 @@ class RoomExecutor:
             case UnarchiveRoom():
                 await self.store.unarchive_room(action.room_key)
 
-    async def _wait_joined(self, room_id: str, *, user: str, timeout: float = 120.0) -> None:
-        """Until `user`'s own join is in the room (the alias can exist before createRoom ends)."""
+    async def _wait_ready(self, room_id: str, room: DesiredRoom, *, user: str, timeout: float = 30.0) -> bool:
+        """Until the room holds its initial state: `user` joined, the security state and the name.
+        The alias exists from createRoom's first steps on, and an adopted room may still be in the
+        making: an invite sent before its encryption and name would reach people as a bare room."""
+        needed = {(t, "") for t in security_state(room)} | ({("m.room.name", "")} if room.name else set())
+        needed.add(("m.room.member", user))
         delay, waited = 0.2, 0.0
         while True:
             try:
-                if room_id in await self.api.joined_rooms(user):
-                    return
-            except TemporaryMatrixError as exc:
-                get_logger(room_id=room_id).warning("adopt_wait_retry", error=str(exc))
+                state = await self.api.room_state(room_id, as_user=user)
+                have = {(e.get("type"), e.get("state_key")) for e in state}
+                if needed <= have:
+                    return True
+            except (TemporaryMatrixError, MForbidden) as exc:  # 403 until its own join is there
+                get_logger(room_id=room_id).info("adopt_wait", error=type(exc).__name__)
             if waited >= timeout:
-                raise PermanentMatrixError(f"room {room_id} never became usable by {user}")
+                return False
             await self.clock.sleep(delay)
             waited += delay
             delay = min(delay * 2, 5.0)
@@ -224,7 +230,10 @@ class RoomExecutor:
         be lowered), and current mutes (negative levels, moderation's). Read as `reader`, by
         default the owner (a room being handed over is read by its holder)."""
         reader = reader or owner
-        current = await self.api.get_state(room_id, "m.room.power_levels", as_user=reader)
+        try:
+            current = await self.api.get_state(room_id, "m.room.power_levels", as_user=reader)
+        except MNotFound:
+            current = {}  # a room left half-created: the levels are set from scratch
         content = current if content is None else dict(content)
         now = {u: lvl for u, lvl in (current.get("users") or {}).items() if isinstance(lvl, int)}
         users = {u: lvl for u, lvl in now.items() if lvl < 0}
@@ -267,9 +276,13 @@ class RoomExecutor:
             if found is None:
                 raise
             room_id = found
-            await self._wait_joined(room_id, user=owner)
-            for user in invite:  # the adopted room may predate these invites
-                await self.api.invite(room_id, user, as_user=owner)
+            if await self._wait_ready(room_id, d, user=owner):
+                for user in invite:  # the adopted room may predate these invites
+                    await self.api.invite(room_id, user, as_user=owner)
+            else:
+                # Left half-made (the homeserver died inside createRoom): recorded as it is, so the
+                # next plan repairs its state and only then invites.
+                get_logger(room_id=room_id).warning("room_adopted_incomplete", template=d.template)
         await self.store.put_room(RoomRecord(d.key, room_id, self.alias(d), d.template), now_ms=self.clock.now_ms())
         get_logger(room_id=room_id).info("room_ensured", template=d.template, space=d.is_space)
 

@@ -20,6 +20,12 @@ class ObservedRoom:
     retention_ms: int | None = None
     grace_over: bool = False  # archived, and the grace period before emptying it has passed
     left_by_choice: frozenset[str] = frozenset()  # left, or declined the invite, themselves
+    # The security state, None where the event is absent (a room left half-created by a crash).
+    encryption: str | None = None  # m.room.encryption's algorithm
+    join_rule: str | None = None
+    history_visibility: str | None = None
+    guest_access: str | None = None
+    has_power_levels: bool = True  # False: no m.room.power_levels event at all
 
     def current(self) -> set[str]:
         return {u for u, m in self.members.items() if m in ("join", "invite")}
@@ -30,9 +36,11 @@ class ObservedState:
     rooms: Mapping[str, ObservedRoom] = field(default_factory=dict)
 
 
-# The state the planner reads; everything else (create, join rules, encryption…) is fixed at creation.
+# The state the planner reads (and the observer watches for changes): membership, power, texts,
+# Space links, retention, and the security state, which someone with power may change after creation.
+SECURITY_TYPES = ("m.room.encryption", "m.room.join_rules", "m.room.history_visibility", "m.room.guest_access")
 PLANNED_TYPES = ("m.room.member", "m.room.power_levels", "m.room.name", "m.room.topic", "m.space.child",
-                 "m.room.retention")
+                 "m.room.retention", *SECURITY_TYPES)
 
 
 def reduce_state(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -64,6 +72,8 @@ def from_state_events(key: str, room_id: str, events: list[dict[str, Any]], *, a
     children: set[str] = set()
     retention: int | None = None
     by_choice: set[str] = set()
+    security: dict[str, str | None] = {}
+    has_power = False
     for ev in events:
         etype, skey, content = ev.get("type"), ev.get("state_key"), ev.get("content") or {}
         if etype == "m.room.member" and skey:
@@ -71,7 +81,7 @@ def from_state_events(key: str, room_id: str, events: list[dict[str, Any]], *, a
             if members[skey] == "leave" and ev.get("sender") == skey:
                 by_choice.add(skey)
         elif etype == "m.room.power_levels":
-            power = content
+            power, has_power = content, True
         elif etype == "m.room.name":
             name = str(content.get("name", ""))
         elif etype == "m.room.topic":
@@ -80,5 +90,16 @@ def from_state_events(key: str, room_id: str, events: list[dict[str, Any]], *, a
             children.add(skey)
         elif etype == "m.room.retention" and isinstance(content.get("max_lifetime"), int):
             retention = content["max_lifetime"]
+        elif etype in SECURITY_TYPES and skey == "":
+            field = _SECURITY_FIELD[str(etype)]
+            value = content.get(field)
+            security[str(etype)] = value if isinstance(value, str) else ""  # present but unreadable: repaired
     return ObservedRoom(key, room_id, members, power, name, topic, frozenset(children), archived, retention,
-                        left_by_choice=frozenset(by_choice))
+                        left_by_choice=frozenset(by_choice), encryption=security.get("m.room.encryption"),
+                        join_rule=security.get("m.room.join_rules"),
+                        history_visibility=security.get("m.room.history_visibility"),
+                        guest_access=security.get("m.room.guest_access"), has_power_levels=has_power)
+
+
+_SECURITY_FIELD = {"m.room.encryption": "algorithm", "m.room.join_rules": "join_rule",
+                   "m.room.history_visibility": "history_visibility", "m.room.guest_access": "guest_access"}

@@ -38,6 +38,9 @@ from bridge.store.base import RoomRecord, Store
 
 SINCE_KEY = "observed_since"
 FULL_AT_KEY = "observed_full_at"
+# What the cache holds: when the planned state types change, the next observation reads every room.
+CACHE_KEY = "observed_cache_types"
+CACHE_TYPES = ",".join(PLANNED_TYPES)
 _NOTHING = {"presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]}}
 # Only the rooms' planned state, and as little of it as possible: one timeline event is enough
 # for a room to be listed as changed.
@@ -91,6 +94,8 @@ class RoomObserver:
         except ValueError:
             saved = {}  # unreadable: start over with a full read
         full_at = int(await self.store.get_value(FULL_AT_KEY) or 0)
+        if await self.store.get_value(CACHE_KEY) != CACHE_TYPES:
+            full = True  # cached by a version that read fewer state types (e.g. no security state)
         users |= set(saved)  # a user that once ran rooms keeps being asked
         tokens: dict[str, str] = {}
         changed: set[str] = set()
@@ -159,6 +164,7 @@ class RoomObserver:
             await self.store.set_value(SINCE_KEY, json.dumps(tokens, sort_keys=True))
             if changed is None:
                 await self.store.set_value(FULL_AT_KEY, str(now_ms))
+                await self.store.set_value(CACHE_KEY, CACHE_TYPES)
         self.stats = ObserveStats(rooms=len(results), read=len(fresh), full=changed is None)
         get_logger().info("rooms_observed", rooms=len(results), read=len(fresh), full=changed is None)
         return ObservedState({r.key: r for r in results})

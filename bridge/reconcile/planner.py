@@ -8,7 +8,7 @@ from typing import Any
 from bridge.reconcile import actions as A
 from bridge.reconcile.actions import Phase, Plan
 from bridge.reconcile.observed import ObservedRoom, ObservedState
-from bridge.reconcile.requests import ARCHIVED_PREFIX, ARCHIVED_TOPIC
+from bridge.reconcile.requests import ARCHIVED_PREFIX, ARCHIVED_TOPIC, security_state
 from bridge.rooms.desired import DesiredRoom, DesiredState
 
 REASONS = {
@@ -54,6 +54,7 @@ def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, managers: fr
             # that is not to read it (the bot's device) leaves, so clients stop sharing keys with it.
             held_by = next((m for m in sorted(managers) if o.members.get(m) == "join" and m != owner), None)
             out.append(A.TransferRoom(d.key, "the room's content inspection setting changed", owner, held_by, others))
+        out.extend(_security_repairs(d, o))
         if o.name != d.name:
             out.append(A.SetState(d.key, "room name differs from the template", "m.room.name",
                                   {"name": o.name} if o.name else None, {"name": d.name}))
@@ -65,7 +66,10 @@ def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, managers: fr
                                   None if o.retention_ms is None else {"max_lifetime": o.retention_ms},
                                   {"max_lifetime": d.retention_ms}))
         diff = power_levels_differ(d.power_levels, o.power_levels, managers=managers)
-        if diff:
+        if not o.has_power_levels:  # absent: any member could change any state
+            out.append(A.SetPowerLevels(d.key, "the room has no power levels", tuple(sorted(d.power_levels)), {},
+                                        d.power_levels))
+        elif diff:
             out.append(A.SetPowerLevels(d.key, "power levels differ from the template", tuple(diff),
                                         o.power_levels, d.power_levels))
     by_choice = o.left_by_choice if o is not None else frozenset()
@@ -85,13 +89,33 @@ def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, managers: fr
     return out
 
 
-def _archive(o: ObservedRoom, *, language: str, grace_days: int, reason: str) -> A.ArchiveRoom:
+_OBSERVED_SECURITY = {"m.room.encryption": ("encryption", "algorithm"),
+                      "m.room.join_rules": ("join_rule", "join_rule"),
+                      "m.room.history_visibility": ("history_visibility", "history_visibility"),
+                      "m.room.guest_access": ("guest_access", "guest_access")}
+
+
+def _security_repairs(d: DesiredRoom, o: ObservedRoom) -> list[A.SetState]:
+    """Encryption, join rule, history visibility and guest access back to the template's, from
+    whatever the room holds: changed by someone with power, or absent (left half-created)."""
+    out = []
+    for etype, want in security_state(d).items():
+        attr, key = _OBSERVED_SECURITY[etype]
+        have = getattr(o, attr)
+        if have != want[key]:
+            out.append(A.SetState(d.key, f"{etype} differs from the template ({have or 'absent'})", etype,
+                                  None if have is None else {key: have}, want))
+    return out
+
+
+def _archive(o: ObservedRoom, *, language: str, grace_days: int, reason: str,
+             managers: frozenset[str]) -> A.ArchiveRoom:
     """Read-only (nobody but moderators of 100 may post), a prefixed name and a final topic."""
     prefix = ARCHIVED_PREFIX.get(language, ARCHIVED_PREFIX["fr"])
     name = o.name if o.name.startswith(prefix) else prefix + o.name
     topic = ARCHIVED_TOPIC.get(language, ARCHIVED_TOPIC["fr"]).format(days=grace_days)
     return A.ArchiveRoom(o.key, reason, o.name, name, o.topic, topic, o.power_levels,
-                         {**o.power_levels, "events_default": 100})
+                         {**o.power_levels, "events_default": 100}, frozenset(o.current()) - managers)
 
 
 def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: str = "fr",
@@ -143,7 +167,7 @@ def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: 
             # A room no longer wanted (a class of last year, a pupil who left) becomes read-only
             # at once; its members stay, able to read and save, until the grace period ends.
             buckets[Phase.ARCHIVE_ROOM].append(_archive(o, language=language, grace_days=grace_days,
-                                                        reason=reasons["archived"]))
+                                                        reason=reasons["archived"], managers=managers))
         elif o.grace_over:
             for user in sorted(o.current() - managers):
                 buckets[Phase.KICK].append(A.Kick(key, user, reasons["grace_over"], o.members[user], announced=True))

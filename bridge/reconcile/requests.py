@@ -9,21 +9,32 @@ from bridge.rooms.desired import ROOM_STATE_TYPE, DesiredRoom
 ARCHIVED_TOPIC = {"fr": "Salon archivé : lecture seule. Il sera vidé de ses membres dans {days} jours.",
                   "en": "Archived room: read-only. Its members will be removed in {days} days."}
 ARCHIVED_PREFIX = {"fr": "[Archivé] ", "en": "[Archived] "}
+MEGOLM = "m.megolm.v1.aes-sha2"
+JOIN_RULE = "invite"  # every managed room: nobody gets in without the bridge's (or a moderator's) invite
+GUEST_ACCESS = "forbidden"
+
+
+def security_state(d: DesiredRoom) -> dict[str, dict[str, str]]:
+    """The security state a managed room must hold, by event type (pure). Encryption can't be
+    removed once on, so an unencrypted template only never asks for it."""
+    out = {"m.room.join_rules": {"join_rule": JOIN_RULE},
+           "m.room.history_visibility": {"history_visibility": d.history_visibility},
+           "m.room.guest_access": {"guest_access": GUEST_ACCESS}}
+    if d.encrypted:
+        out["m.room.encryption"] = {"algorithm": MEGOLM}
+    return out
 
 
 def create_room_body(d: DesiredRoom, *, invite: list[str]) -> dict[str, Any]:
     """The createRoom request for a desired room (pure): all state in one request."""
+    security = security_state(d)
     initial_state: list[dict[str, Any]] = [
-        {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
-        {"type": "m.room.history_visibility", "state_key": "",
-         "content": {"history_visibility": d.history_visibility}},
-        {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "invite"}},
-        # Marks the room as the bridge's, without personal data (the template only).
-        {"type": ROOM_STATE_TYPE, "state_key": "", "content": {"template": d.template}},
-    ]
+        {"type": etype, "state_key": "", "content": security[etype]}
+        for etype in ("m.room.guest_access", "m.room.history_visibility", "m.room.join_rules")]
+    # Marks the room as the bridge's, without personal data (the template only).
+    initial_state.append({"type": ROOM_STATE_TYPE, "state_key": "", "content": {"template": d.template}})
     if d.encrypted:
-        initial_state.append({"type": "m.room.encryption", "state_key": "",
-                              "content": {"algorithm": "m.megolm.v1.aes-sha2"}})
+        initial_state.append({"type": "m.room.encryption", "state_key": "", "content": security["m.room.encryption"]})
     if d.retention_ms is not None:
         initial_state.append({"type": "m.room.retention", "state_key": "",
                               "content": {"max_lifetime": d.retention_ms}})

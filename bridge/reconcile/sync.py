@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bridge.audit import AuditLog
+from bridge.audit import for_config as audit_for_config
 from bridge.clock import SYSTEM, Clock
 from bridge.config import Config
 from bridge.directory.sources import load
+from bridge.lease import WriterLease, holder_name
 from bridge.logging import get_logger
 from bridge.matrix.port import Homeserver
 from bridge.reconcile import guards, planner
@@ -71,6 +72,7 @@ class SyncResult:
     report: ApplyReport | None = None
     observed: ObserveStats | None = None  # how many rooms were read from the homeserver
     residual: Plan | None = None  # what a plan made right after the apply still finds to do
+    passes: int = 1  # 2 when the verification found work the first pass could not do in order
 
 
 def _observer(config: Config, ports: SyncPorts) -> RoomObserver:
@@ -127,14 +129,16 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
     plan = _plan(config, desired, observed, accounts=provision, erase=erase)
     size = len(directory.pupils) + len(directory.guardians) + len(directory.staff)
     previous = await store.get_value(DIRECTORY_SIZE_KEY)
-    limits = guards.Limits(config.rooms.max_removal_share, config.rooms.max_removals,
-                           config.rooms.max_directory_shrink)
-    verdict = guards.check(plan, observed, limits=limits, directory_size=size,
+    verdict = guards.check(plan, observed, limits=_limits(config), directory_size=size,
                            previous_directory_size=int(previous) if previous else None,
                            allow_mass_removal=allow_mass_removal)
     log.info("sync_planned", actions=len(plan.actions), summary=json.dumps(plan.summary()), guard_ok=verdict.ok)
     gone, back = leaver_changes(known, present, leavers, now_ms=now_ms)
     return SyncPlan(plan, verdict, desired, size, identities, known, gone, back, stats, now_ms)
+
+
+def _limits(config: Config) -> guards.Limits:
+    return guards.Limits(config.rooms.max_removal_share, config.rooms.max_removals, config.rooms.max_directory_shrink)
 
 
 async def _record_directory(sp: SyncPlan, store: Store) -> None:
@@ -147,7 +151,7 @@ async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResu
     """Apply a plan the guards accepted, then verify: observe again and plan; the residual
     should be empty. A refused plan is audited and nothing is applied."""
     store, api = ports.store, ports.api
-    audit = AuditLog(store, key=config.audit_key)
+    audit = audit_for_config(config, store)
     plan = sp.plan
     if not sp.verdict.ok:
         await audit.append(actor="ent-bridge", action="plan_refused", reason="; ".join(sp.verdict.reasons),
@@ -170,23 +174,51 @@ async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResu
     if new:
         await store.put_identities(new)
     residual = None
+    passes = 1
     if not report.failed:
         await _record_directory(sp, store)
         # Verify: re-observe what the apply touched (the homeserver names those rooms) and plan
         # again. It should find nothing; and the cache is then fresh for the next sync.
         observed, _ = await _observe(config, ports, sp.desired, now_ms=sp.now_ms, full=False, save=True)
         residual = _plan(config, sp.desired, observed)
+        if not residual.is_empty() and guards.check(
+                residual, observed, limits=_limits(config), directory_size=sp.directory_size,
+                previous_directory_size=sp.directory_size).ok:
+            # What the first pass could not do in order (a room adopted half-made: its state first,
+            # then its invites) is planned again from what is there now, and applied once more.
+            log.info("apply_second_pass", actions=len(residual.actions), summary=json.dumps(residual.summary()))
+            more = await executor.apply(residual)
+            passes = 2
+            report.done += more.done
+            report.failed.extend(more.failed)
+            observed, _ = await _observe(config, ports, sp.desired, now_ms=sp.now_ms, full=False, save=True)
+            residual = _plan(config, sp.desired, observed)
         if not residual.is_empty():
             log.warning("apply_not_converged", actions=len(residual.actions), summary=json.dumps(residual.summary()))
     log.info("sync_applied", done=report.done, failed=len(report.failed), created=report.created)
-    return SyncResult(plan, sp.verdict, sp.directory_size, report, observed=sp.observed, residual=residual)
+    return SyncResult(plan, sp.verdict, sp.directory_size, report, observed=sp.observed, residual=residual,
+                      passes=passes)
 
 
 async def run_sync(config: Config, sources: list[str], *, store: Store, api: Homeserver, apply: bool,
                    allow_mass_removal: bool = False, offline: bool = False, full_observe: bool = False,
-                   clock: Clock = SYSTEM, accounts: Accounts | None = None) -> SyncResult:
-    """plan_sync, then apply_sync when asked to. Without `accounts`, one is made from the
-    config's admin token for the duration of the sync."""
+                   clock: Clock = SYSTEM, accounts: Accounts | None = None, role: str = "sync",
+                   wait_for_writer: bool = True) -> SyncResult:
+    """plan_sync, then apply_sync when asked to. An apply plans and applies under the writer
+    lease: one process at a time, so two never create the same rooms or invite twice. Without
+    `accounts`, one is made from the config's admin token for the duration of the sync."""
+    if apply:
+        async with WriterLease(store, holder=holder_name(role), clock=clock, wait=wait_for_writer):
+            return await _run_sync(config, sources, store=store, api=api, apply=apply,
+                                   allow_mass_removal=allow_mass_removal, offline=offline, full_observe=full_observe,
+                                   clock=clock, accounts=accounts)
+    return await _run_sync(config, sources, store=store, api=api, apply=apply, allow_mass_removal=allow_mass_removal,
+                           offline=offline, full_observe=full_observe, clock=clock, accounts=accounts)
+
+
+async def _run_sync(config: Config, sources: list[str], *, store: Store, api: Homeserver, apply: bool,
+                    allow_mass_removal: bool, offline: bool, full_observe: bool, clock: Clock,
+                    accounts: Accounts | None) -> SyncResult:
     own = None
     if accounts is None and config.homeserver.admin_token:
         from bridge.matrix.admin_api import SynapseAdmin

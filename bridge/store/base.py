@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -93,9 +93,19 @@ class Store(Protocol):
     async def delete_mute(self, room_id: str, user_id: str) -> None: ...
     async def mutes(self) -> list[tuple[str, str, int]]: ...
 
+    # Leases: one holder at a time per name, until the expiry unless renewed.
+    async def acquire_lease(self, name: str, holder: str, *, now_ms: int, ttl_ms: int) -> str | None:
+        """Take or renew the lease; None when `holder` has it now, else who holds it."""
+        ...
+    async def release_lease(self, name: str, holder: str) -> None: ...
+
     # Audit log rows (the chaining is bridge/audit.py's; the store only keeps rows in order).
     async def audit_last(self) -> AuditRow | None: ...
     async def audit_append(self, rows: list[AuditRow]) -> None: ...
+    async def audit_extend(self, build: Callable[[AuditRow | None, str | None], list[AuditRow]], *,
+                           anchor_key: str) -> list[AuditRow]:
+        """Under the chain's lock: build(last row, or the anchor when none) -> rows, inserted."""
+        ...
     async def audit_rows(self, *, after_seq: int = 0) -> list[AuditRow]: ...
     async def audit_prune(self, *, before_ts: int) -> AuditRow | None:
         """Delete rows older than before_ts; returns the last deleted row (the new anchor)."""

@@ -16,7 +16,9 @@ from typing import Any, Protocol
 
 from bridge.errors import StoreError
 
-MIGRATION_LOCK = 7734001  # PostgreSQL advisory lock: one migrator at a time across processes
+# PostgreSQL advisory locks (SQLite's BEGIN IMMEDIATE already admits one writer at a time).
+MIGRATION_LOCK = 7734001  # one migrator at a time across processes
+AUDIT_LOCK = 7734002  # one appender to the audit chain at a time: entry numbers never collide
 
 
 class Connection(Protocol):
@@ -31,8 +33,8 @@ class Database(Connection, Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
 
-    def transaction(self, *, exclusive: bool = False) -> AbstractAsyncContextManager[Connection]:
-        """All or nothing; `exclusive` also keeps every other process's exclusive transaction out."""
+    def transaction(self, *, lock: int | None = None) -> AbstractAsyncContextManager[Connection]:
+        """All or nothing; with `lock`, also one such transaction at a time across processes."""
         ...
 
 
@@ -86,7 +88,7 @@ class SqliteDatabase:
         return None if row is None else row[0]
 
     @asynccontextmanager
-    async def transaction(self, *, exclusive: bool = False) -> AsyncIterator[Connection]:
+    async def transaction(self, *, lock: int | None = None) -> AsyncIterator[Connection]:
         # BEGIN IMMEDIATE takes SQLite's write lock at once: every write transaction is exclusive.
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -137,7 +139,9 @@ class PostgresDatabase(_PgConnection):
         if self.schema:
             conn = await asyncpg.connect(self.dsn)
             try:
-                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                async with conn.transaction():  # concurrent CREATE ... IF NOT EXISTS can still collide
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             finally:
                 await conn.close()
         self.conn = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4, server_settings=settings)
@@ -148,8 +152,8 @@ class PostgresDatabase(_PgConnection):
             self.conn = None
 
     @asynccontextmanager
-    async def transaction(self, *, exclusive: bool = False) -> AsyncIterator[Connection]:
+    async def transaction(self, *, lock: int | None = None) -> AsyncIterator[Connection]:
         async with self.pool.acquire() as conn, conn.transaction():
-            if exclusive:
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            if lock is not None:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", lock)
             yield _PgConnection(conn)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from bridge.store.base import AuditRow, InboxItem, RoomRecord
-from bridge.store.db import Database
+from bridge.store.db import AUDIT_LOCK, MIGRATION_LOCK, Database
 from bridge.store.migrations import migrations
 
 
@@ -25,7 +25,7 @@ class SqlStore:
         await self.db.open()
         # One migrator at a time, even with several bridge processes opening a new store together:
         # the version is read inside the exclusive transaction that applies what is missing.
-        async with self.db.transaction(exclusive=True) as tx:
+        async with self.db.transaction(lock=MIGRATION_LOCK) as tx:
             await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             current = int(await tx.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
             for version, statements in migrations():
@@ -176,11 +176,41 @@ class SqlStore:
         rows = await self.db.fetch("SELECT room_id, user_id, until_ms FROM mutes ORDER BY until_ms")
         return [(r[0], r[1], r[2]) for r in rows]
 
+    # --- leases -------------------------------------------------------------------------------
+
+    async def acquire_lease(self, name: str, holder: str, *, now_ms: int, ttl_ms: int) -> str | None:
+        async with self.db.transaction() as tx:
+            got = await tx.fetchval(
+                "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE "
+                "SET holder = excluded.holder, expires_at = excluded.expires_at "
+                "WHERE leases.holder = excluded.holder OR leases.expires_at < $4 RETURNING holder",
+                name, holder, now_ms + ttl_ms, now_ms)
+            if got is not None:
+                return None
+            current = await tx.fetchval("SELECT holder FROM leases WHERE name = $1", name)
+        return str(current)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self.db.execute("DELETE FROM leases WHERE name = $1 AND holder = $2", name, holder)
+
     # --- audit rows (the chaining is bridge/audit.py's) -----------------------------------------
 
     async def audit_last(self) -> AuditRow | None:
         row = await self.db.fetchrow("SELECT seq, ts, body, mac FROM audit ORDER BY seq DESC LIMIT 1")
         return None if row is None else AuditRow(*row)
+
+    async def audit_extend(self, build: Callable[[AuditRow | None, str | None], list[AuditRow]], *,
+                           anchor_key: str) -> list[AuditRow]:
+        """Append to the chain in one transaction that holds the chain's lock: `build` gets the
+        last row (or, after a prune emptied the table, the anchor kept under `anchor_key`) and
+        returns the rows to insert. Two processes never take the same entry number."""
+        async with self.db.transaction(lock=AUDIT_LOCK) as tx:
+            row = await tx.fetchrow("SELECT seq, ts, body, mac FROM audit ORDER BY seq DESC LIMIT 1")
+            anchor = None if row is not None else await tx.fetchval("SELECT value FROM kv WHERE key = $1", anchor_key)
+            rows = build(None if row is None else AuditRow(*row), None if anchor is None else str(anchor))
+            await tx.executemany("INSERT INTO audit (seq, ts, body, mac) VALUES ($1, $2, $3, $4)",
+                                 [(r.seq, r.ts, r.body, r.mac) for r in rows])
+        return rows
 
     async def audit_append(self, rows: list[AuditRow]) -> None:
         async with self.db.transaction() as tx:

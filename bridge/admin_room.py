@@ -74,6 +74,11 @@ def residual(summary: Mapping[str, int]) -> str:
     return f"Après application, il reste à faire : {format_summary(summary)}. La prochaine synchronisation réessaiera."
 
 
+def export_refused(error: str) -> str:
+    return (f"Export de l'annuaire refusé ({error}). Rien n'a changé : les salons et les règles restent "
+            "ceux du dernier export valide.")
+
+
 def policy_refused(error: str) -> str:
     return f"Politique refusée, la précédente reste en vigueur : {error}"
 

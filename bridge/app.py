@@ -95,14 +95,15 @@ class Bridge:
         handlers: list[EventHandler] = [log_event, outsiders.on_event]
         if moderator is not None:
             handlers.append(moderator.on_event)
-        dispatcher = Dispatcher(store, handlers)
+        dispatcher = Dispatcher(store, handlers, clock=clock)
         bot_user = config.bot_user_id
 
         async def user_query(user_id: str) -> bool:
             return user_id == bot_user
 
         server = AppserviceServer(hs_token=config.appservice.hs_token, store=store,
-                                  on_new_events=dispatcher.notify, user_query=user_query)
+                                  on_new_events=dispatcher.notify, user_query=user_query,
+                                  dispatcher_state=dispatcher.state)
         sources = list(config.directory_sources)
         return cls(
             config=config, store=store, api=api, bot=bot, server=server, dispatcher=dispatcher,
@@ -116,6 +117,7 @@ class Bridge:
                                   watch=True, run_at_start=False) if moderator is not None else None)
 
     async def start(self) -> None:
+        await self.ops.restore()  # the outsider rule holds from the first event, whatever the export
         # Listen first: Synapse may already be resending transactions from before a restart.
         self.runner = await self.server.start(host=self.config.appservice.bind_address,
                                               port=self.config.appservice.port)

@@ -10,6 +10,7 @@ Every decision goes to the audit log with the protection and reason, never the m
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -38,6 +39,11 @@ REPORT = {"fr": "Signalement : {user} dans « {room} » — règle {protection} 
           "en": "Report: {user} in “{room}” — rule {protection} ({reason}). Actions: {actions}."}
 OUTSIDER = {"fr": "{user} a été retiré(e) de ce salon : {reason}.",
             "en": "{user} was removed from this room: {reason}."}
+
+
+def _txn_id(event_id: str, protection: str, action: str) -> str:
+    digest = hashlib.sha256(f"{event_id}\x00{protection}\x00{action}".encode()).hexdigest()[:32]
+    return f"entb-mod-{digest}"
 
 
 class Moderator:
@@ -91,7 +97,7 @@ class Moderator:
                              and getattr(self.templates.get(r.template), "reports", False)}
 
     async def report_to_school(self, room_id: str, *, user: str, protection: str, reason: str,
-                               actions: list[str]) -> bool:
+                               actions: list[str], txn_id: str | None = None) -> bool:
         """Tell the moderators of the room's school (their moderators room); False if it has none."""
         target = self.reports_room.get(self.room_school.get(room_id, ""))
         if target is None or target == room_id:
@@ -100,7 +106,7 @@ class Moderator:
         label = room.display_name if room is not None else f"{self.room_template.get(room_id, '?')} {room_id}"
         text = REPORT.get(self.language, REPORT["fr"]).format(
             user=user, room=label, protection=protection, reason=reason, actions=", ".join(actions))
-        await self.bot.send_notice(target, text)
+        await self.bot.send_notice(target, text, txn_id=txn_id)
         return True
 
     async def outsider_removed(self, room_id: str, user: str, reason: str) -> None:
@@ -145,12 +151,12 @@ class Moderator:
         room = self.bot.client.rooms.get(room_id) if self.bot.client else None
         return int(room.power_levels.get_user_level(user_id)) if room is not None else 0
 
-    async def _notice(self, room_id: str, text: str) -> None:
+    async def _notice(self, room_id: str, text: str, *, txn_id: str | None = None) -> None:
         if self.keyless_room(room_id):
             await self.api.send_event(room_id, "m.room.message", {"msgtype": "m.notice", "body": text},
-                                      as_user=self.actor(room_id), txn_id=secrets.token_hex(8))
+                                      as_user=self.actor(room_id), txn_id=txn_id or secrets.token_hex(8))
         else:
-            await self.bot.send_notice(room_id, text)
+            await self.bot.send_notice(room_id, text, txn_id=txn_id)
 
     async def on_event(self, event: dict[str, Any]) -> None:
         """Dispatcher hook: plaintext messages of unencrypted managed rooms arrive with the
@@ -186,23 +192,29 @@ class Moderator:
     async def _act(self, msg: ReceivedMessage, d: Decision, *, mute_until_ms: int | None) -> None:
         lang = self.language
         for action in d.actions:
+            # The same event handled again (after a crash) sends the same request ids: the
+            # homeserver answers with the first result instead of acting twice.
+            txn = _txn_id(msg.event_id, d.protection, action)
             if action == "redact":
-                await self.api.redact(msg.room_id, msg.event_id, as_user=self.actor(msg.room_id), reason=d.reason)
+                await self.api.redact(msg.room_id, msg.event_id, as_user=self.actor(msg.room_id), reason=d.reason,
+                                      txn_id=txn)
             elif action == "warn":
-                await self._notice(msg.room_id, WARN.get(lang, WARN["fr"]).format(user=msg.sender, reason=d.reason))
+                await self._notice(msg.room_id, WARN.get(lang, WARN["fr"]).format(user=msg.sender, reason=d.reason),
+                                   txn_id=txn)
             elif action == "notice":  # at most one automatic answer per evening (the memory's rule)
-                await self._notice(msg.room_id, f"{msg.sender} : {QUIET_NOTICE.get(lang, QUIET_NOTICE['fr'])}")
+                await self._notice(msg.room_id, f"{msg.sender} : {QUIET_NOTICE.get(lang, QUIET_NOTICE['fr'])}",
+                                   txn_id=txn)
             elif action == "mute" and mute_until_ms is not None:
                 minutes = float(d.detail.get("mute_minutes", 60))
                 # Expiries are wall-clock times: they are slept on and survive restarts.
                 await self.mute(msg.room_id, msg.sender, until_ms=mute_until_ms)
                 await self._notice(msg.room_id, MUTED.get(lang, MUTED["fr"]).format(
-                    user=msg.sender, minutes=f"{minutes:g}", reason=d.reason))
+                    user=msg.sender, minutes=f"{minutes:g}", reason=d.reason), txn_id=txn)
             elif action == "kick":
                 await self.api.kick(msg.room_id, msg.sender, as_user=self.actor(msg.room_id), reason=d.reason)
             elif action == "report":
                 sent = await self.report_to_school(msg.room_id, user=msg.sender, protection=d.protection,
-                                                   reason=d.reason, actions=list(d.actions))
+                                                   reason=d.reason, actions=list(d.actions), txn_id=txn)
                 log.warning("moderation_report", room_id=msg.room_id, sender=msg.sender, protection=d.protection,
                             to_school_moderators=sent)
         self.audit.record(actor="ent-bridge", action=f"moderation_{d.protection}", room=msg.room_id,

@@ -8,6 +8,7 @@ from bridge import admin_room as texts
 from bridge.audit import for_config as audit_for_config
 from bridge.clock import Clock
 from bridge.config import Config
+from bridge.errors import InputError
 from bridge.logging import get_logger
 from bridge.matrix.port import Homeserver
 from bridge.moderation import Moderator
@@ -17,6 +18,7 @@ from bridge.retention_sweep import sweep_managed
 from bridge.store.base import Store
 
 log = get_logger(component="operations")
+OUTSIDERS_KEY = "outsider_rule"  # who is entitled where, as of the last applied sync
 Notify = Callable[[str], Awaitable[None]]
 
 
@@ -33,12 +35,22 @@ class Operations:
         self.last_sync = texts.NO_SYNC_YET
 
     async def resync(self) -> None:
-        """One directory sync, applied when the guards allow it; a refusal is logged and reported."""
-        result = await run_sync(self.config, list(self.config.directory_sources), store=self.store, api=self.api,
-                                apply=True, clock=self.clock, role="run")
+        """One directory sync, applied when the guards allow it; a refusal is logged and reported.
+        A broken export is reported (file and line) and changes nothing: the rooms, and the
+        outsider rule, stay as the last good export made them."""
+        try:
+            result = await run_sync(self.config, list(self.config.directory_sources), store=self.store,
+                                    api=self.api, apply=True, clock=self.clock, role="run")
+        except InputError as exc:
+            log.error("directory_export_refused", error=str(exc))
+            self.last_sync = texts.export_refused(str(exc))
+            await self.notify(self.last_sync)
+            return
         if self.moderator is not None:
             await self.moderator.refresh_rooms()
-        self.outsiders.update(result.plan.desired, await self.store.all_rooms())
+        if result.verdict.ok:
+            self.outsiders.update(result.plan.desired, await self.store.all_rooms())
+            await self.store.set_value(OUTSIDERS_KEY, self.outsiders.snapshot())
         if not result.verdict.ok:
             log.error("resync_refused_by_guard", reasons=list(result.verdict.reasons))
             self.last_sync = texts.SYNC_REFUSED
@@ -50,12 +62,21 @@ class Operations:
             # The apply's own verification found the homeserver still different: say so.
             await self.notify(texts.residual(result.residual.summary()))
 
+    async def restore(self) -> None:
+        """At start: the outsider rule from the last applied sync, before any event is handled."""
+        saved = await self.store.get_value(OUTSIDERS_KEY)
+        if saved:
+            self.outsiders.restore(saved)
+            log.info("outsider_rule_restored", rooms=len(self.outsiders.entitled))
+
     async def sweep(self) -> None:
         """Retention sweep of every managed room whose template sets a lifetime, then the audit
         log's own retention."""
         await sweep_managed(self.config, store=self.store, api=self.api, clock=self.clock)
         cutoff = self.clock.now_ms() - self.config.audit_retention_days * 86_400_000
         await audit_for_config(self.config, self.store).prune(older_than_ms=cutoff)
+        # Transaction ids and handled event ids: the homeserver resends for minutes, not weeks.
+        await self.store.prune_transactions(before_ms=self.clock.now_ms() - 7 * 86_400_000)
 
     async def reload_policies(self) -> str | None:
         """Reload templates and moderation; a broken file leaves the previous policies in force."""
@@ -71,10 +92,9 @@ class Operations:
 
     async def status(self) -> str:
         rooms = await self.store.all_rooms()
-        dead = await self.store.dead_letters()
-        pending = await self.store.pending_events(limit=1000)
+        stats = await self.store.inbox_stats()
         archived = sum(1 for r in rooms if r.archived)
-        return texts.status(active=len(rooms) - archived, archived=archived, pending=len(pending), dead=len(dead),
+        return texts.status(active=len(rooms) - archived, archived=archived, pending=stats.pending, dead=stats.dead,
                             last_sync=self.last_sync)
 
     async def plan_summary(self) -> str:

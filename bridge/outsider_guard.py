@@ -3,6 +3,9 @@ is removed at once, from the event stream, not at the next sync."""
 
 from __future__ import annotations
 
+import base64
+import json
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -37,6 +40,16 @@ class OutsiderGuard:
         ids = {r.room_key: r.room_id for r in records if not r.archived}
         self.entitled = {ids[k]: frozenset(r.members) for k, r in desired.items() if k in ids}
         self.actors = {ids[k]: r.owner for k, r in desired.items() if k in ids and r.owner}
+
+    def snapshot(self) -> str:
+        """The rule's data, compact, for the store: a restart with a broken export keeps it."""
+        data = {"entitled": {r: sorted(m) for r, m in self.entitled.items()}, "actors": self.actors}
+        return base64.b64encode(zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 6)).decode()
+
+    def restore(self, text: str) -> None:
+        data = json.loads(zlib.decompress(base64.b64decode(text)))
+        self.entitled = {r: frozenset(m) for r, m in data["entitled"].items()}
+        self.actors = dict(data["actors"])
 
     async def on_event(self, event: dict[str, Any]) -> None:
         user = outsider(event, self.entitled, bridge_users=(self.bot, self.keyless))

@@ -205,3 +205,31 @@ async def test_accounts_are_provisioned_then_erased_after_the_grace_period(tmp_p
         assert "g-anne" in await store.identities()  # kept until the erasure can be done
     finally:
         await store.close()
+
+
+async def test_a_broken_export_keeps_the_last_good_rules_even_after_a_restart(running: Any) -> None:
+    """A new export is broken (here: invalid YAML) and the bridge restarts: nothing is archived
+    or removed, the admins are told which file and line, and outsiders are still removed at once,
+    by the rule of the last applied sync."""
+    bridge, fake, ctx = running
+    rooms = await bridge.store.all_rooms()
+    await bridge.stop()
+    ctx["src"].write_text("schools: [unclosed\n")
+    again = await Bridge.create(bridge.config, with_bot=False, transport=fake)
+    await again.start()
+    try:
+        assert again.resyncer is not None
+        await _until(lambda: again.resyncer.runs >= 1)
+        assert "refusé" in again.ops.last_sync and ctx["src"].name in again.ops.last_sync
+        assert ":2" in again.ops.last_sync or ":1" in again.ops.last_sync  # the line
+        assert await again.store.all_rooms() == rooms  # nothing archived
+        room = next(r for r in rooms if r.template == "class")
+        stranger = "@intrus2:ent.test"
+        fake.register(stranger)
+        fake.store.invite(fake.room(room.room_id), again.config.bot_user_id, stranger, None)
+        event = {"type": "m.room.member", "room_id": room.room_id, "state_key": stranger, "event_id": "$inv2",
+                 "sender": "@teacher:ent.test", "content": {"membership": "invite"}}
+        assert await _put(again, "t-restart", [event]) == 200
+        await _until(lambda: fake.room(room.room_id).membership(stranger) == "leave")
+    finally:
+        await again.stop()

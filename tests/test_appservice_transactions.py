@@ -8,6 +8,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bridge.appservice.dispatch import retry_delay_ms
+from bridge.clock import FakeClock
+
 pytestmark = pytest.mark.synapse
 
 
@@ -79,14 +82,23 @@ async def test_failing_handler_retries_then_keeps_dead_letter(bridge_factory: An
         raise RuntimeError("boom")
 
     bridge.dispatcher.handlers.append(broken)
-    bridge.dispatcher.base_delay = 0.01
+    bridge.dispatcher.clock = clock = FakeClock()
     assert await bridge.store.record_transaction("t-fail", [EVENT], now_ms=1)
-    for _ in range(bridge.dispatcher.max_attempts):
+    waits = []
+    for attempt in range(1, bridge.dispatcher.max_attempts + 1):
         await bridge.dispatcher.drain_once()
-    assert len(calls) == bridge.dispatcher.max_attempts
+        assert len(calls) == attempt
+        await bridge.dispatcher.drain_once()  # not due yet: not tried again at once
+        assert len(calls) == attempt
+        waits.append(retry_delay_ms(attempt))
+        clock.advance(waits[-1] / 1000)
+    assert waits[:3] == [500, 1000, 2000] and waits[-1] == 3_600_000 and sum(waits) > 8 * 3_600_000  # hours
     dead = await bridge.store.dead_letters()
-    assert [d.event["event_id"] for d in dead] == ["$e1"]
+    assert [d.event["event_id"] for d in dead] == ["$e1"] and "RuntimeError: boom" in (dead[0].last_error or "")
     assert await bridge.store.pending_events() == []
+    assert await bridge.store.retry_dead() == 1  # `ent-bridge events retry`
+    await bridge.dispatcher.drain_once()
+    assert len(calls) == bridge.dispatcher.max_attempts + 1
     await bridge.store.close()
     await bridge.api.close()
 
@@ -124,3 +136,40 @@ async def test_a_bridge_receives_only_its_own_namespace_events(bridge_factory: A
         await asyncio.sleep(0.05)
     assert any(e.get("event_id") == marker for e in seen)
     assert all(e.get("room_id") == mine for e in seen), {e.get("room_id") for e in seen}
+
+
+def test_events_cli_lists_and_retries_dead_letters(tmp_path: Any) -> None:
+    """`ent-bridge events list --dead` shows metadata (never content), `events retry` puts back."""
+    import asyncio
+    import subprocess
+    import sys
+
+    import yaml
+
+    from bridge.store.sqlite import SqliteStore
+    from tests.conftest import write_bridge_files
+
+    config_path, _ = write_bridge_files(tmp_path, hs_url="http://127.0.0.1:9", bridge_port=1)
+    data = yaml.safe_load(config_path.read_text())
+    db = tmp_path / "bridge.db"
+    data["database"]["url"] = f"sqlite:///{db}"
+    config_path.write_text(yaml.safe_dump(data))
+
+    async def make_dead() -> None:
+        store = SqliteStore(str(db))
+        await store.open()
+        await store.record_transaction("t9", [EVENT], now_ms=1)
+        await store.event_failed("t9", 0, error="RuntimeError: boom", max_attempts=1)
+        await store.close()
+
+    asyncio.run(make_dead())
+
+    def cli(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "bridge", "-c", str(config_path), "events", *args],
+                              capture_output=True, text=True, check=True).stdout
+
+    listed = cli("list", "--dead")
+    assert "1 dead letters" in listed and "t9:0" in listed and "RuntimeError: boom" in listed
+    assert "bonjour" not in listed  # the message itself never
+    assert "1 dead letters put back" in cli("retry", "t9:0")
+    assert "1 events waiting, 0 dead letters" in cli("list")

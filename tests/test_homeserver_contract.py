@@ -175,8 +175,11 @@ async def test_history_redaction_and_idempotent_sends(side: Side) -> None:
     assert first == again  # a resent transaction id is the same event
     page = await side.api.messages(room, as_user=side.bot, limit=5)
     assert page["chunk"][0]["event_id"] == first and page["chunk"][0]["content"]["body"] == "bonjour"
-    await side.api.redact(room, first, as_user=side.bot, reason="durée dépassée")
+    txn = secrets.token_hex(6)
+    await side.api.redact(room, first, as_user=side.bot, reason="durée dépassée", txn_id=txn)
+    await side.api.redact(room, first, as_user=side.bot, reason="durée dépassée", txn_id=txn)  # a retry
     page = await side.api.messages(room, as_user=side.bot, limit=10)
+    assert sum(1 for e in page["chunk"] if e["type"] == "m.room.redaction") == 1  # the same redaction
     redacted = next(e for e in page["chunk"] if e["event_id"] == first)
     assert "body" not in redacted["content"]
 

@@ -183,3 +183,22 @@ async def test_lease_one_holder_at_a_time_until_expiry(store: Any) -> None:
     assert await store.acquire_lease("writer", "a", now_ms=90_002, ttl_ms=60_000) == "b"
     await store.release_lease("writer", "b")
     assert await store.acquire_lease("writer", "a", now_ms=90_003, ttl_ms=60_000) is None
+
+
+async def test_a_task_cancelled_inside_a_transaction_leaves_the_store_usable(store: Any) -> None:
+    """A lease renewal or a handler cancelled at any point of its transaction (the bridge
+    stopping) must not leave the connection inside a transaction for the next caller."""
+    import asyncio
+
+    for ticks in range(8):
+        task = asyncio.ensure_future(store.acquire_lease("writer", f"h{ticks}", now_ms=ticks, ttl_ms=1))
+        for _ in range(ticks):
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    await store.set_value("after", "ok")
+    assert await store.acquire_lease("writer", "last", now_ms=10**6, ttl_ms=1) is None
+    assert await store.get_value("after") == "ok"

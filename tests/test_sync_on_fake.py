@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from bridge.clock import FakeClock
+from bridge.clock import FakeClock, FixedTime
 from bridge.config import Config, load_config
 from bridge.errors import MForbidden, TemporaryMatrixError
 from bridge.matrix.appservice_api import AppserviceAPI
@@ -217,10 +217,11 @@ async def test_two_writers_at_once_apply_one_after_the_other(world: World) -> No
     audited once, and no invite goes out twice."""
     other = await open_store(world.config.database_url)
     src = [str(write_school(world.tmp, world.school))]
+    clock = FixedTime(world.clock.now())  # real waiting: the fake clock's sleeps would expire the lease at once
     try:
         first, second = await asyncio.gather(
-            run_sync(world.config, src, store=world.store, api=world.api, apply=True, clock=world.clock, role="run"),
-            run_sync(world.config, src, store=other, api=world.api, apply=True, clock=world.clock, role="sync"))
+            run_sync(world.config, src, store=world.store, api=world.api, apply=True, clock=clock, role="run"),
+            run_sync(world.config, src, store=other, api=world.api, apply=True, clock=clock, role="sync"))
     finally:
         await other.close()
     plans = sorted((first, second), key=lambda r: len(r.plan.actions))

@@ -1,73 +1,158 @@
-"""Drains the durable inbox: hands each event to the handlers, retries failures, keeps dead letters."""
+"""Drains the durable inbox: hands each event to the handlers, retries failures with backoff.
+
+It never stops silently. A store that fails (locked, connection killed) is retried with backoff,
+its trouble visible in `state` (and so in /health); the draining task is supervised and restarted
+if it ever ends. A failing event is tried again after 0.5 s, 1 s, 2 s… up to an hour between
+tries, for `max_attempts` tries (hours), then kept as a dead letter that `ent-bridge events retry`
+puts back. An event already handled (by its event id) is not handled twice.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from bridge.clock import SYSTEM, Clock
 from bridge.logging import get_logger
-from bridge.store.base import Store
+from bridge.store.base import InboxItem, Store
 
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
+BATCH = 500
+log = get_logger(component="dispatcher")
+
+
+def retry_delay_ms(attempts: int, *, base_ms: int = 500, cap_ms: int = 3_600_000) -> int:
+    """After the n-th failure: 0.5 s, 1 s, 2 s … capped at an hour (20 tries span about 9 hours)."""
+    return int(min(cap_ms, base_ms * 2 ** max(0, attempts - 1)))
+
+
+@dataclass
+class DispatcherState:
+    """What /health reports of the dispatcher."""
+
+    store_failures: int = 0  # consecutive failed drains (0: healthy)
+    restarts: int = 0
+    last_error: str | None = None
+    handled: int = 0
 
 
 class Dispatcher:
-    def __init__(self, store: Store, handlers: list[EventHandler], *, max_attempts: int = 5,
-                 base_delay: float = 0.5) -> None:
+    def __init__(self, store: Store, handlers: list[EventHandler], *, max_attempts: int = 20,
+                 clock: Clock = SYSTEM) -> None:
         self.store = store
         self.handlers = handlers
         self.max_attempts = max_attempts
-        self.base_delay = base_delay
+        self.clock = clock
+        self.state = DispatcherState()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._timer: asyncio.TimerHandle | None = None
+        # Handled, not yet recorded as such (the store failed at that moment): recorded first at the
+        # next drain, never handled again.
+        self._unsaved: dict[tuple[str, int], str | None] = {}
 
     def notify(self) -> None:
         self._wake.set()
 
-    async def drain_once(self) -> int:
-        """Handle every pending event once; returns how many were handled successfully."""
-        done: list[tuple[str, int]] = []
-        retry_soon = False
-        for item in await self.store.pending_events(limit=500):
-            log = get_logger(txn_id=item.txn_id, room_id=item.event.get("room_id"),
-                             event_id=item.event.get("event_id"), event_type=item.event.get("type"))
-            try:
-                for handler in self.handlers:
-                    await handler(item.event)
-            except Exception as exc:  # noqa: BLE001 - any handler failure is recorded, not lost
-                dead = await self.store.event_failed(item.txn_id, item.idx, error=repr(exc),
-                                                     max_attempts=self.max_attempts)
-                (log.error if dead else log.warning)(
-                    "event_dead_letter" if dead else "event_handler_failed",
-                    attempts=item.attempts + 1, error=type(exc).__name__)
-                retry_soon = retry_soon or not dead
-                continue
-            done.append((item.txn_id, item.idx))
-        # Handled events leave the inbox together. A crash before this line re-handles them:
-        # handlers are idempotent (redacting or kicking twice is harmless), losing one is not.
-        if done:
-            await self.store.events_done(done)
-        if retry_soon:
-            self._schedule_retry()
-        return len(done)
+    async def _handle(self, item: InboxItem) -> bool:
+        try:
+            for handler in self.handlers:
+                await handler(item.event)
+        except Exception as exc:  # noqa: BLE001 - any handler failure is recorded, not lost
+            attempts = item.attempts + 1
+            due = self.clock.now_ms() + retry_delay_ms(attempts)
+            dead = await self.store.event_failed(item.txn_id, item.idx, error=f"{type(exc).__name__}: {exc}",
+                                                 max_attempts=self.max_attempts, next_attempt_ms=due)
+            (log.error if dead else log.warning)(
+                "event_dead_letter" if dead else "event_handler_failed", txn_id=item.txn_id,
+                event_id=item.event.get("event_id"), event_type=item.event.get("type"), attempts=attempts,
+                error=type(exc).__name__)
+            return False
+        return True
 
-    def _schedule_retry(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.call_later(self.base_delay, self._wake.set)
+    async def _save(self) -> None:
+        """Record the handled events (they leave the inbox, their ids are remembered)."""
+        if self._unsaved:
+            done = list(self._unsaved)
+            ids = [e for e in self._unsaved.values() if e is not None]
+            await self.store.events_done(done, event_ids=ids, now_ms=self.clock.now_ms())
+            self.state.handled += len(done)
+            self._unsaved.clear()
+
+    async def drain_once(self) -> int:
+        """Handle every event due now once; returns how many were taken from the inbox."""
+        await self._save()  # what a store failure kept from being recorded last time
+        items = await self.store.pending_events(limit=BATCH, due_ms=self.clock.now_ms())
+        ids = [str(i.event["event_id"]) for i in items if isinstance(i.event.get("event_id"), str)]
+        seen = await self.store.handled(ids)
+        for item in items:
+            raw_id = item.event.get("event_id")
+            event_id = raw_id if isinstance(raw_id, str) else None
+            if event_id is not None and (event_id in seen or event_id in self._unsaved.values()):
+                log.info("event_already_handled", event_id=event_id, txn_id=item.txn_id)
+            elif not await self._handle(item):
+                continue
+            self._unsaved[(item.txn_id, item.idx)] = event_id
+        # Handled events leave the inbox together. If the store fails here they stay in memory and
+        # are recorded first next time; only a crash before this line re-handles them (handlers are
+        # idempotent: redacting or kicking twice is harmless, losing an event is not).
+        await self._save()
+        return len(items)
+
+    async def _next_retry(self) -> None:
+        """Wake up when the earliest postponed event is due."""
+        later = await self.store.pending_events(limit=1)
+        if later and later[0].next_attempt_ms > self.clock.now_ms():
+            delay = (later[0].next_attempt_ms - self.clock.now_ms()) / 1000
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     async def run(self) -> None:
         self._wake.set()  # events left from before a restart are handled first
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while await self.drain_once() >= 500:
-                pass  # a full batch: more may be waiting
+            try:
+                while await self.drain_once() >= BATCH:
+                    pass  # a full batch: more may be waiting
+                await self._next_retry()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the store failed: retried, never a silent stop
+                self.state.store_failures += 1
+                self.state.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                delay = min(30.0, 0.25 * 2 ** min(self.state.store_failures, 8))
+                log.error("dispatcher_store_error", error=type(exc).__name__, failures=self.state.store_failures,
+                          retry_in_s=delay)
+                await self.clock.sleep(delay)
+                self._wake.set()
+                continue
+            if self.state.store_failures:
+                log.info("dispatcher_recovered", after_failures=self.state.store_failures)
+                self.state.store_failures = 0
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self.run(), name="dispatcher")
+        self._task.add_done_callback(self._supervise)
+
+    def _supervise(self, task: asyncio.Task[None]) -> None:
+        """The draining task must never end while the bridge runs: if it does, say so and restart."""
+        if self._stopping or task.cancelled():
+            return
+        self.state.restarts += 1
+        self.state.last_error = repr(task.exception())[:300]
+        log.error("dispatcher_restarted", restarts=self.state.restarts, error=self.state.last_error)
+        self.start()
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._timer is not None:
+            self._timer.cancel()
         if self._task:
             self._task.cancel()
             try:

@@ -6,9 +6,11 @@ import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
+from bridge.appservice.dispatch import DispatcherState
 from bridge.logging import get_logger
 from bridge.store.base import Store
 
@@ -41,7 +43,11 @@ class AppserviceServer:
         on_new_events: Callable[[], None] = lambda: None,
         user_query: QueryHandler | None = None,
         alias_query: QueryHandler | None = None,
+        dispatcher_state: DispatcherState | None = None,
+        stale_after_s: float = 60.0,
     ) -> None:
+        self.dispatcher_state = dispatcher_state
+        self.stale_after_s = stale_after_s
         self._hs_token = hs_token.encode()
         self.store = store
         self.on_new_events = on_new_events
@@ -111,10 +117,32 @@ class AppserviceServer:
         return web.json_response({})
 
     async def health(self, _request: web.Request) -> web.Response:
-        dead = await self.store.dead_letters()
-        pending = await self.store.pending_events(limit=1000)
-        return web.json_response({"status": "ok", "pending_events": len(pending),
-                                  "dead_letters": len(dead)})
+        """ok, or degraded (200) when events are not draining or dead letters wait; 503 when the
+        store can't even be read."""
+        try:
+            stats = await self.store.inbox_stats()
+        except Exception as exc:  # noqa: BLE001 - the answer is the report
+            return web.json_response({"status": "degraded", "store": f"unreachable: {type(exc).__name__}"},
+                                     status=503)
+        now_ms = int(time.time() * 1000)
+        oldest_s = None if stats.oldest_pending_ms is None else round((now_ms - stats.oldest_pending_ms) / 1000, 1)
+        report: dict[str, Any] = {"pending_events": stats.pending, "oldest_pending_s": oldest_s,
+                                  "dead_letters": stats.dead}
+        problems = []
+        if self.dispatcher_state is not None:
+            d = self.dispatcher_state
+            report["dispatcher"] = {"store_failures": d.store_failures, "restarts": d.restarts,
+                                    "last_error": d.last_error, "handled": d.handled}
+            if d.store_failures:
+                problems.append("the dispatcher can't reach the store")
+        if oldest_s is not None and oldest_s > self.stale_after_s:
+            problems.append(f"events wait for {oldest_s:.0f} s")
+        if stats.dead:
+            problems.append(f"{stats.dead} dead letters (ent-bridge events list)")
+        report["status"] = "degraded" if problems else "ok"
+        if problems:
+            report["problems"] = problems
+        return web.json_response(report)
 
     async def start(self, *, host: str, port: int) -> web.AppRunner:
         runner = web.AppRunner(self.app, access_log=None)

@@ -24,9 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Commands that live in their own modules register themselves here."""
-    from bridge.cli import annuaire, audit, bot, policy, retention, rgpd, serve, sync
+    from bridge.cli import annuaire, audit, bot, events, policy, retention, rgpd, serve, sync
 
     serve.register(sub)
+    events.register(sub)
     annuaire.register(sub)
     sync.register(sub)
     bot.register(sub)

@@ -232,6 +232,9 @@ class AppserviceAPI:
         resp = await self.request("PUT", path, user_id=as_user, json=dict(content))
         return str(resp.get("event_id", ""))
 
-    async def redact(self, room_id: str, event_id: str, *, as_user: str, reason: str) -> None:
-        await self.request("PUT", f"{CS}/rooms/{_q(room_id)}/redact/{_q(event_id)}/{secrets.token_hex(8)}",
+    async def redact(self, room_id: str, event_id: str, *, as_user: str, reason: str,
+                     txn_id: str | None = None) -> None:
+        """txn_id: the same id sent again is the same redaction (the homeserver deduplicates)."""
+        txn = txn_id or secrets.token_hex(8)
+        await self.request("PUT", f"{CS}/rooms/{_q(room_id)}/redact/{_q(event_id)}/{_q(txn)}",
                            user_id=as_user, json={"reason": reason})

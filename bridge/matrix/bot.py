@@ -212,7 +212,7 @@ class Bot:
 
         await asyncio.wait_for(seen(), timeout)
 
-    async def send_notice(self, room_id: str, text: str, *, html: str | None = None) -> str:
+    async def send_notice(self, room_id: str, text: str, *, html: str | None = None, txn_id: str | None = None) -> str:
         """Send an m.notice, encrypted when the room is; returns the event id."""
         assert self.client is not None
         await self.wait_for_room(room_id)
@@ -224,7 +224,7 @@ class Bot:
         content: dict[str, Any] = {"msgtype": "m.notice", "body": text}
         if html:
             content.update({"format": "org.matrix.custom.html", "formatted_body": html})
-        resp = await self.client.room_send(room_id, "m.room.message", content,
+        resp = await self.client.room_send(room_id, "m.room.message", content, tx_id=txn_id,
                                            ignore_unverified_devices=True)
         if not isinstance(resp, RoomSendResponse):
             raise BridgeError(f"sending to {room_id} failed: {getattr(resp, 'message', resp)}")

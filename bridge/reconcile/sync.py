@@ -107,10 +107,13 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
     now = ports.clock.now()
     now_ms = int(now.timestamp() * 1000)
     accounts = None if offline else ports.accounts
-    directory, _ = load(sources, academie=config.academie)
+    # Reading a département's export and planning for it take seconds of CPU: on a worker thread,
+    # so the transaction endpoint and moderation keep answering meanwhile.
+    directory, _ = await asyncio.to_thread(load, sources, academie=config.academie)
     known = await store.identities()
     by_email, notes = await match_emails(config, directory, known, accounts)
-    desired, identities = desired_state(config, directory, known, now=now, by_email=by_email)
+    desired, identities = await asyncio.to_thread(desired_state, config, directory, known, now=now,
+                                                  by_email=by_email)
     provision, more = await missing_accounts(config, directory, identities, known, accounts)
     if notes + more:
         desired = dataclasses.replace(desired, warnings=desired.warnings + tuple(notes + more))
@@ -126,7 +129,7 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
                          known[pid] in provisioned)
              for pid in due_for_erasure(leavers, now_ms=now_ms, grace_ms=config.identity.erase_after_days * 86_400_000)
              if pid in known and pid not in present]
-    plan = _plan(config, desired, observed, accounts=provision, erase=erase)
+    plan = await asyncio.to_thread(_plan, config, desired, observed, accounts=provision, erase=erase)
     size = len(directory.pupils) + len(directory.guardians) + len(directory.staff)
     previous = await store.get_value(DIRECTORY_SIZE_KEY)
     verdict = guards.check(plan, observed, limits=_limits(config), directory_size=size,
@@ -180,7 +183,7 @@ async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResu
         # Verify: re-observe what the apply touched (the homeserver names those rooms) and plan
         # again. It should find nothing; and the cache is then fresh for the next sync.
         observed, _ = await _observe(config, ports, sp.desired, now_ms=sp.now_ms, full=False, save=True)
-        residual = _plan(config, sp.desired, observed)
+        residual = await asyncio.to_thread(_plan, config, sp.desired, observed)
         if not residual.is_empty() and guards.check(
                 residual, observed, limits=_limits(config), directory_size=sp.directory_size,
                 previous_directory_size=sp.directory_size).ok:
@@ -192,7 +195,7 @@ async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResu
             report.done += more.done
             report.failed.extend(more.failed)
             observed, _ = await _observe(config, ports, sp.desired, now_ms=sp.now_ms, full=False, save=True)
-            residual = _plan(config, sp.desired, observed)
+            residual = await asyncio.to_thread(_plan, config, sp.desired, observed)
         if not residual.is_empty():
             log.warning("apply_not_converged", actions=len(residual.actions), summary=json.dumps(residual.summary()))
     log.info("sync_applied", done=report.done, failed=len(report.failed), created=report.created)

@@ -13,6 +13,15 @@ class InboxItem:
     idx: int
     event: dict[str, Any]
     attempts: int
+    last_error: str | None = None
+    next_attempt_ms: int = 0
+
+
+@dataclass(frozen=True)
+class InboxStats:
+    pending: int
+    dead: int
+    oldest_pending_ms: int | None  # when the oldest event not yet handled arrived
 
 
 @dataclass(frozen=True)
@@ -47,14 +56,25 @@ class Store(Protocol):
     async def record_transaction(self, txn_id: str, events: list[dict[str, Any]], *, now_ms: int) -> bool:
         """Store the txn and its events atomically; False when the txn id was seen before."""
         ...
-    async def pending_events(self, *, limit: int = 100) -> list[InboxItem]: ...
-    async def events_done(self, items: list[tuple[str, int]]) -> None:
-        """Many at once, in one database transaction (one disk sync instead of one per event)."""
+    async def pending_events(self, *, limit: int = 100, due_ms: int | None = None) -> list[InboxItem]:
+        """Events not yet handled nor dead, oldest first; with `due_ms`, only those due by then."""
         ...
-    async def event_failed(self, txn_id: str, idx: int, *, error: str, max_attempts: int) -> bool:
-        """Record a failure; True when the event became a dead letter."""
+    async def events_done(self, items: list[tuple[str, int]], *, event_ids: Collection[str] = (),
+                          now_ms: int = 0) -> None:
+        """Many at once, in one database transaction (one disk sync instead of one per event); the
+        event ids are remembered as handled."""
+        ...
+    async def handled(self, event_ids: Collection[str]) -> set[str]:
+        """Those of these event ids already handled (delivered before, in another transaction)."""
+        ...
+    async def event_failed(self, txn_id: str, idx: int, *, error: str, max_attempts: int,
+                           next_attempt_ms: int = 0) -> bool:
+        """Record a failure and when to try again; True when the event became a dead letter."""
         ...
     async def dead_letters(self) -> list[InboxItem]: ...
+    async def retry_dead(self, items: Collection[tuple[str, int]] | None = None) -> int: ...
+    async def inbox_stats(self) -> InboxStats: ...
+    async def prune_transactions(self, *, before_ms: int) -> int: ...
 
     # Key/value.
     async def get_value(self, key: str) -> str | None: ...

@@ -6,10 +6,12 @@ them into SQLite's own numbered form (?1, ?2…), which binds the same way.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,60 +45,123 @@ def sqlite_sql(sql: str) -> str:
     return re.sub(r"\$(\d+)", r"?\1", sql)
 
 
-class SqliteDatabase:
-    """Queries are sub-millisecond on a local file, so they run inline on the event loop; one
-    connection serialises writers, which is what SQLite wants anyway."""
+async def _settled(fut: asyncio.Future[Any]) -> bool:
+    """Whether the work behind `fut` (already running on the store's thread) succeeded."""
+    try:
+        await fut
+    except Exception:  # noqa: BLE001 - the BEGIN failed: nothing to roll back
+        return False
+    return True
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
 
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise StoreError("store is not open")
-        return self._db
+class _SqliteOps:
+    """Statements on the SQLite connection, each run on the store's own thread."""
 
-    async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged txn must survive a crash
-
-    async def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+    def __init__(self, owner: SqliteDatabase) -> None:
+        self.owner = owner
 
     async def execute(self, sql: str, *args: Any) -> None:
-        self.db.execute(sqlite_sql(sql), args)
+        await self.owner.call(lambda db: db.execute(sqlite_sql(sql), args))
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        self.db.executemany(sqlite_sql(sql), rows)
+        batch = list(rows)
+        await self.owner.call(lambda db: db.executemany(sqlite_sql(sql), batch))
 
     async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
-        return list(self.db.execute(sqlite_sql(sql), args).fetchall())
+        rows: list[Sequence[Any]] = await self.owner.call(lambda db: db.execute(sqlite_sql(sql), args).fetchall())
+        return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None:
         # fetchall, not fetchone: a RETURNING statement left half-read would block the COMMIT.
-        rows = self.db.execute(sqlite_sql(sql), args).fetchall()
+        rows = await self.fetch(sql, *args)
         return rows[0] if rows else None
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         row = await self.fetchrow(sql, *args)
         return None if row is None else row[0]
 
+
+class SqliteDatabase:
+    """One connection, used from one thread of its own: a locked database file (another process
+    writing, a backup) makes the store wait (`busy_timeout_s`), never the event loop, so the
+    transaction endpoint and moderation keep answering. An asyncio lock keeps statements of
+    other tasks out of an open transaction."""
+
+    def __init__(self, path: str, *, busy_timeout_s: float = 30.0) -> None:
+        self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        self._db: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._lock = asyncio.Lock()
+        self._ops = _SqliteOps(self)
+
+    async def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        db, thread = self._db, self._thread
+        if db is None or thread is None:
+            raise StoreError("store is not open")
+        return await asyncio.get_running_loop().run_in_executor(thread, fn, db)
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+
+        def connect() -> sqlite3.Connection:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_s,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # an acknowledged txn must survive a crash
+            return db
+
+        self._db = await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+
+    async def close(self) -> None:
+        if self._db is not None and self._thread is not None:
+            db, self._db = self._db, None
+            await asyncio.get_running_loop().run_in_executor(self._thread, db.close)
+            self._thread.shutdown(wait=False)
+            self._thread = None
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        async with self._lock:
+            await self._ops.execute(sql, *args)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        async with self._lock:
+            await self._ops.executemany(sql, rows)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        async with self._lock:
+            return await self._ops.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        async with self._lock:
+            return await self._ops.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._lock:
+            return await self._ops.fetchval(sql, *args)
+
     @asynccontextmanager
     async def transaction(self, *, lock: int | None = None) -> AsyncIterator[Connection]:
         # BEGIN IMMEDIATE takes SQLite's write lock at once: every write transaction is exclusive.
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        # A statement handed to the thread runs even if the task awaiting it is cancelled (a
+        # renewal stopped mid-way): so a cancelled BEGIN is waited for, then rolled back, and the
+        # connection is never left inside a transaction.
+        async with self._lock:
+            begin = asyncio.ensure_future(self.call(lambda db: db.execute("BEGIN IMMEDIATE")))
+            try:
+                await asyncio.shield(begin)
+            except asyncio.CancelledError:
+                if not begin.cancelled() and await _settled(begin):
+                    await self.call(lambda db: db.execute("ROLLBACK"))
+                raise
+            try:
+                yield self._ops
+            except BaseException:
+                await self.call(lambda db: db.execute("ROLLBACK"))
+                raise
+            await asyncio.shield(self.call(lambda db: db.execute("COMMIT")))
 
 
 class _PgConnection:

@@ -6,9 +6,11 @@ import json
 from collections.abc import Callable, Collection
 from typing import Any
 
-from bridge.store.base import AuditRow, InboxItem, RoomRecord
+from bridge.store.base import AuditRow, InboxItem, InboxStats, RoomRecord
 from bridge.store.db import AUDIT_LOCK, MIGRATION_LOCK, Database
 from bridge.store.migrations import migrations
+
+_MAX_MS = 2 ** 62  # "any time": every event not dead is due
 
 
 def _compact(value: Any) -> str:
@@ -54,29 +56,78 @@ class SqlStore:
                                  [(txn_id, i, _compact(ev)) for i, ev in enumerate(events)])
         return True
 
-    async def pending_events(self, *, limit: int = 100) -> list[InboxItem]:
+    async def pending_events(self, *, limit: int = 100, due_ms: int | None = None) -> list[InboxItem]:
         rows = await self.db.fetch(
-            "SELECT i.txn_id, i.idx, i.event_json, i.attempts FROM inbox i "
-            "JOIN transactions t ON t.txn_id = i.txn_id WHERE i.dead = 0 "
-            "ORDER BY t.received_at, i.txn_id, i.idx LIMIT $1", limit)
-        return [InboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+            "SELECT i.txn_id, i.idx, i.event_json, i.attempts, i.last_error, i.next_attempt_at FROM inbox i "
+            "JOIN transactions t ON t.txn_id = i.txn_id WHERE i.dead = 0 AND i.next_attempt_at <= $2 "
+            "ORDER BY t.received_at, i.txn_id, i.idx LIMIT $1", limit, _MAX_MS if due_ms is None else due_ms)
+        return [InboxItem(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5]) for r in rows]
 
-    async def events_done(self, items: list[tuple[str, int]]) -> None:
+    async def events_done(self, items: list[tuple[str, int]], *, event_ids: Collection[str] = (),
+                          now_ms: int = 0) -> None:
         async with self.db.transaction() as tx:
             await tx.executemany("DELETE FROM inbox WHERE txn_id = $1 AND idx = $2", items)
+            await tx.executemany("INSERT INTO handled_events VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING",
+                                 [(e, now_ms) for e in event_ids])
 
-    async def event_failed(self, txn_id: str, idx: int, *, error: str, max_attempts: int) -> bool:
+    async def handled(self, event_ids: Collection[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        found: set[str] = set()
+        ids = list(event_ids)
+        for i in range(0, len(ids), 500):  # bounded statements on both engines
+            chunk = ids[i:i + 500]
+            marks = ", ".join(f"${n + 1}" for n in range(len(chunk)))
+            rows = await self.db.fetch(f"SELECT event_id FROM handled_events WHERE event_id IN ({marks})",  # noqa: S608 - placeholders only
+                                       *chunk)
+            found.update(str(r[0]) for r in rows)
+        return found
+
+    async def event_failed(self, txn_id: str, idx: int, *, error: str, max_attempts: int,
+                           next_attempt_ms: int = 0) -> bool:
         async with self.db.transaction() as tx:
             dead = await tx.fetchval(
-                "UPDATE inbox SET attempts = attempts + 1, last_error = $1, "
+                "UPDATE inbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $5, "
                 "dead = CASE WHEN attempts + 1 >= $2 THEN 1 ELSE 0 END WHERE txn_id = $3 AND idx = $4 "
-                "RETURNING dead", error[:500], max_attempts, txn_id, idx)
+                "RETURNING dead", error[:500], max_attempts, txn_id, idx, next_attempt_ms)
         return bool(dead)
 
     async def dead_letters(self) -> list[InboxItem]:
-        rows = await self.db.fetch("SELECT txn_id, idx, event_json, attempts FROM inbox WHERE dead = 1 "
-                                   "ORDER BY txn_id, idx")
-        return [InboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+        rows = await self.db.fetch("SELECT txn_id, idx, event_json, attempts, last_error, next_attempt_at "
+                                   "FROM inbox WHERE dead = 1 ORDER BY txn_id, idx")
+        return [InboxItem(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    async def retry_dead(self, items: Collection[tuple[str, int]] | None = None) -> int:
+        """Dead letters back in the inbox, due now (all of them, or those named)."""
+        async with self.db.transaction() as tx:
+            if items is None:
+                count = await tx.fetchval("SELECT count(*) FROM inbox WHERE dead = 1")
+                await tx.execute("UPDATE inbox SET dead = 0, attempts = 0, next_attempt_at = 0 WHERE dead = 1")
+                return int(count or 0)
+            await tx.executemany("UPDATE inbox SET dead = 0, attempts = 0, next_attempt_at = 0 "
+                                 "WHERE dead = 1 AND txn_id = $1 AND idx = $2", list(items))
+        return len(items)
+
+    async def inbox_stats(self) -> InboxStats:
+        row = await self.db.fetchrow(
+            "SELECT count(*), min(t.received_at), coalesce(sum(i.dead), 0) FROM inbox i "
+            "JOIN transactions t ON t.txn_id = i.txn_id")
+        pending = await self.db.fetchval(
+            "SELECT min(t.received_at) FROM inbox i JOIN transactions t ON t.txn_id = i.txn_id WHERE i.dead = 0")
+        assert row is not None
+        total, dead = int(row[0]), int(row[2])
+        return InboxStats(pending=total - dead, dead=dead, oldest_pending_ms=None if pending is None else int(pending))
+
+    async def prune_transactions(self, *, before_ms: int) -> int:
+        """Forget transaction ids and handled event ids older than `before_ms` (none still in the
+        inbox): the homeserver resends a transaction for minutes, not for days."""
+        async with self.db.transaction() as tx:
+            old = await tx.fetchval("SELECT count(*) FROM transactions t WHERE t.received_at < $1 AND NOT EXISTS "
+                                    "(SELECT 1 FROM inbox i WHERE i.txn_id = t.txn_id)", before_ms)
+            await tx.execute("DELETE FROM transactions WHERE received_at < $1 AND NOT EXISTS "
+                             "(SELECT 1 FROM inbox i WHERE i.txn_id = transactions.txn_id)", before_ms)
+            await tx.execute("DELETE FROM handled_events WHERE handled_at < $1", before_ms)
+        return int(old or 0)
 
     # --- key/value ----------------------------------------------------------------------------
 

@@ -7,6 +7,6 @@ from bridge.store.sql import SqlStore
 
 
 class SqliteStore(SqlStore):
-    def __init__(self, path: str) -> None:
-        super().__init__(SqliteDatabase(path))
+    def __init__(self, path: str, *, busy_timeout_s: float = 30.0) -> None:
+        super().__init__(SqliteDatabase(path, busy_timeout_s=busy_timeout_s))
         self.path = path

@@ -196,7 +196,10 @@ class FakeHomeserver:
                     self._txns[key] = self.store.send_message(room, user, p[2], body)["event_id"]
                 return {"event_id": self._txns[key]}
             case ("PUT", "redact"):
-                return {"event_id": self.store.redact(room, user, p[2], str(body.get("reason", "")))["event_id"]}
+                key = (user, f"redact/{p[3] if len(p) > 3 else ''}")
+                if key not in self._txns:
+                    self._txns[key] = self.store.redact(room, user, p[2], str(body.get("reason", "")))["event_id"]
+                return {"event_id": self._txns[key]}
             case ("GET", "messages"):
                 return self._messages(room, user, params)
             case _:

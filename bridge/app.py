@@ -117,6 +117,15 @@ class Bridge:
                                   watch=True, run_at_start=False) if moderator is not None else None)
 
     async def start(self) -> None:
+        """Bring every part up; if one fails, what was already up is brought down again (the port
+        released, the store closed) before the error goes on."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         await self.ops.restore()  # the outsider rule holds from the first event, whatever the export
         # Listen first: Synapse may already be resending transactions from before a restart.
         self.runner = await self.server.start(host=self.config.appservice.bind_address,

@@ -24,7 +24,6 @@ from bridge.devserver import LocalSynapse, free_port
 from bridge.directory.sources import load
 from bridge.reconcile import render
 from bridge.reconcile.inputs import desired_state
-from bridge.reconcile.sync import run_sync
 from bridge.registration import write_registration
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +63,6 @@ async def demo(workdir: Path, *, keep_running: bool) -> int:
     try:
         config = load_config(config_path)
         bridge = await Bridge.create(config)
-        await bridge.start()
         directory, _ = load([str(SCHOOL)])
         _, identities = desired_state(config, directory, await bridge.store.identities(),
                                       now=datetime.now(UTC))
@@ -73,7 +71,14 @@ async def demo(workdir: Path, *, keep_running: bool) -> int:
             localpart = mxid[1:].split(":", 1)[0]
             created += synapse.ensure_user(localpart, PASSWORD)  # already there from a previous run: kept
         print(f"Accounts: {created} created, {len(set(identities.values())) - created} already there.")
-        result = await run_sync(config, [str(SCHOOL)], store=bridge.store, api=bridge.api, apply=True)
+        # One sync: the bridge's own, at its start (a second one beside it would only wait for it).
+        await bridge.start()
+        assert bridge.resyncer is not None
+        await bridge.resyncer.ran.wait()
+        result = bridge.ops.last_result
+        if result is None:
+            print(f"The sync failed: {bridge.ops.last_sync}")
+            return 1
         print(render.to_text(result.plan, result.verdict, limit=0))
         if result.report and result.report.failed:
             print(f"{len(result.report.failed)} actions failed; see the log above.")

@@ -38,6 +38,24 @@ def holder_name(role: str) -> str:
     return f"{role}@{socket.gethostname()}:{os.getpid()}/{secrets.token_hex(2)}"
 
 
+def _dead_here(holder: str) -> bool:
+    """Whether `holder` names a process of this host that is gone."""
+    try:
+        host, rest = holder.split("@", 1)[1].rsplit(":", 1)
+        pid = int(rest.split("/", 1)[0])
+    except (IndexError, ValueError):
+        return False
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
+
+
 class WriterLease:
     def __init__(self, store: Store, *, holder: str, clock: Clock = SYSTEM, ttl_s: float = 60.0,
                  wait: bool = True, poll_s: float = 1.0) -> None:
@@ -55,6 +73,12 @@ class WriterLease:
     async def acquire(self) -> None:
         said = None
         while (other := await self._try()) is not None:
+            if _dead_here(other):
+                # Its holder was a process of this machine that no longer exists (killed): no need
+                # to wait for the lease to expire.
+                log.warning("writer_lease_taken_from_dead_process", holder=other, me=self.holder)
+                await self.store.release_lease(WRITER, other)
+                continue
             if not self.wait:
                 raise LeaseHeld(other)
             if other != said:  # once per holder, not once per poll

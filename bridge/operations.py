@@ -13,7 +13,7 @@ from bridge.logging import get_logger
 from bridge.matrix.port import Homeserver
 from bridge.moderation import Moderator
 from bridge.outsider_guard import OutsiderGuard
-from bridge.reconcile.sync import run_sync
+from bridge.reconcile.sync import SyncResult, run_sync
 from bridge.retention_sweep import sweep_managed
 from bridge.store.base import Store
 
@@ -33,6 +33,7 @@ class Operations:
         self.notify = notify
         self.clock = clock
         self.last_sync = texts.NO_SYNC_YET
+        self.last_result: SyncResult | None = None
 
     async def resync(self) -> None:
         """One directory sync, applied when the guards allow it; a refusal is logged and reported.
@@ -46,6 +47,7 @@ class Operations:
             self.last_sync = texts.export_refused(str(exc))
             await self.notify(self.last_sync)
             return
+        self.last_result = result
         if self.moderator is not None:
             await self.moderator.refresh_rooms()
         if result.verdict.ok:

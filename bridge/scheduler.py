@@ -40,6 +40,7 @@ class Resyncer:
         self.poll = poll
         self.settle = settle
         self.runs = 0
+        self.ran = asyncio.Event()  # set once the job has run (whatever its outcome)
         self._task: asyncio.Task[None] | None = None
 
     async def _run_job(self, why: str) -> None:
@@ -51,6 +52,7 @@ class Resyncer:
         except Exception as exc:  # noqa: BLE001 - a bad export must not stop the bridge
             log.error("resync_failed", error=f"{type(exc).__name__}: {exc}")
         self.runs += 1
+        self.ran.set()
 
     async def run(self, seen: tuple[tuple[str, int, int], ...] | None = None) -> None:
         """`seen`: the sources' fingerprint when the scheduler was started (a change made between

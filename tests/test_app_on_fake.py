@@ -56,6 +56,14 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Bridge, FakeHomeserver,
         await bridge.stop()
 
 
+def _invited_by_hand(bridge: Bridge, fake: FakeHomeserver, room_id: str, stranger: str) -> dict[str, Any]:
+    """Someone not entitled invited into a managed room (by a teacher, say): the event Synapse sends."""
+    fake.register(stranger)
+    fake.store.invite(fake.room(room_id), bridge.config.bot_user_id, stranger, None)
+    return {"type": "m.room.member", "room_id": room_id, "state_key": stranger, "event_id": f"$inv-{stranger}",
+            "sender": "@teacher:ent.test", "content": {"membership": "invite"}}
+
+
 async def _put(bridge: Bridge, txn: str, events: list[dict[str, Any]]) -> int:
     url = f"http://127.0.0.1:{bridge.config.appservice.port}/_matrix/app/v1/transactions/{txn}"
     async with aiohttp.ClientSession() as http, http.put(
@@ -80,10 +88,7 @@ async def test_an_outsider_invited_by_hand_is_removed_from_the_event_stream(runn
     bridge, fake, _ = running
     room = next(r for r in await bridge.store.all_rooms() if r.template == "class")
     stranger = "@intrus:ent.test"
-    fake.register(stranger)
-    fake.store.invite(fake.room(room.room_id), bridge.config.bot_user_id, stranger, None)
-    event = {"type": "m.room.member", "room_id": room.room_id, "state_key": stranger, "event_id": "$inv",
-             "sender": "@teacher:ent.test", "content": {"membership": "invite"}}
+    event = _invited_by_hand(bridge, fake, room.room_id, stranger)
     assert await _put(bridge, "t1", [event]) == 200
     await _until(lambda: fake.room(room.room_id).membership(stranger) == "leave")
     await _until(lambda: not bridge.dispatcher._wake.is_set())
@@ -225,11 +230,7 @@ async def test_a_broken_export_keeps_the_last_good_rules_even_after_a_restart(ru
         assert await again.store.all_rooms() == rooms  # nothing archived
         room = next(r for r in rooms if r.template == "class")
         stranger = "@intrus2:ent.test"
-        fake.register(stranger)
-        fake.store.invite(fake.room(room.room_id), again.config.bot_user_id, stranger, None)
-        event = {"type": "m.room.member", "room_id": room.room_id, "state_key": stranger, "event_id": "$inv2",
-                 "sender": "@teacher:ent.test", "content": {"membership": "invite"}}
-        assert await _put(again, "t-restart", [event]) == 200
+        assert await _put(again, "t-restart", [_invited_by_hand(again, fake, room.room_id, stranger)]) == 200
         await _until(lambda: fake.room(room.room_id).membership(stranger) == "leave")
     finally:
         await again.stop()

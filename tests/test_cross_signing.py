@@ -84,3 +84,30 @@ async def test_bot_identity_survives_restart_and_signs_a_new_device(bridge_facto
     reset = await bridge_factory()
     new_master = _check_identity(await _query(reset), bot, reset.bot.device_id)
     assert new_master != master
+
+
+@pytest.mark.synapse
+async def test_a_restored_older_backup_is_explained_and_reset_identity_recovers(bridge_factory: Any, data_dir: Path,
+                                                                                homeserver: Any) -> None:
+    """The bridge's data restored from a backup older than its current identity: the homeserver
+    refuses the old keys (Synapse answers 500). `run` says what happened and what to do, and
+    `bot reset-identity --yes` recovers (it used to fail with the same 500)."""
+    from bridge.errors import BridgeError
+
+    first = await bridge_factory()
+    await first.stop()
+    backup = data_dir.parent / "backup"
+    shutil.copytree(data_dir, backup)
+    newer = await bridge_factory()
+    await newer.bot.ensure_cross_signing(reset=True)  # a newer identity, uploaded
+    await newer.stop()
+    shutil.rmtree(data_dir)
+    shutil.copytree(backup, data_dir)  # the old backup restored
+    with pytest.raises(BridgeError, match="reset-identity"):
+        await bridge_factory()
+    cfg = config_file(homeserver, data_dir)
+    reset = subprocess.run([sys.executable, "-m", "bridge", "-c", str(cfg), "bot", "reset-identity", "--yes"],
+                           capture_output=True, text=True)
+    assert reset.returncode == 0, reset.stderr[-500:]
+    recovered = await bridge_factory()
+    _check_identity(await _query(recovered), recovered.config.bot_user_id, recovered.bot.device_id)

@@ -97,6 +97,11 @@ async def test_create_room_with_alias_resolves_and_holds_initial_state(side: Sid
     assert room in await side.api.joined_rooms(side.bot)
     with pytest.raises(MRoomInUse):
         await side.api.create_room(as_user=side.bot, body=_body(alias))
+    await side.api.delete_alias(f"#{alias}:{SERVER}")  # the appservice takes back an alias of its namespace
+    assert await side.api.resolve_alias(f"#{alias}:{SERVER}") is None
+    await side.api.delete_alias(f"#{alias}:{SERVER}")  # already gone: done
+    again = await side.api.create_room(as_user=side.bot, body=_body(alias))
+    assert again != room and await side.api.resolve_alias(f"#{alias}:{SERVER}") == again
 
 
 async def test_invite_and_kick_are_ensure_steps(side: Side) -> None:

@@ -17,7 +17,8 @@ from bridge.config import Config, load_config
 from bridge.errors import MForbidden, TemporaryMatrixError
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.fake import FakeHomeserver
-from bridge.reconcile.actions import ArchiveRoom, CreateRoom, SetState
+from bridge.reconcile import render
+from bridge.reconcile.actions import ArchiveRoom, CreateRoom, ReplaceRoom, SetState
 from bridge.reconcile.sync import run_sync
 from bridge.store import Store, open_store
 from tests.conftest import unique_school, write_bridge_files, write_school
@@ -236,7 +237,7 @@ async def test_two_writers_at_once_apply_one_after_the_other(world: World) -> No
 async def test_a_second_writer_told_not_to_wait_is_refused_with_the_holders_name(world: World) -> None:
     from bridge.lease import LeaseHeld, WriterLease
 
-    async with WriterLease(world.store, holder="run@host:1/ab", clock=world.clock):
+    async with WriterLease(world.store, holder="run@host:1/ab"):  # real time, as every lease
         with pytest.raises(LeaseHeld) as err:
             await run_sync(world.config, [str(write_school(world.tmp, world.school))], store=world.store,
                            api=world.api, apply=True, clock=world.clock, wait_for_writer=False)
@@ -267,3 +268,37 @@ async def test_a_room_half_made_before_a_crash_is_adopted_then_repaired_before_a
                and e["content"].get("membership") == "invite"]
     assert invites and min(invites) > encryption
     assert await _members(world, room_id) == set(create.room.members)
+
+
+async def test_a_room_nobody_of_the_bridge_can_enter_is_replaced(world: World) -> None:
+    """The homeserver died inside createRoom before the bot's own join: the alias points to a room
+    no user of the bridge is in. The sync doesn't stop there: the alias is taken back, a new room
+    made with all its state and members, and the plan says so."""
+    first = await world.sync()
+    key = world.room_of("class:", first)
+    old = (await world.store.get_room(key)).room_id
+    room = world.fake.room(old)
+    room.state = {k: v for k, v in room.state.items() if k == ("m.room.create", "")}  # no join at all
+    planned = await world.sync(apply=False, full_observe=True)
+    [replace] = planned.plan.of(ReplaceRoom)
+    assert (replace.room_key, replace.old_room_id) == (key, old)
+    assert "replace_room" in render.to_text(planned.plan)
+    result = await world.sync(full_observe=True)
+    assert not result.report.failed and result.residual.is_empty()
+    new = (await world.store.get_room(key)).room_id
+    assert new != old and world.fake.store.aliases[f"#{replace.room.alias_localpart}:ent.test"] == new
+    assert await _members(world, new) == set(first.plan.desired[key].members)
+    assert world.fake.room(new).content("m.room.encryption") == {"algorithm": "m.megolm.v1.aes-sha2"}
+
+
+async def test_a_lease_left_by_a_killed_process_of_this_machine_is_taken_at_once(world: World) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead = f"sync@{socket.gethostname()}:{gone.stdout.strip()}/dead"
+    assert await world.store.acquire_lease("writer", dead, now_ms=world.clock.now_ms(), ttl_ms=3_600_000) is None
+    result = await world.sync(wait_for_writer=False)  # would be refused if the lease still counted
+    assert result.residual is not None and result.residual.is_empty()

@@ -41,8 +41,9 @@ async def _reset(args: argparse.Namespace) -> int:
             return 1
     bridge = await Bridge.create(load_config(args.config))
     try:
-        await bridge.bot.start(sync=False)
-        keys = await bridge.bot.ensure_cross_signing(reset=True)
+        # Reset before anything is uploaded: the old identity may be the one the homeserver refuses.
+        await bridge.bot.start(sync=False, reset_identity=True)
+        keys = await bridge.bot.cross_signing_keys()
     finally:
         await bridge.bot.stop()
         await bridge.api.close()

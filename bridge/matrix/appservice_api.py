@@ -58,7 +58,9 @@ class AppserviceAPI:
 
     async def request(self, method: str, path: str, *, user_id: str | None = None,
                       device_id: str | None = None, json: Any = None,
-                      params: Mapping[str, str] | None = None, timeout: float | None = None) -> Any:
+                      params: Mapping[str, str] | None = None, timeout: float | None = None,
+                      retries: int | None = None) -> Any:
+        """retries: how many times a temporary failure is retried (default: the client's max_retries)."""
         query = dict(params or {})
         if user_id:
             query["user_id"] = user_id
@@ -79,7 +81,7 @@ class AppserviceAPI:
                                                        context=f"{method} {path}")
             except TransportFailure as exc:
                 err = TemporaryMatrixError(f"{method} {path}: {exc}")
-            if isinstance(err, PermanentMatrixError) or attempt >= self.max_retries:
+            if isinstance(err, PermanentMatrixError) or attempt >= (self.max_retries if retries is None else retries):
                 raise err
             assert isinstance(err, TemporaryMatrixError)
             delay = err.retry_after if err.retry_after is not None else min(0.25 * 2 ** attempt, 10.0)
@@ -149,6 +151,13 @@ class AppserviceAPI:
         except MNotFound:
             return None
         return str(resp["room_id"])
+
+    async def delete_alias(self, alias: str) -> None:
+        """Take back an alias of the namespace (as the appservice); already gone is success."""
+        try:
+            await self.request("DELETE", f"{CS}/directory/room/{_q(alias)}")
+        except MNotFound:
+            pass
 
     async def room_state(self, room_id: str, *, as_user: str) -> list[dict[str, Any]]:
         resp = await self.request("GET", f"{CS}/rooms/{_q(room_id)}/state", user_id=as_user)

@@ -22,7 +22,7 @@ from nio import (
 )
 from nio.exceptions import LocalProtocolError
 
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, MatrixError
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.cross_signing import CrossSigningKeys, seal, unseal
@@ -106,7 +106,7 @@ class Bot:
             await self.store.set_value(DEVICE_KEY, device_id)
         return device_id
 
-    async def start(self, *, sync: bool = True) -> None:
+    async def start(self, *, sync: bool = True, reset_identity: bool = False) -> None:
         """Register the user and device if needed, open the crypto store, upload keys, sync."""
         import os
 
@@ -125,7 +125,7 @@ class Bot:
         self.client = client
         if client.should_upload_keys:
             await client.keys_upload()
-        await self.ensure_cross_signing()
+        await self.ensure_cross_signing(reset=reset_identity)
         client.add_event_callback(self._on_text, (RoomMessageText, RoomMessageNotice, RoomMessageMedia,
                                                   RoomEncryptedMedia))
         client.add_event_callback(self._on_undecryptable, MegolmEvent)
@@ -150,8 +150,17 @@ class Bot:
         appservice user may replace them without interactive auth) and sign this device."""
         assert self.client is not None
         keys = await self.cross_signing_keys(reset=reset)
-        await self.api.request("POST", "/_matrix/client/v3/keys/device_signing/upload", user_id=self.user_id,
-                               json=keys.upload_body(self.user_id))
+        try:
+            await self.api.request("POST", "/_matrix/client/v3/keys/device_signing/upload", user_id=self.user_id,
+                                   json=keys.upload_body(self.user_id), retries=1)
+        except MatrixError as exc:
+            # Seen when the stored identity is older than the homeserver's (a restored backup, or
+            # two stores for one bot): the homeserver won't take it back. Only a new identity helps.
+            log.error("bot_identity_refused", master_key=keys.master_public, error=str(exc)[:300])
+            raise BridgeError(
+                "the homeserver refused the bot's cross-signing identity kept in the store (restored from an "
+                "older backup, or another store runs this bot?). Run `ent-bridge bot reset-identity --yes` to "
+                "give the bot a new identity (people who verified the bot will have to verify it again)") from exc
         query = await self.api.request("POST", "/_matrix/client/v3/keys/query", user_id=self.user_id,
                                        json={"device_keys": {self.user_id: [self.device_id]}})
         device = (query.get("device_keys") or {}).get(self.user_id, {}).get(self.device_id)

@@ -72,6 +72,23 @@ class CreateRoom:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplaceRoom:
+    """A room the bridge can't use (its alias exists, but none of the bridge's users is in it: a
+    homeserver killed inside createRoom): the alias is taken back and a new room made in its place,
+    with all its initial state. Before: the unusable room's id."""
+
+    kind: ClassVar[str] = "replace_room"
+    phase: ClassVar[Phase] = Phase.CREATE_ROOM
+    room: DesiredRoom
+    reason: str
+    old_room_id: str
+
+    @property
+    def room_key(self) -> str:
+        return self.room.key
+
+
+@dataclass(frozen=True, slots=True)
 class TransferRoom:
     """Hand a room over between the bot and the keyless user (content inspection changed)."""
 
@@ -192,8 +209,8 @@ class ErasePerson:
     deactivate: bool  # the bridge created the account: it is deactivated with erasure
 
 
-RoomAction = (CreateRoom | TransferRoom | SetState | SetPowerLevels | Invite | Kick | AddToSpace | ArchiveRoom
-              | UnarchiveRoom)
+RoomAction = (CreateRoom | ReplaceRoom | TransferRoom | SetState | SetPowerLevels | Invite | Kick | AddToSpace
+              | ArchiveRoom | UnarchiveRoom)
 PersonAction = ProvisionAccount | ErasePerson
 Action = RoomAction | PersonAction
 

@@ -29,6 +29,7 @@ from bridge.reconcile.actions import (
     Kick,
     Plan,
     ProvisionAccount,
+    ReplaceRoom,
     SetPowerLevels,
     SetState,
     Stage,
@@ -97,7 +98,7 @@ class RoomExecutor:
                         continue
                     try:
                         invites: list[Invite] = []
-                        if isinstance(action, CreateRoom):
+                        if isinstance(action, (CreateRoom, ReplaceRoom)):
                             # The room's invites ride along in createRoom: one request instead
                             # of one per person, same events on the homeserver. Not too many: a
                             # createRoom with hundreds of invites can outlast the request timeout.
@@ -156,7 +157,7 @@ class RoomExecutor:
 
     async def _do(self, action: Action, *, actor: str) -> None:
         match action:
-            case CreateRoom():
+            case CreateRoom() | ReplaceRoom():
                 await self._create(action, invite=[], owner=actor)
             case TransferRoom(to=to, held_by=held_by, leaving=leaving):
                 await self._transfer(await self._room_id(action.room_key), to=to, held_by=held_by,
@@ -257,9 +258,13 @@ class RoomExecutor:
                 await self.api.leave(room_id, as_user=user)
         get_logger(room_id=room_id).info("room_transferred", to=to, left=leaving)
 
-    async def _create(self, action: CreateRoom, *, invite: list[str], owner: str) -> None:
+    async def _create(self, action: CreateRoom | ReplaceRoom, *, invite: list[str], owner: str) -> None:
         d = action.room
-        if await self.store.get_room(d.key) is not None:
+        if isinstance(action, ReplaceRoom):
+            # The unusable room keeps its id but loses the alias, which the new room takes.
+            await self.api.delete_alias(self.alias(d))
+            get_logger(room_id=action.old_room_id).warning("room_replaced", template=d.template)
+        elif await self.store.get_room(d.key) is not None:
             for user in invite:  # already created (a re-run): invite one by one, idempotently
                 await self.api.invite((await self._room_id(d.key)), user, as_user=owner)
             return

@@ -26,6 +26,7 @@ class ObservedRoom:
     history_visibility: str | None = None
     guest_access: str | None = None
     has_power_levels: bool = True  # False: no m.room.power_levels event at all
+    unreadable: bool = False  # none of the bridge's users can read it (left unusable by a crash)
 
     def current(self) -> set[str]:
         return {u for u, m in self.members.items() if m in ("join", "invite")}

@@ -115,16 +115,17 @@ class RoomObserver:
             return None, None
         return tokens, changed if incremental else None
 
-    async def _room_state(self, room_id: str, *, owner: str) -> list[dict[str, Any]]:
+    async def _room_state(self, room_id: str, *, owner: str) -> list[dict[str, Any]] | None:
         """Read as the room's owner; a room being handed over (or no longer wanted) may still be
-        held by the other of the bridge's users."""
-        try:
-            return await self.api.room_state(room_id, as_user=owner)
-        except MForbidden:
-            other = self.keyless if owner == self.bot else self.bot
-            if not other:
-                raise
-            return await self.api.room_state(room_id, as_user=other)
+        held by the other of the bridge's users. None: neither can read it."""
+        for user in (owner, self.keyless if owner == self.bot else self.bot):
+            if not user:
+                continue
+            try:
+                return await self.api.room_state(room_id, as_user=user)
+            except MForbidden as exc:  # not in the room, or that user was never registered
+                get_logger(room_id=room_id).info("room_unreadable_as", user_id=user, error=str(exc)[:200])
+        return None
 
     async def observe(self, desired: Mapping[str, DesiredRoom], *, now_ms: int | None = None,
                       grace_ms: int = 30 * 86_400_000, full: bool = False, save: bool = True) -> ObservedState:
@@ -151,8 +152,12 @@ class RoomObserver:
                 events = json.loads(cached)
             else:
                 async with self.sem:
-                    events = reduce_state(await self._room_state(rec.room_id,
-                                                                 owner=owners.get(rec.room_key, self.bot)))
+                    raw = await self._room_state(rec.room_id, owner=owners.get(rec.room_key, self.bot))
+                if raw is None:
+                    get_logger(room_id=rec.room_id).warning("room_unusable", room_key=rec.room_key)
+                    skipped.append(rec.room_id)
+                    return ObservedRoom(rec.room_key, rec.room_id, {}, {}, unreadable=True)
+                events = reduce_state(raw)
                 fresh[rec.room_id] = json.dumps(events, separators=(",", ":"))
             room = from_state_events(rec.room_key, rec.room_id, events, archived=rec.archived)
             return dataclasses.replace(room, grace_over=True) if rec.archived else room

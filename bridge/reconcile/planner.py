@@ -41,8 +41,9 @@ def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, managers: fr
                reasons: Mapping[str, str], space_ids: Mapping[str, str | None]) -> list[A.RoomAction]:
     out: list[A.RoomAction] = []
     owner = d.owner or bot
-    if o is None:
-        out.append(A.create(d))
+    if o is None or o.unreadable:
+        out.append(A.create(d) if o is None else
+                   A.ReplaceRoom(d, "none of the bridge's users can enter the room (left unusable)", o.room_id))
         current: set[str] = set()
         membership: Mapping[str, str] = {}
     else:

@@ -11,8 +11,8 @@ from bridge.reconcile.actions import Action, Plan
 from bridge.reconcile.guards import Verdict
 
 # + adds, - removes, ~ changes in place: the marks of `terraform plan`.
-_MARK = {"create_room": "+", "create_space": "+", "invite": "+", "add_to_space": "+", "provision_account": "+",
-         "kick": "-", "erase_person": "-", "archive_room": "-"}
+_MARK = {"create_room": "+", "create_space": "+", "replace_room": "-/+", "invite": "+", "add_to_space": "+",
+         "provision_account": "+", "kick": "-", "erase_person": "-", "archive_room": "-"}
 
 
 def _created(room: Any) -> dict[str, Any]:
@@ -27,6 +27,8 @@ def change(action: Action) -> tuple[Any, Any]:
     match action:
         case A.CreateRoom(room=room):
             return None, _created(room)
+        case A.ReplaceRoom(room=room, old_room_id=old):
+            return {"room_id": old, "usable": False}, _created(room)
         case A.SetState(before=before, after=after):
             return (dict(before) if before is not None else None), dict(after)
         case A.SetPowerLevels(keys=keys, before=before, after=after):
@@ -93,7 +95,7 @@ def describe(action: Action) -> str:
     """One line's detail: what the action replaces and writes."""
     before, after = change(action)
     match action:
-        case A.CreateRoom(room=room):
+        case A.CreateRoom(room=room) | A.ReplaceRoom(room=room):
             enc = "encrypted" if room.encrypted else "unencrypted"
             return f"«{room.name}» ({enc}, {len(room.members)} members)"
         case A.SetPowerLevels(keys=keys, before=b, after=a):

@@ -211,7 +211,8 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: Hom
     lease: one process at a time, so two never create the same rooms or invite twice. Without
     `accounts`, one is made from the config's admin token for the duration of the sync."""
     if apply:
-        async with WriterLease(store, holder=holder_name(role), clock=clock, wait=wait_for_writer):
+        # Real time, whatever `clock` says: a sync "as of" a date still holds the lease for seconds.
+        async with WriterLease(store, holder=holder_name(role), wait=wait_for_writer):
             return await _run_sync(config, sources, store=store, api=api, apply=apply,
                                    allow_mass_removal=allow_mass_removal, offline=offline, full_observe=full_observe,
                                    clock=clock, accounts=accounts)

@@ -105,6 +105,10 @@ class FakeHomeserver:
                 return self._profile(method, p[1], body)
             case ("POST", "createRoom"):
                 return self._create(user, body)
+            case ("DELETE", "directory"):
+                if self.store.aliases.pop(p[2], None) is None:
+                    raise Refused(404, "M_NOT_FOUND", f"Room alias {p[2]} not found")
+                return {}
             case ("GET", "directory"):
                 room_id = self.store.aliases.get(p[2])
                 if room_id is None:

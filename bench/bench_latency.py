@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -64,25 +63,46 @@ def _config(tmp: Path, export: Path) -> Any:
     return dataclasses.replace(load_config(path), directory_sources=(str(export),))
 
 
-async def _load(bridge: Bridge, http: aiohttp.ClientSession, sent: dict[str, float], *, seconds: float | None,
-                until: asyncio.Future[Any] | None) -> list[float]:
-    """One message every 10 ms; returns the PUT round trips (ms)."""
+CLIENT = r"""
+import asyncio, json, sys, time
+import aiohttp
+
+async def main(url, token, seconds, first):
+    rtts, n = [], first
+    async with aiohttp.ClientSession() as http:
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            n += 1
+            event = {"type": "m.room.message", "room_id": "!class:ent.test", "event_id": f"$e{n}",
+                     "sender": f"@p{n % 30}:ent.test", "origin_server_ts": int(time.time() * 1000),
+                     "content": {"msgtype": "m.text", "body": "Bonjour, Lina sera absente."}}
+            t = time.perf_counter()
+            async with http.put(f"{url}t{n}", json={"events": [event]},
+                                headers={"Authorization": f"Bearer {token}"}) as resp:
+                assert resp.status == 200
+            print(time.time(), (time.perf_counter() - t) * 1000, flush=True)
+            await asyncio.sleep(max(0.0, 0.010 - (time.perf_counter() - t)))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])))
+"""
+
+
+async def _load(bridge: Bridge, *, seconds: float, first: int, rtts: list[tuple[float, float]]) -> None:
+    """One message every 10 ms from another process (as the homeserver is); (wall time, PUT round
+    trip in ms) appended to `rtts` as they come."""
     url = f"http://127.0.0.1:{bridge.config.appservice.port}/_matrix/app/v1/transactions/"
-    headers = {"Authorization": f"Bearer {bridge.config.appservice.hs_token}"}
-    rtts: list[float] = []
-    start = time.perf_counter()
-    n = len(sent)
-    while (until is not None and not until.done()) or (seconds is not None and time.perf_counter() - start < seconds):
-        n += 1
-        event = {"type": "m.room.message", "room_id": ROOM, "event_id": f"$e{n}", "sender": f"@p{n % 30}:ent.test",
-                 "origin_server_ts": 0, "content": {"msgtype": "m.text", "body": "Bonjour, Lina sera absente."}}
-        t = time.perf_counter()
-        sent[f"$e{n}"] = t
-        async with http.put(url + f"t{n}", json={"events": [event]}, headers=headers) as resp:
-            assert resp.status == 200
-        rtts.append((time.perf_counter() - t) * 1000)
-        await asyncio.sleep(max(0.0, 0.010 - (time.perf_counter() - t)))
-    return rtts
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", CLIENT, url, bridge.config.appservice.hs_token,
+                                                str(seconds), str(first), stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        async for line in proc.stdout:
+            wall, rtt = line.split()
+            rtts.append((float(wall), float(rtt)))
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 def _p(values: list[float], q: float) -> float:
@@ -93,7 +113,10 @@ def _p(values: list[float], q: float) -> float:
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pupils", type=int, default=15_000)
+    ap.add_argument("--switch", type=float, default=None, help="sys.setswitchinterval for the whole run (s)")
     args = ap.parse_args()
+    if args.switch:
+        sys.setswitchinterval(args.switch)
     blog.configure(level="error")
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
@@ -108,30 +131,36 @@ async def main() -> None:
                         audit=AuditLog(bridge.store, key="k" * 32))
         assert mod.reload() is None
         mod.room_template = {ROOM: "class"}
-        sent: dict[str, float] = {}
-        decided: list[tuple[str, float]] = []
+        decided: list[float] = []  # ms from sending (by the client's wall clock) to the decision
 
         async def moderated(event: dict[str, Any]) -> None:
             await mod.on_event(event)
-            decided.append((str(event["event_id"]), time.perf_counter()))
+            decided.append(time.time() * 1000 - float(event["origin_server_ts"]))
 
         bridge.dispatcher.handlers.append(moderated)
         await bridge.start()
-        async with aiohttp.ClientSession() as http:
-            idle_rtt = await _load(bridge, http, sent, seconds=3.0, until=None)
-            idle_decisions = len(decided)
-            t0 = time.perf_counter()
-            resync = asyncio.ensure_future(run_sync(config, [str(export)], store=bridge.store, api=bridge.api,
-                                                    apply=False))
-            busy_rtt = await _load(bridge, http, sent, seconds=None, until=resync)
-            took = time.perf_counter() - t0
-            result = await resync
-            await asyncio.sleep(0.5)
+        idle: list[tuple[float, float]] = []
+        await _load(bridge, seconds=3.0, first=0, rtts=idle)
+        await asyncio.sleep(0.5)
+        idle_rtt, idle_lat = [r for _, r in idle], list(decided)
+        decided.clear()
+        busy: list[tuple[float, float]] = []
+        load = asyncio.ensure_future(_load(bridge, seconds=120.0, first=100_000, rtts=busy))
+        await asyncio.sleep(0.5)  # the load runs before the re-sync starts
+        t0, wall0 = time.perf_counter(), time.time()
+        result = await run_sync(config, [str(export)], store=bridge.store, api=bridge.api, apply=False)
+        took, wall1 = time.perf_counter() - t0, time.time()
+        await asyncio.sleep(0.5)
+        load.cancel()
+        try:
+            await load
+        except asyncio.CancelledError:
+            pass
+        busy_rtt = [r for wall, r in busy if wall0 <= wall <= wall1 + 0.5]
+        busy_lat = list(decided)
         await bridge.stop()
-    lat = [(t - sent[e]) * 1000 for e, t in decided]
-    idle_lat, busy_lat = lat[:idle_decisions], lat[idle_decisions:]
     print(f"re-sync of {args.pupils} pupils planned in {took:.1f} s: {len(result.plan.actions)} actions, "
-          f"{len(busy_rtt)} messages sent meanwhile")
+          f"{len(busy_lat)} messages decided meanwhile")
     for name, idle, busy in (("PUT /transactions", idle_rtt, busy_rtt), ("moderation decision", idle_lat, busy_lat)):
         p99 = _p(busy, 0.99)
         print(f"  {name:<20} idle p50 {statistics.median(idle):6.1f} ms p99 {_p(idle, 0.99):6.1f} ms | during re-sync "

@@ -36,6 +36,7 @@ from bridge.matrix.fake import FakeHomeserver
 from bridge.moderation import Moderator
 from bridge.reconcile.sync import run_sync
 from bridge.registration import write_registration
+from bridge.sync_process import child_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_MS = 50.0
@@ -74,7 +75,7 @@ async def main(url, token, seconds, first):
         while time.perf_counter() - start < seconds:
             n += 1
             event = {"type": "m.room.message", "room_id": "!class:ent.test", "event_id": f"$e{n}",
-                     "sender": f"@p{n % 30}:ent.test", "origin_server_ts": int(time.time() * 1000),
+                     "sender": f"@p{n % 1000}:ent.test", "origin_server_ts": int(time.time() * 1000),
                      "content": {"msgtype": "m.text", "body": "Bonjour, Lina sera absente."}}
             t = time.perf_counter()
             async with http.put(f"{url}t{n}", json={"events": [event]},
@@ -114,10 +115,12 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pupils", type=int, default=15_000)
     ap.add_argument("--switch", type=float, default=None, help="sys.setswitchinterval for the whole run (s)")
+    ap.add_argument("--in-process", action="store_true", help="plan on a thread of the bridge (for comparison)")
+    ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     if args.switch:
         sys.setswitchinterval(args.switch)
-    blog.configure(level="error")
+    blog.configure(level="warning" if args.verbose else "error")
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         export = tmp / "aaf"
@@ -132,10 +135,12 @@ async def main() -> None:
         assert mod.reload() is None
         mod.room_template = {ROOM: "class"}
         decided: list[float] = []  # ms from sending (by the client's wall clock) to the decision
+        when: list[float] = []
 
         async def moderated(event: dict[str, Any]) -> None:
             await mod.on_event(event)
             decided.append(time.time() * 1000 - float(event["origin_server_ts"]))
+            when.append(time.time())
 
         bridge.dispatcher.handlers.append(moderated)
         await bridge.start()
@@ -144,11 +149,16 @@ async def main() -> None:
         await asyncio.sleep(0.5)
         idle_rtt, idle_lat = [r for _, r in idle], list(decided)
         decided.clear()
+        when.clear()
         busy: list[tuple[float, float]] = []
         load = asyncio.ensure_future(_load(bridge, seconds=120.0, first=100_000, rtts=busy))
         await asyncio.sleep(0.5)  # the load runs before the re-sync starts
         t0, wall0 = time.perf_counter(), time.time()
-        result = await run_sync(config, [str(export)], store=bridge.store, api=bridge.api, apply=False)
+        if args.in_process:  # planning on a worker thread of the bridge's own process
+            actions = len((await run_sync(config, [str(export)], store=bridge.store, api=bridge.api,
+                                          apply=False, offline=True)).plan.actions)
+        else:  # as `ent-bridge run` does: a child `ent-bridge sync` process
+            actions = sum((await child_sync(config, apply=False, offline=True)).summary.values())
         took, wall1 = time.perf_counter() - t0, time.time()
         await asyncio.sleep(0.5)
         load.cancel()
@@ -158,8 +168,13 @@ async def main() -> None:
             pass
         busy_rtt = [r for wall, r in busy if wall0 <= wall <= wall1 + 0.5]
         busy_lat = list(decided)
+        if args.verbose:
+            slow = sorted(((lat, at - wall0) for lat, at in zip(decided, when[-len(decided):], strict=True)),
+                          reverse=True)[:8]
+            print("slowest decisions (ms, s after the re-sync started):", [(round(a), round(b, 2)) for a, b in slow])
         await bridge.stop()
-    print(f"re-sync of {args.pupils} pupils planned in {took:.1f} s: {len(result.plan.actions)} actions, "
+    where = "on a thread of the bridge" if args.in_process else "in a child process, as `run` does"
+    print(f"re-sync of {args.pupils} pupils planned {where} in {took:.1f} s: {actions} actions, "
           f"{len(busy_lat)} messages decided meanwhile")
     for name, idle, busy in (("PUT /transactions", idle_rtt, busy_rtt), ("moderation decision", idle_lat, busy_lat)):
         p99 = _p(busy, 0.99)

@@ -57,8 +57,11 @@ class Bridge:
 
     @classmethod
     async def create(cls, config: Config, *, store: Store | None = None, with_bot: bool = True,
-                     clock: Clock = SYSTEM, transport: Transport | None = None) -> Bridge:
-        """transport: how the homeserver is reached (aiohttp by default; the fake in unit tests)."""
+                     clock: Clock = SYSTEM, transport: Transport | None = None,
+                     isolate_syncs: bool | None = None) -> Bridge:
+        """transport: how the homeserver is reached (aiohttp by default; the fake in unit tests).
+        isolate_syncs: syncs in a child process (by default, unless the transport is given: a child
+        can't reach an in-memory homeserver)."""
         store = store or await open_store(config.database_url)
         api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token, clock=clock,
                             transport=transport)
@@ -88,8 +91,9 @@ class Bridge:
         outsiders = OutsiderGuard(api=api, audit=audit, bot=config.bot_user_id, keyless=config.keyless_user_id,
                                   language=config.rooms.language,
                                   explain=moderator.outsider_removed if moderator is not None else None)
+        isolate = transport is None if isolate_syncs is None else isolate_syncs
         ops = Operations(config=config, store=store, api=api, outsiders=outsiders, moderator=moderator,
-                         notify=notify, clock=clock)
+                         notify=notify, clock=clock, isolate=isolate)
         hooks = tuple(h for h in (moderator.on_message if moderator else None,
                                   admin_room.on_message if admin_room else None) if h is not None)
         handlers: list[EventHandler] = [log_event, outsiders.on_event]

@@ -11,6 +11,7 @@ import asyncio
 import os
 import secrets
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,11 @@ from bridge import logging as blog
 from bridge.app import Bridge
 from bridge.config import load_config
 from bridge.devserver import LocalSynapse, free_port
+from bridge.directory.model import Directory
 from bridge.directory.sources import load
-from bridge.reconcile import render
 from bridge.reconcile.inputs import desired_state
 from bridge.registration import write_registration
+from bridge.rooms.desired import DesiredRoom
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHOOL = ROOT / "config" / "demo-school.yaml"
@@ -64,8 +66,8 @@ async def demo(workdir: Path, *, keep_running: bool) -> int:
         config = load_config(config_path)
         bridge = await Bridge.create(config)
         directory, _ = load([str(SCHOOL)])
-        _, identities = desired_state(config, directory, await bridge.store.identities(),
-                                      now=datetime.now(UTC))
+        desired, identities = desired_state(config, directory, await bridge.store.identities(),
+                                            now=datetime.now(UTC))
         created = 0
         for mxid in sorted(set(identities.values())):
             localpart = mxid[1:].split(":", 1)[0]
@@ -75,21 +77,23 @@ async def demo(workdir: Path, *, keep_running: bool) -> int:
         await bridge.start()
         assert bridge.resyncer is not None
         await bridge.resyncer.ran.wait()
-        result = bridge.ops.last_result
-        if result is None:
+        outcome = bridge.ops.last_outcome
+        if outcome is None or outcome.refused:
             print(f"The sync failed: {bridge.ops.last_sync}")
             return 1
-        print(render.to_text(result.plan, result.verdict, limit=0))
-        if result.report and result.report.failed:
-            print(f"{len(result.report.failed)} actions failed; see the log above.")
+        done = ", ".join(f"{n} {kind}" for kind, n in outcome.summary.items())
+        print(f"Plan: {sum(outcome.summary.values())} actions ({done})" if outcome.summary else
+              "Plan: nothing to do; the homeserver matches the directory.")
+        if outcome.failed:
+            print(f"{outcome.failed} actions failed; see the log above.")
             return 1
-        class_rooms = {k: r for k, r in result.plan.desired.items() if r.template == "class"}
+        class_rooms = {k: r for k, r in desired.rooms.items() if r.template == "class"}
         first_class = min(class_rooms)
         if await bridge.store.get_value("demo_welcome") is None:
             room_id = (await bridge.store.get_room(first_class)).room_id  # type: ignore[union-attr]
             await bridge.bot.send_notice(room_id, WELCOME)
             await bridge.store.set_value("demo_welcome", "sent")
-        _summary(config, result, directory, identities, synapse.url)
+        _summary(desired.rooms, directory, identities, synapse.url)
         if keep_running:
             print("\nThe homeserver and the bridge keep running; Ctrl-C stops them.")
             stop = asyncio.Event()
@@ -106,15 +110,14 @@ async def demo(workdir: Path, *, keep_running: bool) -> int:
         synapse.stop()
 
 
-def _summary(config: object, result: object, directory: object, identities: dict[str, str], url: str) -> None:
-    desired = result.plan.desired  # type: ignore[attr-defined]
+def _summary(desired: Mapping[str, DesiredRoom], directory: Directory, identities: dict[str, str], url: str) -> None:
     kinds: dict[str, int] = {}
     for room in desired.values():
         kinds[room.template] = kinds.get(room.template, 0) + 1
     print("\n=== ent-bridge demo ===")
     print("Rooms: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
           + " (all but the Space end-to-end encrypted)")
-    staff = directory.staff  # type: ignore[attr-defined]
+    staff = directory.staff
     teacher = identities[next(s.id for s in staff.values() if s.classes)]
     family = next(r for r in desired.values() if r.template == "family" and len(r.members) >= 3)
     parent = min(m for m in family.members if m not in {identities[s] for s in staff})

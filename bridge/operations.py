@@ -12,19 +12,22 @@ from bridge.errors import InputError
 from bridge.logging import get_logger
 from bridge.matrix.port import Homeserver
 from bridge.moderation import Moderator
-from bridge.outsider_guard import OutsiderGuard
-from bridge.reconcile.sync import SyncResult, run_sync
+from bridge.outsider_guard import OUTSIDERS_KEY, OutsiderGuard
+from bridge.reconcile.sync import run_sync
 from bridge.retention_sweep import sweep_managed
 from bridge.store.base import Store
+from bridge.sync_process import SyncOutcome, child_sync
 
 log = get_logger(component="operations")
-OUTSIDERS_KEY = "outsider_rule"  # who is entitled where, as of the last applied sync
 Notify = Callable[[str], Awaitable[None]]
 
 
 class Operations:
     def __init__(self, *, config: Config, store: Store, api: Homeserver, outsiders: OutsiderGuard,
-                 moderator: Moderator | None, notify: Notify, clock: Clock) -> None:
+                 moderator: Moderator | None, notify: Notify, clock: Clock, isolate: bool = True) -> None:
+        """isolate: syncs run in a child process (bridge/sync_process.py); False runs them here
+        (a homeserver only this process can reach: the tests' in-memory one)."""
+        self.isolate = isolate
         self.config = config
         self.store = store
         self.api = api
@@ -33,36 +36,38 @@ class Operations:
         self.notify = notify
         self.clock = clock
         self.last_sync = texts.NO_SYNC_YET
-        self.last_result: SyncResult | None = None
+        self.last_outcome: SyncOutcome | None = None
+
+    async def sync(self, *, apply: bool) -> SyncOutcome:
+        if self.isolate:
+            return await child_sync(self.config, apply=apply)
+        return SyncOutcome.of(await run_sync(self.config, list(self.config.directory_sources), store=self.store,
+                                             api=self.api, apply=apply, clock=self.clock, role="run"))
 
     async def resync(self) -> None:
         """One directory sync, applied when the guards allow it; a refusal is logged and reported.
         A broken export is reported (file and line) and changes nothing: the rooms, and the
         outsider rule, stay as the last good export made them."""
         try:
-            result = await run_sync(self.config, list(self.config.directory_sources), store=self.store,
-                                    api=self.api, apply=True, clock=self.clock, role="run")
+            outcome = await self.sync(apply=True)
         except InputError as exc:
             log.error("directory_export_refused", error=str(exc))
             self.last_sync = texts.export_refused(str(exc))
             await self.notify(self.last_sync)
             return
-        self.last_result = result
+        self.last_outcome = outcome
         if self.moderator is not None:
             await self.moderator.refresh_rooms()
-        if result.verdict.ok:
-            self.outsiders.update(result.plan.desired, await self.store.all_rooms())
-            await self.store.set_value(OUTSIDERS_KEY, self.outsiders.snapshot())
-        if not result.verdict.ok:
-            log.error("resync_refused_by_guard", reasons=list(result.verdict.reasons))
+        await self.restore()  # the rule the sync saved (in this process or the child)
+        if outcome.refused:
+            log.error("resync_refused_by_guard", reasons=list(outcome.refusals))
             self.last_sync = texts.SYNC_REFUSED
-            await self.notify(texts.refused(result.verdict.reasons))
+            await self.notify(texts.refused(outcome.refusals))
             return
-        failed = len(result.report.failed) if result.report else 0
-        self.last_sync = texts.sync_done(result.plan.summary(), failed)
-        if result.residual is not None and not result.residual.is_empty():
+        self.last_sync = texts.sync_done(outcome.summary, outcome.failed)
+        if outcome.residual:
             # The apply's own verification found the homeserver still different: say so.
-            await self.notify(texts.residual(result.residual.summary()))
+            await self.notify(texts.residual(outcome.residual))
 
     async def restore(self) -> None:
         """At start: the outsider rule from the last applied sync, before any event is handled."""
@@ -100,9 +105,8 @@ class Operations:
                             last_sync=self.last_sync)
 
     async def plan_summary(self) -> str:
-        result = await run_sync(self.config, list(self.config.directory_sources), store=self.store, api=self.api,
-                                apply=False, clock=self.clock)
-        return texts.plan(result.plan.summary(), () if result.verdict.ok else result.verdict.reasons)
+        outcome = await self.sync(apply=False)
+        return texts.plan(outcome.summary, outcome.refusals)
 
     async def sync_now(self) -> str:
         await self.resync()

@@ -23,6 +23,22 @@ REASON = {"fr": "n'est pas autorisé dans ce salon selon l'annuaire",
 Explain = Callable[[str, str, str], Awaitable[None]]  # (room id, user, reason): a notice and a report
 
 
+OUTSIDERS_KEY = "outsider_rule"  # in the store: who is entitled where, as of the last applied sync
+
+
+def _encode(entitled: Mapping[str, list[str]], actors: Mapping[str, str]) -> str:
+    data = {"entitled": entitled, "actors": actors}
+    return base64.b64encode(zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 6)).decode()
+
+
+def snapshot_of(desired: Mapping[str, DesiredRoom], records: list[RoomRecord]) -> str:
+    """The outsider rule a sync's desired rooms make (room id -> entitled people, and who runs
+    each room), encoded for the store; the running bridge loads it after every sync."""
+    ids = {r.room_key: r.room_id for r in records if not r.archived}
+    return _encode({ids[k]: sorted(r.members) for k, r in desired.items() if k in ids},
+                   {ids[k]: r.owner for k, r in desired.items() if k in ids and r.owner})
+
+
 class OutsiderGuard:
     def __init__(self, *, api: Homeserver, audit: AuditLog, bot: str, keyless: str, language: str,
                  explain: Explain | None = None) -> None:
@@ -37,14 +53,11 @@ class OutsiderGuard:
 
     def update(self, desired: Mapping[str, DesiredRoom], records: list[RoomRecord]) -> None:
         """After each sync: who is entitled where, and who runs each room."""
-        ids = {r.room_key: r.room_id for r in records if not r.archived}
-        self.entitled = {ids[k]: frozenset(r.members) for k, r in desired.items() if k in ids}
-        self.actors = {ids[k]: r.owner for k, r in desired.items() if k in ids and r.owner}
+        self.restore(snapshot_of(desired, records))
 
     def snapshot(self) -> str:
         """The rule's data, compact, for the store: a restart with a broken export keeps it."""
-        data = {"entitled": {r: sorted(m) for r, m in self.entitled.items()}, "actors": self.actors}
-        return base64.b64encode(zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 6)).decode()
+        return _encode({r: sorted(m) for r, m in self.entitled.items()}, self.actors)
 
     def restore(self, text: str) -> None:
         data = json.loads(zlib.decompress(base64.b64decode(text)))

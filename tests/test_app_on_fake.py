@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
 
 from bridge import admin_room as texts
@@ -234,3 +235,22 @@ async def test_a_broken_export_keeps_the_last_good_rules_even_after_a_restart(ru
         await _until(lambda: fake.room(room.room_id).membership(stranger) == "leave")
     finally:
         await again.stop()
+
+
+async def test_a_sync_in_a_child_process_reports_its_outcome_and_a_broken_export(tmp_path: Path) -> None:
+    """What `ent-bridge run` does: the sync runs in a child `ent-bridge sync`, given the running
+    configuration through a pipe; its outcome comes back as one summary, a broken export as an
+    InputError naming the file."""
+    from bridge.errors import InputError
+    from bridge.sync_process import SyncOutcome, child_sync
+
+    config_path, _ = write_bridge_files(tmp_path, hs_url="http://127.0.0.1:9", bridge_port=1)
+    source = write_school(tmp_path, unique_school(tmp_path))
+    config = dataclasses.replace(load_config(config_path), database_url=f"sqlite:///{tmp_path / 'b.db'}",
+                                 directory_sources=(str(source),))
+    outcome = await child_sync(config, apply=False, offline=True)  # offline: no homeserver needed
+    assert outcome.summary["create_room"] >= 5 and not outcome.refused
+    assert SyncOutcome.from_json(outcome.to_json()) == outcome
+    source.write_text("schools: [unclosed\n")
+    with pytest.raises(InputError, match=source.name):
+        await child_sync(config, apply=False, offline=True)

@@ -10,13 +10,19 @@ import sys
 
 async def _run(args: argparse.Namespace) -> int:
     from bridge.config import load_config
+    from bridge.errors import BridgeError, InputError
     from bridge.lease import LeaseHeld
     from bridge.matrix.appservice_api import AppserviceAPI
     from bridge.reconcile import render
     from bridge.reconcile.sync import run_sync
     from bridge.store import open_store
 
-    config = load_config(args.config)
+    if args.config_stdin:  # a running bridge hands its own configuration over (bridge/sync_process.py)
+        from bridge.config_transfer import loads
+
+        config = loads(sys.stdin.read())
+    else:
+        config = load_config(args.config)
     sources = args.sources or list(config.directory_sources)
     if not sources:
         print("ent-bridge: error: no SOURCE given and directory.sources is empty", file=sys.stderr)
@@ -26,14 +32,28 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         result = await run_sync(config, sources, store=store, api=api, apply=args.apply,
                                 allow_mass_removal=args.allow_mass_removal, offline=args.offline,
-                                full_observe=args.full_read, wait_for_writer=not args.no_wait)
+                                full_observe=args.full_read, wait_for_writer=not args.no_wait, role=args.role)
     except LeaseHeld as exc:
         print(f"ent-bridge: {exc}", file=sys.stderr)
         return 5
+    except InputError as exc:
+        if args.format != "summary":
+            raise
+        print(json.dumps({"input_error": str(exc)}))
+        return 1
+    except BridgeError as exc:
+        if args.format != "summary":
+            raise
+        print(json.dumps({"error": str(exc)}))
+        return 1
     finally:
         await api.close()
         await store.close()
-    if args.format == "json":
+    if args.format == "summary":  # one line for the running bridge that asked for this sync
+        from bridge.sync_process import SyncOutcome
+
+        print(json.dumps(SyncOutcome.of(result).to_json()))
+    elif args.format == "json":
         out = render.to_json(result.plan, result.verdict)
         if result.report is not None:
             out["applied"] = {"done": result.report.done, "failed": result.report.failed}
@@ -72,7 +92,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--plan", action="store_true", help="print the plan; write nothing")
     mode.add_argument("--apply", action="store_true", help="apply the plan (after the guards)")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=("text", "json", "summary"), default="text",
+                   help="text (default) or json; summary: one line, for ent-bridge run")
+    p.add_argument("--config-stdin", action="store_true", help=argparse.SUPPRESS)  # from ent-bridge run
+    p.add_argument("--role", default="sync", help=argparse.SUPPRESS)  # names the writer in the lease
     p.add_argument("--allow-mass-removal", action="store_true",
                    help="apply even when the guards refuse (many removals, shrunken directory)")
     p.add_argument("--offline", action="store_true",

@@ -20,6 +20,7 @@ from bridge.directory.sources import load
 from bridge.lease import WriterLease, holder_name
 from bridge.logging import get_logger
 from bridge.matrix.port import Homeserver
+from bridge.outsider_guard import OUTSIDERS_KEY, snapshot_of
 from bridge.reconcile import guards, planner
 from bridge.reconcile.actions import ErasePerson, Plan, ProvisionAccount
 from bridge.reconcile.executor import AccountAdmin, ApplyReport, RoomExecutor
@@ -162,6 +163,7 @@ async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResu
         return SyncResult(plan, sp.verdict, sp.directory_size, observed=sp.observed)
     if plan.is_empty():
         await _record_directory(sp, store)  # local only: no homeserver write
+        await store.set_value(OUTSIDERS_KEY, snapshot_of(sp.desired.rooms, await store.all_rooms()))
         return SyncResult(plan, sp.verdict, sp.directory_size, ApplyReport(), observed=sp.observed, residual=plan)
     # The bot owns the rooms; a standalone `sync --apply` may run before `run` ever did.
     await api.register_user(config.bot.localpart)
@@ -198,6 +200,9 @@ async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResu
             residual = await asyncio.to_thread(_plan, config, sp.desired, observed)
         if not residual.is_empty():
             log.warning("apply_not_converged", actions=len(residual.actions), summary=json.dumps(residual.summary()))
+    # The rule the running bridge applies to invites and joins from now on (it may run this sync
+    # in a child process: it reads the rule back from the store).
+    await store.set_value(OUTSIDERS_KEY, snapshot_of(sp.desired.rooms, await store.all_rooms()))
     log.info("sync_applied", done=report.done, failed=len(report.failed), created=report.created)
     return SyncResult(plan, sp.verdict, sp.directory_size, report, observed=sp.observed, residual=residual,
                       passes=passes)

@@ -94,7 +94,7 @@ class Bridge:
         isolate = transport is None if isolate_syncs is None else isolate_syncs
         ops = Operations(config=config, store=store, api=api, outsiders=outsiders, moderator=moderator,
                          notify=notify, clock=clock, isolate=isolate)
-        hooks = tuple(h for h in (moderator.on_message if moderator else None,
+        hooks = tuple(h for h in (moderator.on_decrypted if moderator else None,
                                   admin_room.on_message if admin_room else None) if h is not None)
         handlers: list[EventHandler] = [log_event, outsiders.on_event]
         if moderator is not None:

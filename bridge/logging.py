@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -23,6 +24,26 @@ def _scrub(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Mu
     return event_dict
 
 
+_STATIC = re.compile(r"[A-Za-z][A-Za-z ]{0,59}")
+
+
+class ThirdPartyScrub(logging.Filter):
+    """nio and aiohttp write what they handle into their messages: nio quotes an event that fails
+    its schema check, decrypted content included. Their records keep only their own opening words
+    ("Error validating event"), never what follows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] in ("nio", "aiohttp", "peewee"):
+            head = record.getMessage().split(":", 1)[0].split("\n", 1)[0]
+            static = _STATIC.fullmatch(head.strip())
+            error = f" [{record.exc_info[0].__name__}]" if record.exc_info and record.exc_info[0] else ""
+            record.msg = f"{record.name}: {static.group(0) if static else 'message'}{error} (details withheld)"
+            record.args = ()
+            record.exc_info = None  # an exception's text may quote the content too
+            record.exc_text = None
+        return True
+
+
 def configure(*, level: str = "info", json: bool | None = None) -> None:
     """Configure structlog once for the process."""
     if json is None:
@@ -32,6 +53,9 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
     )
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
                         format="%(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, ThirdPartyScrub) for f in handler.filters):
+            handler.addFilter(ThirdPartyScrub())
     # nio logs decrypted payloads at debug level; keep third parties at warning.
     for noisy in ("nio", "peewee", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

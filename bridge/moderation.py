@@ -18,7 +18,7 @@ from typing import Any
 
 from bridge.audit import AuditLog
 from bridge.clock import SYSTEM, Clock
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, MForbidden, MNotFound
 from bridge.logging import get_logger
 from bridge.matrix.bot import Bot, ReceivedMessage
 from bridge.matrix.port import Homeserver
@@ -27,12 +27,16 @@ from bridge.policy.folder import check_folder
 from bridge.policy.memory import ModerationMemory
 from bridge.policy.model import Policies
 from bridge.policy.protections.text import compile_words
+from bridge.rooms.desired import ROOM_STATE_TYPE
 from bridge.rooms.templates import keyless_templates
 from bridge.store.base import Store
 
 log = get_logger(component="moderation")
 WARN = {"fr": "{user} : votre message a été retiré ({reason}). Merci de respecter la charte.",
         "en": "{user}: your message was removed ({reason}). Please follow the charter."}
+# A warning when the message stays (flood: the sender is muted, nothing is removed).
+CAUTION = {"fr": "{user} : attention ({reason}). Merci de respecter la charte.",
+           "en": "{user}: careful ({reason}). Please follow the charter."}
 MUTED = {"fr": "{user} ne peut plus écrire ici pendant {minutes} min ({reason}).",
          "en": "{user} can't write here for {minutes} min ({reason})."}
 REPORT = {"fr": "Signalement : {user} dans « {room} » — règle {protection} ({reason}). Mesures : {actions}.",
@@ -67,6 +71,7 @@ class Moderator:
         self.room_school: dict[str, str] = {}  # room id -> UAI
         self.reports_room: dict[str, str] = {}  # UAI -> room id of the school's moderators room
         self.memory = ModerationMemory()
+        self._unmanaged: dict[str, int] = {}  # room id -> until when it is known not to be managed
         self._unmute_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.report = report  # posts to the district's admin room, when there is one
 
@@ -168,18 +173,46 @@ class Moderator:
             return
         if event.get("sender") in (self.bot.user_id, self.keyless):
             return
+        if etype in ("m.room.encrypted", "m.room.message", "m.sticker"):
+            await self._learn(room_id)
         if etype == "m.room.encrypted" and self.keyless_room(room_id):
             await self.on_message(ReceivedMessage(room_id, str(event.get("event_id")), str(event.get("sender")),
                                                   "", True, {}))
             return
-        if etype != "m.room.message":
+        if etype not in ("m.room.message", "m.sticker"):  # a sticker is a picture like any other
             return
         content = event.get("content") or {}
         await self.on_message(ReceivedMessage(str(event.get("room_id")), str(event.get("event_id")),
                                               str(event.get("sender")), str(content.get("body", "")), False,
                                               dict(content)))
 
+    async def _learn(self, room_id: str) -> None:
+        """A room this moderator doesn't know yet (created by a sync still running, in another
+        process): its template is in its own `fr.ent-bridge.room` state. Rooms without it (not
+        managed: a DM with the bot) are remembered as such for ten minutes."""
+        if room_id in self.room_template or self._unmanaged.get(room_id, 0) > self.clock.now_ms():
+            return
+        for user in (self.bot.user_id, self.keyless):
+            if not user:
+                continue
+            try:
+                marker = await self.api.get_state(room_id, ROOM_STATE_TYPE, as_user=user)
+            except (MForbidden, MNotFound):
+                continue
+            if isinstance(marker.get("template"), str):
+                self.room_template[room_id] = marker["template"]
+                log.info("moderation_room_learnt", room_id=room_id, template=marker["template"])
+                return
+        self._unmanaged[room_id] = self.clock.now_ms() + 600_000
+
+    async def on_decrypted(self, msg: ReceivedMessage) -> None:
+        """From the bot: only what it decrypted. Plaintext messages come with the homeserver's
+        transactions (on_event), durably; the bot's sync sees them too, and must not count twice."""
+        if msg.decrypted:
+            await self.on_message(msg)
+
     async def on_message(self, msg: ReceivedMessage) -> None:
+        await self._learn(msg.room_id)
         profile = self._profile(msg.room_id)
         if profile is None or (not profile.content_inspection and msg.content):
             return  # content the policy says not to look at is not looked at
@@ -199,7 +232,8 @@ class Moderator:
                 await self.api.redact(msg.room_id, msg.event_id, as_user=self.actor(msg.room_id), reason=d.reason,
                                       txn_id=txn)
             elif action == "warn":
-                await self._notice(msg.room_id, WARN.get(lang, WARN["fr"]).format(user=msg.sender, reason=d.reason),
+                texts = WARN if "redact" in d.actions else CAUTION  # never say "removed" when it wasn't
+                await self._notice(msg.room_id, texts.get(lang, texts["fr"]).format(user=msg.sender, reason=d.reason),
                                    txn_id=txn)
             elif action == "notice":  # at most one automatic answer per evening (the memory's rule)
                 await self._notice(msg.room_id, f"{msg.sender} : {QUIET_NOTICE.get(lang, QUIET_NOTICE['fr'])}",

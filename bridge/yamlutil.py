@@ -29,9 +29,31 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str,
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_with_lines(path: Path) -> Any:
+MAX_BYTES = 1024 * 1024  # a policy or config file; directory exports pass their own bound
+# Anchors are handy for a few repeated blocks. A bound on their number bounds what they can expand
+# to (with 20, nested three by three at best, about 3^(20/3) ≈ 1,500 nodes): an "alias bomb" can't.
+MAX_ALIASES = 20
+
+
+def load_with_lines(path: Path, *, max_bytes: int = MAX_BYTES, max_aliases: int = MAX_ALIASES) -> Any:
+    """Refuses, before building anything, a file over `max_bytes` or with more than `max_aliases`
+    aliases: a crafted file (billions of laughs) must cost neither minutes nor gigabytes."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise InputError(f"file too large ({size} bytes > {max_bytes})", file=str(path))
+    text = path.read_text(encoding="utf-8")
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        aliases = 0
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):  # linear: no alias is expanded here
+            if isinstance(token, yaml.AliasToken):
+                aliases += 1
+                if aliases > max_aliases:
+                    raise InputError(f"more than {max_aliases} YAML aliases (*name): refused",
+                                     file=str(path), line=token.start_mark.line + 1)
+    except yaml.YAMLError:
+        pass  # reported with its line by the load below
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (column {mark.column + 1})" if mark else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,12 @@ PROFILE = Profile("p", banned_words=BannedWords(("zut",), ("redact", "warn")),
                   quiet_hours=QuietHours(), strikes=Strikes(threshold=2, window_hours=1, mute_minutes=30))
 
 
-def _msg(body: str, *, sender: str = "@p:s", event: str = "$e") -> Message:
-    return Message("!r:s", event, sender, 0, {"msgtype": "m.text", "body": body})
+_EVENTS = itertools.count()
+
+
+def _msg(body: str, *, sender: str = "@p:s", event: str | None = None) -> Message:
+    """A message with an event id of its own (the memory judges each event once)."""
+    return Message("!r:s", event or f"$e{next(_EVENTS)}", sender, 0, {"msgtype": "m.text", "body": body})
 
 
 def test_flood_mutes_once_for_its_duration_then_again_after() -> None:
@@ -137,6 +142,8 @@ async def test_flood_mutes_then_the_clock_lifts_it(shell: Any) -> None:
     audit = [r.body for r in await store.audit_rows()]
     assert any("moderation_flood" in b for b in audit)
     assert any("60 min" in text for _, text in mod.bot.notices)
+    assert any("attention" in text for _, text in mod.bot.notices)
+    assert not any("retiré" in text for _, text in mod.bot.notices)  # nothing was removed: never said so
     for _ in range(50):  # the unmute task sleeps on the fake clock: no real hour passes
         if not await store.mutes():
             break
@@ -195,8 +202,44 @@ async def test_an_event_handled_again_after_a_crash_acts_once(shell: Any) -> Non
     event = {"type": "m.room.message", "room_id": room, "event_id": event_id, "sender": parent,
              "content": {"msgtype": "m.text", "body": "connard"}}
     await mod.on_event(event)
+    await mod.on_event(event)  # the same process: judged once, nothing more is sent
+    assert len([t for _, t in mod.bot.notices if "retiré" in t]) == 1
+    mod.memory = ModerationMemory()  # a restarted bridge remembers nothing
     await mod.on_event(event)
     redactions = [e for e in fake.room(room).timeline if e["type"] == "m.room.redaction"]
     assert len(redactions) == 1
     warn_ids = [t for (_, text), t in zip(mod.bot.notices, mod.bot.txn_ids, strict=True) if "retiré" in text]
     assert len(warn_ids) == 2 and warn_ids[0] == warn_ids[1] and warn_ids[0] is not None
+
+
+async def test_a_room_created_moments_ago_is_moderated_from_its_first_message(shell: Any) -> None:
+    """A sync (in another process) has just created a room: the moderator doesn't know it yet, and
+    learns it from the room's own marker instead of letting its first messages through."""
+    mod, fake, _room, parent, _clock, _store = shell
+    bot = mod.bot.user_id
+    fresh = await mod.api.create_room(as_user=bot, body={"preset": "private_chat", "initial_state": [
+        {"type": "fr.ent-bridge.room", "state_key": "", "content": {"template": "class"}}]})
+    other = await mod.api.create_room(as_user=bot, body={"preset": "private_chat"})  # not a managed room
+    for room in (fresh, other):
+        await mod.api.invite(room, parent, as_user=bot)
+        fake.store.join(fake.room(room), parent)
+    assert fresh not in mod.room_template
+    ids = {}
+    for room in (fresh, other):
+        ids[room] = fake.store.send_message(fake.room(room), parent, "m.room.message",
+                                            {"msgtype": "m.text", "body": "connard"})["event_id"]
+        await mod.on_event({"type": "m.room.message", "room_id": room, "event_id": ids[room], "sender": parent,
+                            "content": {"msgtype": "m.text", "body": "connard"}})
+    assert next(e for e in fake.room(fresh).timeline if e["event_id"] == ids[fresh])["content"] == {}
+    assert next(e for e in fake.room(other).timeline if e["event_id"] == ids[other])["content"]  # left alone
+    assert mod.room_template[fresh] == "class" and other not in mod.room_template
+
+
+def test_the_same_event_is_judged_once() -> None:
+    """Handed over twice (transaction and bot sync, or again after a crash): one strike, not two."""
+    mem = ModerationMemory()
+    first = mem.judge(PROFILE, _msg("zut", event="$same"), now=NOON)
+    again = mem.judge(PROFILE, _msg("zut", event="$same"), now=NOON + timedelta(seconds=1))
+    assert [d.protection for d in first.decisions] == ["banned_words"] and again.decisions == ()
+    second = mem.judge(PROFILE, _msg("zut", event="$other"), now=NOON + timedelta(seconds=2))
+    assert [d.protection for d in second.decisions] == ["banned_words", "strikes"]  # the 2nd strike, not 3rd

@@ -60,7 +60,7 @@ def test_policy_errors_have_line_and_column(tmp_path: Path, edit: tuple[str, str
     ("ta gueule", True), ("une tagueule", False), ("Bonjour, merci pour la sortie", False),
 ])
 def test_banned_words(body: str, hit: bool) -> None:
-    assert (text.banned_word(body, profile().banned_words) is not None) is hit
+    assert (text.banned_word([body], profile().banned_words) is not None) is hit
 
 
 @pytest.mark.parametrize("body, allowed, hit", [
@@ -72,14 +72,14 @@ def test_banned_words(body: str, hit: bool) -> None:
     ("pas de lien ici. Fin.", (), False),
 ])
 def test_links(body: str, allowed: tuple[str, ...], hit: bool) -> None:
-    assert (text.links(body, Links(allowed)) is not None) is hit
+    assert (text.links([body], [], Links(allowed)) is not None) is hit
 
 
 def test_mentions_media_flood() -> None:
     m = Mentions()
-    assert text.mentions({"body": "@room réunion"}, m, is_moderator=False)
-    assert text.mentions({"body": "x", "m.mentions": {"room": True}}, m, is_moderator=True) is None
-    assert text.mentions({"body": "x", "m.mentions": {"user_ids": [f"@u{i}:s" for i in range(6)]}}, m,
+    assert text.mentions({"body": "@room réunion"}, ["@room réunion"], m, is_moderator=False)
+    assert text.mentions({"body": "x", "m.mentions": {"room": True}}, ["x"], m, is_moderator=True) is None
+    assert text.mentions({"body": "x", "m.mentions": {"user_ids": [f"@u{i}:s" for i in range(6)]}}, ["x"], m,
                          is_moderator=False)
     media = Media(("image/png",), 1.0)
     assert other.media({"msgtype": "m.file", "info": {"mimetype": "application/x-msdownload"}}, media)

@@ -9,6 +9,10 @@ from typing import Any
 
 from bridge.policy.model import Profile
 from bridge.policy.protections import other, text
+from bridge.policy.texts import Malformed, message_texts
+
+MALFORMED_ACTIONS = ("redact", "report")
+SIZE_ACTIONS = ("redact", "warn")
 
 QUIET_NOTICE = {
     "fr": "Message bien reçu. Il a été envoyé en dehors des heures de travail de l'équipe : "
@@ -41,20 +45,36 @@ def evaluate(profile: Profile, msg: Message, *, now: datetime, recent_ms: Sequen
     if msg.sender_power >= profile.exempt_power:
         return []
     out: list[Decision] = []
-    body = str(msg.content.get("body", ""))
-    if profile.banned_words and (why := text.banned_word(body, profile.banned_words, compiled=compiled_words)):
-        out.append(Decision("banned_words", profile.banned_words.action, why))
-    if profile.links and (why := text.links(body, profile.links)):
-        out.append(Decision("links", profile.links.action, why))
-    if profile.mentions and (why := text.mentions(msg.content, profile.mentions, is_moderator=False)):
-        out.append(Decision("mentions", profile.mentions.action, why))
-    if profile.media and (why := other.media(msg.content, profile.media)):
-        out.append(Decision("media", profile.media.action, why))
+    if msg.content:  # empty where the policy forgoes content inspection: metadata rules only
+        try:
+            out += _content(profile, msg.content, compiled_words)
+        except Malformed as exc:
+            # Fail closed: content of the wrong shape is not guessed at, it is taken down.
+            out.append(Decision("malformed", MALFORMED_ACTIONS, f"message mal formé ({exc})"))
     now_ms = int(now.timestamp() * 1000)
     if profile.flood and (why := other.flood(recent_ms, now_ms, profile.flood)):
         out.append(Decision("flood", profile.flood.action, why, {"mute_minutes": profile.flood.mute_minutes}))
     if profile.quiet_hours and not out and other.in_quiet_hours(now, profile.quiet_hours):
         out.append(Decision("quiet_hours", profile.quiet_hours.action, "hors des heures de travail"))
+    return out
+
+
+def _content(profile: Profile, content: dict[str, Any], compiled_words: tuple[str, ...] | None) -> list[Decision]:
+    """The protections that read the message (every text it shows); raises Malformed."""
+    out: list[Decision] = []
+    texts, hrefs = message_texts(content)
+    size = sum(len(t) for t in texts) + sum(len(h) for h in hrefs)
+    if size > profile.max_chars:
+        # Not read further: a huge message costs nothing to refuse, and no rule is skipped by it.
+        return [Decision("size", SIZE_ACTIONS, f"message trop long ({size} caractères > {profile.max_chars})")]
+    if profile.banned_words and (why := text.banned_word(texts, profile.banned_words, compiled=compiled_words)):
+        out.append(Decision("banned_words", profile.banned_words.action, why))
+    if profile.links and (why := text.links(texts, hrefs, profile.links)):
+        out.append(Decision("links", profile.links.action, why))
+    if profile.mentions and (why := text.mentions(content, texts, profile.mentions, is_moderator=False)):
+        out.append(Decision("mentions", profile.mentions.action, why))
+    if profile.media and (why := other.media(content, profile.media)):
+        out.append(Decision("media", profile.media.action, why))
     return out
 
 

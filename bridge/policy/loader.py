@@ -94,6 +94,8 @@ def _words(ctx: _Ctx, folder: Path, raw: Any) -> BannedWords:
         raise ctx.fail(raw, None, "banned_words: expected a mapping")
     data = clean(raw)
     words = list(data.get("words") or [])
+    if not all(isinstance(w, str) for w in words):
+        raise ctx.fail(raw, "words", "banned_words: words must be a list of texts (one word or phrase each)")
     if "words_file" in data:
         path = folder / str(data["words_file"])
         if not path.is_file():
@@ -114,6 +116,9 @@ def load_policies(folder: Path) -> Policies:
         if not isinstance(data, dict) or "profiles" not in data:
             continue
         ctx = _Ctx(str(path))
+        for key in clean(data):
+            if key not in ("profiles", "templates"):
+                raise ctx.fail(data, key, f"unknown key {key!r} (a policy file holds profiles:)")
         raw_profiles = data["profiles"]
         if not isinstance(raw_profiles, dict):
             raise ctx.fail(data, "profiles", "profiles: expected a mapping of profile names")
@@ -124,7 +129,7 @@ def load_policies(folder: Path) -> Policies:
             kwargs: dict[str, Any] = {"name": name}
             protections = node.get("protections") or {}
             for key in clean(node):
-                if key not in ("protections", "exempt_power", "content_inspection", "strikes"):
+                if key not in ("protections", "exempt_power", "content_inspection", "strikes", "max_chars"):
                     raise ctx.fail(node, key, f"profile {name!r}: unknown key {key!r}")
             for pname in clean(protections):
                 if pname not in PROTECTIONS:
@@ -134,7 +139,7 @@ def load_policies(folder: Path) -> Policies:
                 cls = next(a for a in typing.get_args(hint) if a is not type(None))
                 kwargs[pname] = (_words(ctx, folder, protections[pname]) if pname == "banned_words"
                                  else _build(ctx, cls, protections[pname], pname))
-            base = _build(ctx, Profile, {k: v for k, v in node.items() if k in ("exempt_power",
+            base = _build(ctx, Profile, {k: v for k, v in node.items() if k in ("exempt_power", "max_chars",
                                                                                   "content_inspection", "__line__",
                                                                                   "__key_lines__")},
                           f"profile {name!r}", **kwargs)

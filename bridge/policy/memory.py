@@ -8,7 +8,7 @@ mute. No I/O and no clock: `now` comes from the caller, so every rule is testabl
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -16,6 +16,7 @@ from bridge.policy.engine import Decision, Message, evaluate, strike_escalation
 from bridge.policy.model import Profile
 
 QUIET_ANSWER_EVERY_MS = 12 * 3_600_000  # one automatic answer per evening, not one per message
+JUDGED_KEEP = 20_000  # event ids remembered (a few minutes of a busy district)
 Key = tuple[str, str]  # (room id, user id)
 
 
@@ -34,9 +35,17 @@ class ModerationMemory:
         self._strikes: dict[Key, list[int]] = defaultdict(list)
         self._answered: dict[Key, int] = {}
         self._muted_until: dict[Key, int] = {}
+        self._judged: OrderedDict[str, None] = OrderedDict()  # recent event ids: each judged once
 
     def judge(self, profile: Profile, msg: Message, *, now: datetime,
               compiled_words: tuple[str, ...] | None = None) -> Outcome:
+        """The same event handed over twice (from the transaction and from the bot's sync, or
+        again after a crash) is judged once: no second strike, no second flood count."""
+        if msg.event_id in self._judged:
+            return Outcome(())
+        self._judged[msg.event_id] = None
+        if len(self._judged) > JUDGED_KEEP:
+            self._judged.popitem(last=False)
         key = (msg.room_id, msg.sender)
         now_ms = int(now.timestamp() * 1000)
         recent = self._recent[key]

@@ -63,6 +63,7 @@ class Profile:
     name: str
     exempt_power: int = 50  # moderators and admins are exempt
     content_inspection: bool = True
+    max_chars: int = 20_000  # longer messages are taken down unread (every text they show counted)
     banned_words: BannedWords | None = None
     flood: Flood | None = None
     media: Media | None = None

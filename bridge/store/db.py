@@ -10,6 +10,7 @@ import asyncio
 import functools
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -109,7 +110,17 @@ class SqliteDatabase:
         def connect() -> sqlite3.Connection:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_s,
                                  check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            # Switching a new file to WAL answers "locked" at once, without waiting, while another
+            # process does the same: tried again for as long as any statement would wait.
+            deadline = time.monotonic() + self.busy_timeout_s
+            while True:
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
             db.execute("PRAGMA synchronous=FULL")  # an acknowledged txn must survive a crash
             return db
 

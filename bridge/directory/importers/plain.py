@@ -24,7 +24,7 @@ def _list(item: dict[str, Any], key: str) -> list[str]:
 
 def import_yaml(path: Path) -> Directory:
     file = str(path)
-    data = load_with_lines(path)
+    data = load_with_lines(path, max_bytes=512 * 1024 * 1024)  # a whole département can be large
     if not isinstance(data, dict):
         raise InputError("expected a mapping with schools, classes, staff, pupils, guardians", file=file)
     for key in data:

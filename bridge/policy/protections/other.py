@@ -8,14 +8,18 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bridge.policy.model import Flood, Media, QuietHours
+from bridge.policy.texts import Malformed
 
 MEDIA_TYPES = {"m.image", "m.file", "m.video", "m.audio"}
 
 
 def media(content: dict[str, Any], settings: Media) -> str | None:
-    if content.get("msgtype") not in MEDIA_TYPES:
+    """Any message carrying a file (`url`, or `file` when encrypted), whatever its msgtype says."""
+    if content.get("msgtype") not in MEDIA_TYPES and not content.get("url") and not content.get("file"):
         return None
     info = content.get("info") or {}
+    if not isinstance(info, dict):
+        raise Malformed("info is not an object")
     mime = str(info.get("mimetype") or "")
     if mime not in settings.allowed_mime:
         return f"type de fichier non autorisé ({mime or 'inconnu'})"

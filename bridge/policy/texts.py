@@ -1,0 +1,187 @@
+"""Every text a message shows, and its normal form for matching (pure, linear in the input's size).
+
+What a reader sees comes from more than `body`: the HTML of `formatted_body` (its text and its
+links), an edit's `m.new_content`, a file's name, a poll's question and answers. A reply's quoted
+fallback is someone else's text and is left out. Content of the wrong shape is not guessed at:
+`Malformed` is raised, and the engine treats it as a rule of its own (fail closed).
+
+The normal form defeats the usual disguises: compatibility forms (NFKC: fullwidth, ligatures),
+invisible format characters (zero-width, soft hyphen, bidi controls), look-alike letters
+(Unicode's confusables, TR39: Cyrillic а for a), case, accents, leetspeak, repeated and
+spaced-out letters.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from html.parser import HTMLParser
+from typing import Any
+
+from confusable_homoglyphs import confusables
+
+from bridge.directory.normalise import fold
+
+POLL_KEYS = ("m.poll.start", "org.matrix.msc3381.poll.start")
+_LEET = str.maketrans({"4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "0": "o", "5": "s", "$": "s", "7": "t"})
+_TOKEN = re.compile(r"[a-z0-9]+")
+_REPEAT = re.compile(r"(.)\1+")
+
+
+class Malformed(ValueError):
+    """A message whose content doesn't have the shape the spec gives it."""
+
+
+def _confusable_map() -> dict[int, str]:
+    """Each non-ASCII character that Unicode lists as confusable with one ASCII letter or digit,
+    to that letter or digit (from the confusables data the `confusable-homoglyphs` package ships)."""
+    out: dict[int, str] = {}
+    for char, glyphs in confusables.confusables_data.items():
+        if len(char) != 1 or ord(char) < 128:
+            continue
+        for glyph in glyphs:
+            c = glyph.get("c", "")
+            if len(c) == 1 and c.isascii() and c.isalnum():
+                out[ord(char)] = c.lower()
+                break
+    return out
+
+
+_CONFUSABLE = _confusable_map()
+
+
+def _tokens(text: str) -> list[str]:
+    # Look-alikes are mapped before and after NFKC, as TR39's skeleton does: NFKC itself turns
+    # some of them into others (the lunate sigma ϲ into the final sigma ς).
+    text = unicodedata.normalize("NFKC", text.translate(_CONFUSABLE))
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf").translate(_CONFUSABLE)
+    folded = fold(text.translate(_LEET)).lower().translate(_LEET)
+    return [_REPEAT.sub(r"\1", t) for t in _TOKEN.findall(folded)]
+
+
+def word_form(word: str) -> str:
+    """A banned word or phrase as it is looked for: ' conard ', ' fils de pute '."""
+    return " " + " ".join(_tokens(word)) + " "
+
+
+def normalise(text: str) -> str:
+    """' C0NN4RD ', ' соnnаrd ' (Cyrillic), ' con\u200bnard ', ' c o n n a r d ' -> contains ' conard '."""
+    tokens = _tokens(text)
+    # Letters spaced out ("c o n n a r d") are also read joined.
+    joined: list[str] = []
+    run: list[str] = []
+    for token in [*tokens, ""]:
+        if len(token) == 1:
+            run.append(token)
+            continue
+        if len(run) > 1:
+            joined.append(_REPEAT.sub(r"\1", "".join(run)))
+        run = []
+    return " " + " ".join(tokens) + " " + (" ".join(joined) + " " if joined else "")
+
+
+class _Html(HTMLParser):
+    """Text and link targets of an HTML body; a reply's quoted fallback (<mx-reply>) left out."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+        self.hrefs: list[str] = []
+        self._in_reply = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "mx-reply":
+            self._in_reply += 1
+        for name, value in attrs:
+            if name in ("href", "src") and value and not self._in_reply:
+                self.hrefs.append(value)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "mx-reply" and self._in_reply:
+            self._in_reply -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._in_reply:
+            self.text.append(data)
+
+
+def _str(content: Mapping[str, Any], key: str) -> str:
+    value = content.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise Malformed(f"{key} is not a string")
+    return value
+
+
+def _strip_reply_fallback(body: str) -> str:
+    """A reply's body starts with the quoted message ("> …" lines, then an empty line)."""
+    if not body.startswith("> "):
+        return body
+    lines = body.split("\n")
+    i = 0
+    while i < len(lines) and lines[i].startswith(">"):
+        i += 1
+    return "\n".join(lines[i:])
+
+
+def _one(content: Mapping[str, Any], texts: list[str], hrefs: list[str]) -> None:
+    texts.append(_strip_reply_fallback(_str(content, "body")))
+    html = _str(content, "formatted_body")
+    if html:
+        parser = _Html()
+        parser.feed(html)
+        parser.close()
+        texts.append("".join(parser.text))
+        hrefs.extend(parser.hrefs)
+    texts.append(_str(content, "filename"))
+    for key in POLL_KEYS:
+        poll = content.get(key)
+        if poll is None:
+            continue
+        if not isinstance(poll, Mapping):
+            raise Malformed(f"{key} is not an object")
+        answers = poll.get("answers") or []
+        if not isinstance(answers, list):
+            raise Malformed(f"{key}.answers is not a list")
+        for part in [poll.get("question"), *answers]:
+            texts.extend(_poll_texts(part, key))
+
+
+def _poll_texts(part: Any, key: str) -> list[str]:
+    """A poll's question or answer: `body`, or `m.text` as a string or a list of {body} (MSC1767)."""
+    if part is None:
+        return []
+    if not isinstance(part, Mapping):
+        raise Malformed(f"{key} has a question or answer that is not an object")
+    out = [_str(part, "body")]
+    text = part.get("m.text")
+    if isinstance(text, str):
+        out.append(text)
+    elif isinstance(text, list):
+        out += [str(t.get("body", "")) for t in text if isinstance(t, Mapping)]
+    elif text is not None:
+        raise Malformed(f"{key} has an m.text of the wrong shape")
+    return out
+
+
+def message_texts(content: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """(every text the message shows, every link target of its HTML); an edit's new content
+    counts as a new message. Raises Malformed."""
+    if not isinstance(content, Mapping):
+        raise Malformed("content is not an object")
+    texts: list[str] = []
+    hrefs: list[str] = []
+    _one(content, texts, hrefs)
+    new = content.get("m.new_content")
+    if new is not None:
+        if not isinstance(new, Mapping):
+            raise Malformed("m.new_content is not an object")
+        _one(new, texts, hrefs)
+    mentions = content.get("m.mentions")
+    if mentions is not None and (not isinstance(mentions, Mapping)
+                                 or not isinstance(mentions.get("user_ids", []), list)
+                                 or not isinstance(mentions.get("room", False), bool)):
+        raise Malformed("m.mentions has the wrong shape")
+    return [t for t in texts if t], hrefs

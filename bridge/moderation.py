@@ -223,6 +223,12 @@ class Moderator:
             await self._act(msg, decision, mute_until_ms=outcome.mute_until_ms)
 
     async def _act(self, msg: ReceivedMessage, d: Decision, *, mute_until_ms: int | None) -> None:
+        # The decision is on record before anything is done: an action that then fails (and is
+        # retried with the event) is never an action nobody can account for.
+        self.audit.record(actor="ent-bridge", action=f"moderation_{d.protection}", room=msg.room_id,
+                          subject=msg.sender, reason=d.reason, detail={"actions": list(d.actions),
+                                                                       "event_id": msg.event_id})
+        await self.audit.flush()
         lang = self.language
         for action in d.actions:
             # The same event handled again (after a crash) sends the same request ids: the
@@ -251,10 +257,6 @@ class Moderator:
                                                    reason=d.reason, actions=list(d.actions), txn_id=txn)
                 log.warning("moderation_report", room_id=msg.room_id, sender=msg.sender, protection=d.protection,
                             to_school_moderators=sent)
-        self.audit.record(actor="ent-bridge", action=f"moderation_{d.protection}", room=msg.room_id,
-                          subject=msg.sender, reason=d.reason, detail={"actions": list(d.actions),
-                                                                       "event_id": msg.event_id})
-        await self.audit.flush()
         log.info("moderation_decision", room_id=msg.room_id, sender=msg.sender, protection=d.protection,
                  actions=list(d.actions))
         if self.report is not None and d.protection != "quiet_hours":

@@ -202,9 +202,7 @@ async def test_an_event_handled_again_after_a_crash_acts_once(shell: Any) -> Non
     event = {"type": "m.room.message", "room_id": room, "event_id": event_id, "sender": parent,
              "content": {"msgtype": "m.text", "body": "connard"}}
     await mod.on_event(event)
-    await mod.on_event(event)  # the same process: judged once, nothing more is sent
-    assert len([t for _, t in mod.bot.notices if "retiré" in t]) == 1
-    mod.memory = ModerationMemory()  # a restarted bridge remembers nothing
+    mod.memory = ModerationMemory()  # a restarted bridge remembers nothing: judged anew
     await mod.on_event(event)
     redactions = [e for e in fake.room(room).timeline if e["type"] == "m.room.redaction"]
     assert len(redactions) == 1
@@ -240,6 +238,39 @@ def test_the_same_event_is_judged_once() -> None:
     mem = ModerationMemory()
     first = mem.judge(PROFILE, _msg("zut", event="$same"), now=NOON)
     again = mem.judge(PROFILE, _msg("zut", event="$same"), now=NOON + timedelta(seconds=1))
-    assert [d.protection for d in first.decisions] == ["banned_words"] and again.decisions == ()
+    assert [d.protection for d in first.decisions] == ["banned_words"] and again == first  # acted on again
     second = mem.judge(PROFILE, _msg("zut", event="$other"), now=NOON + timedelta(seconds=2))
     assert [d.protection for d in second.decisions] == ["banned_words", "strikes"]  # the 2nd strike, not 3rd
+
+
+async def test_an_action_that_failed_is_done_when_the_event_is_retried(shell: Any) -> None:
+    """The homeserver refuses the redaction (retries exhausted): the handler fails, the dispatcher
+    hands the event over again later, and the redaction is done then, with no second strike."""
+    from bridge.errors import TemporaryMatrixError
+
+    mod, fake, room, parent, _clock, _store = shell
+    event_id = fake.store.send_message(fake.room(room), parent, "m.room.message",
+                                       {"msgtype": "m.text", "body": "connard"})["event_id"]
+    event = {"type": "m.room.message", "room_id": room, "event_id": event_id, "sender": parent,
+             "content": {"msgtype": "m.text", "body": "connard"}}
+    fake.fail("PUT", "/redact/", 500, times=mod.api.max_retries + 1)
+    with pytest.raises(TemporaryMatrixError):
+        await mod.on_event(event)
+    assert next(e for e in fake.room(room).timeline if e["event_id"] == event_id)["content"]  # not yet
+    await mod.on_event(event)  # the dispatcher's retry
+    assert next(e for e in fake.room(room).timeline if e["event_id"] == event_id)["content"] == {}
+    assert len(mod.memory._strikes[(room, parent)]) == 1
+
+
+async def test_the_decision_is_audited_before_anything_is_done(shell: Any) -> None:
+    from bridge.errors import TemporaryMatrixError
+
+    mod, fake, room, parent, _clock, store = shell
+    event_id = fake.store.send_message(fake.room(room), parent, "m.room.message",
+                                       {"msgtype": "m.text", "body": "connard"})["event_id"]
+    fake.fail("PUT", "/redact/", 500, times=mod.api.max_retries + 1)
+    with pytest.raises(TemporaryMatrixError):
+        await mod.on_event({"type": "m.room.message", "room_id": room, "event_id": event_id, "sender": parent,
+                            "content": {"msgtype": "m.text", "body": "connard"}})
+    rows = [r.body for r in await store.audit_rows()]
+    assert any("moderation_banned_words" in b and event_id in b for b in rows)  # recorded, though it failed

@@ -35,17 +35,23 @@ class ModerationMemory:
         self._strikes: dict[Key, list[int]] = defaultdict(list)
         self._answered: dict[Key, int] = {}
         self._muted_until: dict[Key, int] = {}
-        self._judged: OrderedDict[str, None] = OrderedDict()  # recent event ids: each judged once
+        self._judged: OrderedDict[str, Outcome] = OrderedDict()  # recent event ids: each judged once
 
     def judge(self, profile: Profile, msg: Message, *, now: datetime,
               compiled_words: tuple[str, ...] | None = None) -> Outcome:
-        """The same event handed over twice (from the transaction and from the bot's sync, or
-        again after a crash) is judged once: no second strike, no second flood count."""
-        if msg.event_id in self._judged:
-            return Outcome(())
-        self._judged[msg.event_id] = None
+        """The same event handed over again (its actions failed and the dispatcher retries it) is
+        judged once: the same outcome comes back, to be acted on again (the actions are
+        idempotent), with no second strike and no second flood count."""
+        if (known := self._judged.get(msg.event_id)) is not None:
+            return known
+        outcome = self._judge(profile, msg, now=now, compiled_words=compiled_words)
+        self._judged[msg.event_id] = outcome
         if len(self._judged) > JUDGED_KEEP:
             self._judged.popitem(last=False)
+        return outcome
+
+    def _judge(self, profile: Profile, msg: Message, *, now: datetime,
+               compiled_words: tuple[str, ...] | None) -> Outcome:
         key = (msg.room_id, msg.sender)
         now_ms = int(now.timestamp() * 1000)
         recent = self._recent[key]

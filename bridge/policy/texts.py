@@ -13,15 +13,15 @@ spaced-out letters.
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 import unicodedata
 from collections.abc import Mapping
 from html.parser import HTMLParser
 from typing import Any
 
 from confusable_homoglyphs import confusables
-
-from bridge.directory.normalise import fold
 
 POLL_KEYS = ("m.poll.start", "org.matrix.msc3381.poll.start")
 _LEET = str.maketrans({"4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "0": "o", "5": "s", "$": "s", "7": "t"})
@@ -51,13 +51,25 @@ def _confusable_map() -> dict[int, str]:
 _CONFUSABLE = _confusable_map()
 
 
+@functools.cache
+def _strip_table() -> dict[int, None]:
+    """Invisible format characters (zero-width, soft hyphen, bidi controls: category Cf) and
+    combining marks (accents), removed in one `str.translate` (C speed, computed once)."""
+    return {c: None for c in range(sys.maxunicode + 1)
+            if unicodedata.category(chr(c)) == "Cf" or unicodedata.combining(chr(c))}
+
+
 def _tokens(text: str) -> list[str]:
-    # Look-alikes are mapped before and after NFKC, as TR39's skeleton does: NFKC itself turns
-    # some of them into others (the lunate sigma ϲ into the final sigma ς).
+    # Look-alikes are mapped before and after normalising, as TR39's skeleton does: NFKC itself
+    # turns some of them into others (the lunate sigma ϲ into the final sigma ς). Every step is a
+    # whole-string operation: linear, and fast on a message at the size limit.
     text = unicodedata.normalize("NFKC", text.translate(_CONFUSABLE))
-    text = "".join(c for c in text if unicodedata.category(c) != "Cf").translate(_CONFUSABLE)
-    folded = fold(text.translate(_LEET)).lower().translate(_LEET)
-    return [_REPEAT.sub(r"\1", t) for t in _TOKEN.findall(folded)]
+    text = unicodedata.normalize("NFKD", text).translate(_strip_table()).translate(_CONFUSABLE)
+    folded = _REPEAT.sub(r"\1", text.lower().translate(_LEET))
+    return _TOKEN.findall(folded)
+
+
+_SINGLES = re.compile(r"(?<= )(?:[a-z0-9] ){2,}")  # one-letter tokens in a row: linear, no nesting
 
 
 def word_form(word: str) -> str:
@@ -67,18 +79,10 @@ def word_form(word: str) -> str:
 
 def normalise(text: str) -> str:
     """' C0NN4RD ', ' соnnаrd ' (Cyrillic), ' con\u200bnard ', ' c o n n a r d ' -> contains ' conard '."""
-    tokens = _tokens(text)
+    spaced = " " + " ".join(_tokens(text)) + " "
     # Letters spaced out ("c o n n a r d") are also read joined.
-    joined: list[str] = []
-    run: list[str] = []
-    for token in [*tokens, ""]:
-        if len(token) == 1:
-            run.append(token)
-            continue
-        if len(run) > 1:
-            joined.append(_REPEAT.sub(r"\1", "".join(run)))
-        run = []
-    return " " + " ".join(tokens) + " " + (" ".join(joined) + " " if joined else "")
+    joined = [_REPEAT.sub(r"\1", m.group(0).replace(" ", "")) for m in _SINGLES.finditer(spaced)]
+    return spaced + (" ".join(joined) + " " if joined else "")
 
 
 class _Html(HTMLParser):

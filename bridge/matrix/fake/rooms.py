@@ -168,12 +168,13 @@ class RoomStore:
     def redact(self, room: Room, sender: str, event_id: str, reason: str) -> dict[str, Any]:
         self.joined(room, sender)
         target = next((e for e in room.timeline if e["event_id"] == event_id), None)
-        if target is None:
-            raise Refused(404, "M_NOT_FOUND", "Event not found")
-        if target["sender"] != sender and room.power(sender) < room.required("redact"):
+        # Like Synapse, an event the room doesn't show (purged, or not arrived) may still be
+        # redacted, by someone allowed to redact others'.
+        if (target is None or target["sender"] != sender) and room.power(sender) < room.required("redact"):
             raise forbidden("You don't have permission to redact events")
-        target["content"] = {}
-        target.setdefault("unsigned", {})["redacted_because"] = {"sender": sender}
+        if target is not None:
+            target["content"] = {}
+            target.setdefault("unsigned", {})["redacted_because"] = {"sender": sender}
         return self.append(room, sender, "m.room.redaction", {"reason": reason}, extra={"redacts": event_id})
 
     def visible_state(self, room: Room, user: str) -> list[dict[str, Any]]:

@@ -1,0 +1,159 @@
+"""Moderation decisions per second and their p99 latency through the whole plaintext path, actions
+included (target: >= 2,000 decisions/s, p99 <= 20 ms for messages up to the size limit).
+
+Plaintext messages come as the homeserver sends them: PUT /transactions (from another process),
+the durable inbox, the dispatcher, the engine, the audit write, and the actions (redactions,
+notices, mutes) sent through the real client to the in-memory homeserver: only the homeserver's
+answers are stubbed. The corpus mixes ordinary messages with worst cases: disguised insults, HTML,
+edits, malformed content, messages just under the policy's size limit.
+
+Encrypted messages (the bot's Megolm decryption before the same engine) are not measured here.
+
+    python bench/bench_decisions.py [--seconds 10] [--rate 2500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bridge import logging as blog
+from bridge.appservice.dispatch import Dispatcher
+from bridge.appservice.server import AppserviceServer
+from bridge.audit import AuditLog
+from bridge.clock import FixedTime
+from bridge.devserver import free_port
+from bridge.matrix.appservice_api import AppserviceAPI
+from bridge.matrix.fake import FakeHomeserver
+from bridge.moderation import Moderator
+from bridge.store.sqlite import SqliteStore
+
+TARGET_RATE, TARGET_P99_MS = 2000.0, 20.0
+BOT = "@ent-bridge_bot:ent.test"
+
+
+def corpus(max_chars: int) -> list[dict[str, Any]]:
+    ordinary = [{"msgtype": "m.text", "body": b} for b in (
+        "Bonjour, Lina sera absente demain matin.", "Merci pour la sortie au musée !",
+        "Pouvez-vous me rappeler l'heure de la réunion ?", "La photo de classe est prête ?")]
+    worst = [
+        {"msgtype": "m.text", "body": "quel con\u200bnаrd"},
+        {"msgtype": "m.text", "body": "x", "format": "org.matrix.custom.html",
+         "formatted_body": "<p>" + "<b>ok</b> " * 500 + '<a href="https://evil.ru">ici</a></p>'},
+        {"msgtype": "m.text", "body": "* x", "m.new_content": {"msgtype": "m.text", "body": "c o n n a r d"}},
+        {"msgtype": "m.text", "body": "salut", "m.mentions": "x"},
+        {"msgtype": "m.text", "body": ("a." * (max_chars // 2))[: max_chars - 10]},  # just under the limit
+        {"msgtype": "m.text", "body": "b" * (max_chars - 10)},
+    ]
+    return ordinary * 9 + worst  # about 14 % worst cases
+
+
+CLIENT = r"""
+import asyncio, json, sys, time, random
+import aiohttp
+
+async def main(url, token, seconds, rate, corpus_json):
+    bodies = json.loads(corpus_json)
+    sent = 0
+    async with aiohttp.ClientSession() as http:
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            batch = []
+            for _ in range(25):
+                sent += 1
+                batch.append({"type": "m.room.message", "room_id": "!class:ent.test", "event_id": f"$e{sent}",
+                              "sender": f"@p{sent % 5000}:ent.test", "origin_server_ts": int(time.time() * 1000),
+                              "content": random.choice(bodies)})
+            async with http.put(f"{url}t{sent}", json={"events": batch},
+                                headers={"Authorization": f"Bearer {token}"}) as resp:
+                assert resp.status == 200
+            await asyncio.sleep(max(0.0, 25 / rate - 0.0005))
+    print(sent)
+
+asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]))
+"""
+
+
+class _Bot:
+    user_id = BOT
+    client = None
+
+    async def send_notice(self, room_id: str, text: str, *, txn_id: str | None = None) -> str:
+        return "$n"
+
+
+async def main() -> None:
+    import json
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=2500.0, help="messages per second offered")
+    args = ap.parse_args()
+    blog.configure(level="error")
+    random.seed(7)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(str(Path(tmp) / "b.db"))
+        await store.open()
+        fake = FakeHomeserver(as_token="tok")
+        api = AppserviceAPI(as_token="tok", transport=fake)
+        await api.register_user("ent-bridge_bot")
+        room = await api.create_room(as_user=BOT, body={"preset": "private_chat"})
+        fake.store.aliases["#class:ent.test"] = room
+        fake.store.rooms["!class:ent.test"] = fake.store.rooms.pop(room)  # the id the messages carry
+        fake.store.rooms["!class:ent.test"].room_id = "!class:ent.test"
+        # A weekday noon in Paris: outside quiet hours (at night every message would get an answer).
+        mod = Moderator(policies_dir=ROOT / "policies", store=store, api=api, bot=_Bot(),  # type: ignore[arg-type]
+                        audit=AuditLog(store, key="k" * 32), clock=FixedTime(datetime(2026, 12, 1, 11, tzinfo=UTC)))
+        assert mod.reload() is None
+        mod.room_template = {"!class:ent.test": "class"}
+        max_chars = mod.policies.profiles["default"].max_chars
+        latencies: list[float] = []
+        decided: list[int] = [0]
+
+        async def timed(event: dict[str, Any]) -> None:
+            await mod.on_event(event)
+            latencies.append(time.time() * 1000 - float(event["origin_server_ts"]))
+            decided[0] += 1
+
+        dispatcher = Dispatcher(store, [timed])
+        server = AppserviceServer(hs_token="h" * 32, store=store, on_new_events=dispatcher.notify)
+        port = free_port()
+        runner = await server.start(host="127.0.0.1", port=port)
+        dispatcher.start()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CLIENT, f"http://127.0.0.1:{port}/_matrix/app/v1/transactions/", "h" * 32,
+            str(args.seconds), str(args.rate), json.dumps(corpus(max_chars)), stdout=asyncio.subprocess.PIPE)
+        start = time.perf_counter()
+        out, _ = await proc.communicate()
+        sent = int(out)
+        while decided[0] < sent:
+            await asyncio.sleep(0.05)
+        took = time.perf_counter() - start
+        await dispatcher.stop()
+        await runner.cleanup()
+        audit = len(await store.audit_rows())
+        await store.close()
+    redactions = sum(1 for e in fake.store.rooms["!class:ent.test"].timeline if e["type"] == "m.room.redaction")
+    rate = sent / took
+    p99 = sorted(latencies)[int(len(latencies) * 0.99) - 1]
+    print(f"plaintext moderation, actions included: {sent} messages in {took:.1f} s, {audit} decisions audited, "
+          f"{redactions} redactions sent")
+    print(f"  {rate:,.0f} decisions/s (target >= {TARGET_RATE:,.0f}, ratio {rate / TARGET_RATE:.2f}); "
+          f"p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms (target <= {TARGET_P99_MS:.0f}, "
+          f"ratio {p99 / TARGET_P99_MS:.2f})")
+    print("  encrypted messages (the bot's decryption first): not measured by this bench")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -173,3 +173,20 @@ def test_events_cli_lists_and_retries_dead_letters(tmp_path: Any) -> None:
     assert "bonjour" not in listed  # the message itself never
     assert "1 dead letters put back" in cli("retry", "t9:0")
     assert "1 events waiting, 0 dead letters" in cli("list")
+
+
+async def test_the_dispatcher_wakes_for_the_earliest_retry_not_the_oldest(bridge_factory: Any) -> None:
+    """An event postponed for an hour must not hold up one postponed for half a second."""
+    bridge = await bridge_factory(with_bot=False, start=False)
+    store = bridge.store
+    now = bridge.dispatcher.clock.now_ms()
+    await store.record_transaction("old", [{**EVENT, "event_id": "$old"}], now_ms=1)
+    await store.record_transaction("new", [{**EVENT, "event_id": "$new"}], now_ms=2)
+    await store.event_failed("old", 0, error="x", max_attempts=20, next_attempt_ms=now + 3_600_000)
+    await store.event_failed("new", 0, error="x", max_attempts=20, next_attempt_ms=now + 500)
+    await bridge.dispatcher._next_retry()
+    timer = bridge.dispatcher._timer
+    assert timer is not None and timer.when() - asyncio.get_running_loop().time() < 5
+    timer.cancel()
+    await store.close()
+    await bridge.api.close()

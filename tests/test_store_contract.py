@@ -202,3 +202,14 @@ async def test_a_task_cancelled_inside_a_transaction_leaves_the_store_usable(sto
     await store.set_value("after", "ok")
     assert await store.acquire_lease("writer", "last", now_ms=10**6, ttl_ms=1) is None
     assert await store.get_value("after") == "ok"
+
+
+async def test_inbox_stats_name_the_earliest_retry(store: Any) -> None:
+    """The dispatcher sleeps until the earliest postponed event is due, which need not be the
+    oldest one's time."""
+    await store.record_transaction("old", [{"event_id": "$old"}], now_ms=1)
+    await store.record_transaction("new", [{"event_id": "$new"}], now_ms=2)
+    await store.event_failed("old", 0, error="x", max_attempts=20, next_attempt_ms=3_600_000)
+    await store.event_failed("new", 0, error="x", max_attempts=20, next_attempt_ms=500)
+    stats = await store.inbox_stats()
+    assert (stats.pending, stats.oldest_pending_ms, stats.next_attempt_ms) == (2, 1, 500)

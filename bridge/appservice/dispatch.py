@@ -103,10 +103,11 @@ class Dispatcher:
         return len(items)
 
     async def _next_retry(self) -> None:
-        """Wake up when the earliest postponed event is due."""
-        later = await self.store.pending_events(limit=1)
-        if later and later[0].next_attempt_ms > self.clock.now_ms():
-            delay = (later[0].next_attempt_ms - self.clock.now_ms()) / 1000
+        """Wake up when the earliest postponed event is due (not the oldest one's time: an event
+        received later may be due sooner)."""
+        due = (await self.store.inbox_stats()).next_attempt_ms
+        if due is not None and due > self.clock.now_ms():
+            delay = (due - self.clock.now_ms()) / 1000
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = asyncio.get_running_loop().call_later(delay, self._wake.set)

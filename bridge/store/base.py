@@ -22,6 +22,7 @@ class InboxStats:
     pending: int
     dead: int
     oldest_pending_ms: int | None  # when the oldest event not yet handled arrived
+    next_attempt_ms: int | None = None  # the earliest time a postponed event is due again
 
 
 @dataclass(frozen=True)

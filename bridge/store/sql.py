@@ -112,11 +112,14 @@ class SqlStore:
         row = await self.db.fetchrow(
             "SELECT count(*), min(t.received_at), coalesce(sum(i.dead), 0) FROM inbox i "
             "JOIN transactions t ON t.txn_id = i.txn_id")
-        pending = await self.db.fetchval(
-            "SELECT min(t.received_at) FROM inbox i JOIN transactions t ON t.txn_id = i.txn_id WHERE i.dead = 0")
-        assert row is not None
+        pending = await self.db.fetchrow(
+            "SELECT min(t.received_at), min(i.next_attempt_at) FROM inbox i JOIN transactions t ON t.txn_id = i.txn_id "
+            "WHERE i.dead = 0")
+        assert row is not None and pending is not None
         total, dead = int(row[0]), int(row[2])
-        return InboxStats(pending=total - dead, dead=dead, oldest_pending_ms=None if pending is None else int(pending))
+        return InboxStats(pending=total - dead, dead=dead,
+                          oldest_pending_ms=None if pending[0] is None else int(pending[0]),
+                          next_attempt_ms=None if pending[1] is None else int(pending[1]))
 
     async def prune_transactions(self, *, before_ms: int) -> int:
         """Forget transaction ids and handled event ids older than `before_ms` (none still in the

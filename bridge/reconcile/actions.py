@@ -173,6 +173,7 @@ class ArchiveRoom:
     power_before: Content
     power_after: Content
     members: frozenset[str] = frozenset()  # who is in it now: removed when the grace period ends
+    successor: str | None = None  # the desired room taking over (the same class, next school year)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,14 +245,6 @@ def lasting_key(key: str) -> str:
     return ":".join(p for p in key.split(":") if not _YEAR.match(p))
 
 
-def successor_key(key: str, desired: Mapping[str, DesiredRoom]) -> str | None:
-    """The desired room that takes over from a room no longer wanted (the same class, next year)."""
-    lasting = lasting_key(key)
-    if lasting == key:
-        return None
-    return next((k for k in desired if k != key and lasting_key(k) == lasting), None)
-
-
 def create(room: DesiredRoom) -> CreateRoom:
     return CreateRoom(room, f"no room yet for {room.template} {room.key}")
 
@@ -274,7 +267,7 @@ class Plan:
         archived = 0
         for a in self.actions:
             if isinstance(a, ArchiveRoom):
-                successor = self.desired.get(successor_key(a.room_key, self.desired) or "")
+                successor = self.desired.get(a.successor or "")
                 archived += len(a.members - successor.members) if successor is not None else len(a.members)
         return archived + sum(1 for a in self.actions
                               if (isinstance(a, Kick) and not a.announced) or isinstance(a, ErasePerson))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.reconcile.actions import ArchiveRoom, Plan, lasting_key, successor_key
+from bridge.reconcile.actions import ArchiveRoom, Plan, lasting_key
 from bridge.reconcile.observed import ObservedState
 from bridge.rooms.desired import school_of_key
 
@@ -43,7 +43,7 @@ def _vanishing(plan: Plan, observed: ObservedState, limits: Limits) -> list[str]
     """Schools and classes the plan would archive with nothing to take over."""
     reasons: list[str] = []
     gone = [a.room_key for a in plan.actions
-            if isinstance(a, ArchiveRoom) and successor_key(a.room_key, plan.desired) is None]
+            if isinstance(a, ArchiveRoom) and a.successor is None]
     if not gone:
         return reasons
     wanted_schools = {school_of_key(k) for k in plan.desired}

@@ -110,13 +110,13 @@ def _security_repairs(d: DesiredRoom, o: ObservedRoom) -> list[A.SetState]:
 
 
 def _archive(o: ObservedRoom, *, language: str, grace_days: int, reason: str,
-             managers: frozenset[str]) -> A.ArchiveRoom:
+             managers: frozenset[str], successor: str | None) -> A.ArchiveRoom:
     """Read-only (nobody but moderators of 100 may post), a prefixed name and a final topic."""
     prefix = ARCHIVED_PREFIX.get(language, ARCHIVED_PREFIX["fr"])
     name = o.name if o.name.startswith(prefix) else prefix + o.name
     topic = ARCHIVED_TOPIC.get(language, ARCHIVED_TOPIC["fr"]).format(days=grace_days)
     return A.ArchiveRoom(o.key, reason, o.name, name, o.topic, topic, o.power_levels,
-                         {**o.power_levels, "events_default": 100}, frozenset(o.current()) - managers)
+                         {**o.power_levels, "events_default": 100}, frozenset(o.current()) - managers, successor)
 
 
 def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: str = "fr",
@@ -157,6 +157,9 @@ def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: 
             if declined:
                 notes.append(f"{key}: {len(declined)} entitled people left or declined the invite themselves "
                              "and are not invited again")
+    # Year-scoped rooms by their lasting key (class:UAI:CODE), built once: a rollover archives
+    # thousands of rooms, each looking up this year's room for the same class.
+    by_lasting = {lasting: k for k in desired.rooms if (lasting := A.lasting_key(k)) != k}
     for key in sorted(observed.rooms):
         o = observed.rooms[key]
         if key in desired.rooms:
@@ -167,8 +170,10 @@ def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: 
         if not o.archived:
             # A room no longer wanted (a class of last year, a pupil who left) becomes read-only
             # at once; its members stay, able to read and save, until the grace period ends.
-            buckets[Phase.ARCHIVE_ROOM].append(_archive(o, language=language, grace_days=grace_days,
-                                                        reason=reasons["archived"], managers=managers))
+            lasting = A.lasting_key(key)
+            buckets[Phase.ARCHIVE_ROOM].append(_archive(
+                o, language=language, grace_days=grace_days, reason=reasons["archived"], managers=managers,
+                successor=by_lasting.get(lasting) if lasting != key else None))
         elif o.grace_over:
             for user in sorted(o.current() - managers):
                 buckets[Phase.KICK].append(A.Kick(key, user, reasons["grace_over"], o.members[user], announced=True))

@@ -51,14 +51,6 @@ class OutsiderGuard:
         self.actors: dict[str, str] = {}  # room id -> the keyless user, where it runs the room
         self.explain = explain  # moderation's notice in the room and report to the school
 
-    def update(self, desired: Mapping[str, DesiredRoom], records: list[RoomRecord]) -> None:
-        """After each sync: who is entitled where, and who runs each room."""
-        self.restore(snapshot_of(desired, records))
-
-    def snapshot(self) -> str:
-        """The rule's data, compact, for the store: a restart with a broken export keeps it."""
-        return _encode({r: sorted(m) for r, m in self.entitled.items()}, self.actors)
-
     def restore(self, text: str) -> None:
         data = json.loads(zlib.decompress(base64.b64decode(text)))
         self.entitled = {r: frozenset(m) for r, m in data["entitled"].items()}

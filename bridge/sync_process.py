@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.config import Config
@@ -28,7 +28,6 @@ class SyncOutcome:
     failed: int = 0
     first_failures: tuple[str, ...] = ()
     residual: dict[str, int] | None = None  # left after the apply's verification
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def refused(self) -> bool:
@@ -40,16 +39,16 @@ class SyncOutcome:
         return cls(result.plan.summary(), () if result.verdict.ok else tuple(result.verdict.reasons),
                    len(report.failed) if report else 0,
                    tuple(f"{k}: {e}" for k, e in (report.failed if report else [])[:20]),
-                   result.residual.summary() if result.residual is not None else None, tuple(result.plan.notes))
+                   result.residual.summary() if result.residual is not None else None)
 
     def to_json(self) -> dict[str, Any]:
         return {"summary": self.summary, "refusals": list(self.refusals), "failed": self.failed,
-                "first_failures": list(self.first_failures), "residual": self.residual, "notes": list(self.notes)}
+                "first_failures": list(self.first_failures), "residual": self.residual}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SyncOutcome:
         return cls(dict(data["summary"]), tuple(data["refusals"]), int(data["failed"]), tuple(data["first_failures"]),
-                   data["residual"], tuple(data["notes"]))
+                   data["residual"])
 
 
 async def child_sync(config: Config, *, apply: bool, offline: bool = False) -> SyncOutcome:

@@ -104,10 +104,18 @@ async def test_identities(store: Any) -> None:
 async def test_audit_rows(store: Any) -> None:
     from bridge.store.base import AuditRow
 
-    assert await store.audit_last() is None
-    await store.audit_append([AuditRow(1, 10, "{}", "m1"), AuditRow(2, 20, "{}", "m2")])
-    await store.audit_append([AuditRow(3, 30, "{}", "m3")])
-    assert (await store.audit_last()).seq == 3
+    heads: list[tuple[int | None, str | None]] = []
+
+    def chain(rows: list[AuditRow]) -> Any:
+        def build(last: AuditRow | None, anchor: str | None) -> list[AuditRow]:
+            heads.append((None if last is None else last.seq, anchor))
+            return rows
+        return build
+
+    await store.set_value("anchor", "0:genesis")
+    await store.audit_extend(chain([AuditRow(1, 10, "{}", "m1"), AuditRow(2, 20, "{}", "m2")]), anchor_key="anchor")
+    await store.audit_extend(chain([AuditRow(3, 30, "{}", "m3")]), anchor_key="anchor")
+    assert heads == [(None, "0:genesis"), (2, None)]  # the anchor while empty, then the last row
     assert [r.seq for r in await store.audit_rows(after_seq=1)] == [2, 3]
     assert (await store.audit_prune(before_ts=25)).seq == 2
     assert [r.seq for r in await store.audit_rows()] == [3]

@@ -249,10 +249,6 @@ class SqlStore:
 
     # --- audit rows (the chaining is bridge/audit.py's) -----------------------------------------
 
-    async def audit_last(self) -> AuditRow | None:
-        row = await self.db.fetchrow("SELECT seq, ts, body, mac FROM audit ORDER BY seq DESC LIMIT 1")
-        return None if row is None else AuditRow(*row)
-
     async def audit_extend(self, build: Callable[[AuditRow | None, str | None], list[AuditRow]], *,
                            anchor_key: str) -> list[AuditRow]:
         """Append to the chain in one transaction that holds the chain's lock: `build` gets the
@@ -265,11 +261,6 @@ class SqlStore:
             await tx.executemany("INSERT INTO audit (seq, ts, body, mac) VALUES ($1, $2, $3, $4)",
                                  [(r.seq, r.ts, r.body, r.mac) for r in rows])
         return rows
-
-    async def audit_append(self, rows: list[AuditRow]) -> None:
-        async with self.db.transaction() as tx:
-            await tx.executemany("INSERT INTO audit (seq, ts, body, mac) VALUES ($1, $2, $3, $4)",
-                                 [(r.seq, r.ts, r.body, r.mac) for r in rows])
 
     async def audit_rows(self, *, after_seq: int = 0) -> list[AuditRow]:
         rows = await self.db.fetch("SELECT seq, ts, body, mac FROM audit WHERE seq > $1 ORDER BY seq", after_seq)

@@ -18,6 +18,7 @@ from bridge.clock import SYSTEM, Clock
 from bridge.errors import BridgeError
 from bridge.logging import get_logger
 from bridge.store.base import Store
+from bridge.tasks import cancel_and_wait
 
 WRITER = "writer"
 log = get_logger(component="lease")
@@ -96,13 +97,8 @@ class WriterLease:
                 return
 
     async def release(self) -> None:
-        if self._renew is not None:
-            self._renew.cancel()
-            try:
-                await self._renew
-            except asyncio.CancelledError:
-                pass
-            self._renew = None
+        await cancel_and_wait(self._renew)
+        self._renew = None
         await self.store.release_lease(WRITER, self.holder)
 
     async def __aenter__(self) -> Self:

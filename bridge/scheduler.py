@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bridge.logging import get_logger
+from bridge.tasks import cancel_and_wait
 
 log = get_logger(component="scheduler")
 
@@ -81,10 +82,5 @@ class Resyncer:
         self._task = asyncio.create_task(self.run(sources_fingerprint(self.sources)), name="resync")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

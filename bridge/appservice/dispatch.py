@@ -17,6 +17,7 @@ from typing import Any
 from bridge.clock import SYSTEM, Clock
 from bridge.logging import get_logger
 from bridge.store.base import InboxItem, Store
+from bridge.tasks import cancel_and_wait
 
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 BATCH = 500
@@ -154,9 +155,4 @@ class Dispatcher:
         self._stopping = True
         if self._timer is not None:
             self._timer.cancel()
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)

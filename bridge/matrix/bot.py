@@ -26,6 +26,7 @@ from bridge.errors import BridgeError, MatrixError
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.cross_signing import CrossSigningKeys, seal, unseal
+from bridge.tasks import cancel_and_wait
 
 log = get_logger(component="bot")
 
@@ -242,15 +243,11 @@ class Bot:
         return str(resp.event_id)
 
     async def stop(self) -> None:
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            try:
-                await self._sync_task
-            except asyncio.CancelledError:
-                pass  # what cancel() asks for
-            except Exception as exc:  # noqa: BLE001 - stopping must go on whatever the loop died of
-                log.warning("bot_sync_loop_ended_with_error", error=type(exc).__name__)
-            self._sync_task = None
+        try:
+            await cancel_and_wait(self._sync_task)
+        except Exception as exc:  # noqa: BLE001 - stopping must go on whatever the loop died of
+            log.warning("bot_sync_loop_ended_with_error", error=type(exc).__name__)
+        self._sync_task = None
         if self.client is not None:
             await self.client.close()
             self.client = None

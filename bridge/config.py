@@ -102,12 +102,11 @@ class Config:
 
 
 # Every key the file may hold, by section: anything else is a typo, refused with the closest key.
+# A section that maps one dataclass field for field takes its keys from the dataclass.
 KNOWN: dict[str, frozenset[str]] = {
-    "homeserver": frozenset({"url", "server_name", "admin_token"}),
-    "appservice": frozenset({"id", "as_token", "hs_token", "bind_address", "port", "sender_localpart",
-                             "namespace_prefix"}),
-    "bot": frozenset({"localpart", "store_dir", "store_key", "display_name", "keyless_localpart",
-                      "keyless_display_name"}),
+    "homeserver": frozenset(f.name for f in fields(HomeserverConfig)),
+    "appservice": frozenset(f.name for f in fields(AppserviceConfig)),
+    "bot": frozenset(f.name for f in fields(BotConfig)),
     "database": frozenset({"url"}),
     "policies": frozenset({"dir"}),
     "rooms": frozenset(f.name for f in fields(RoomsConfig)),

@@ -7,6 +7,7 @@ cache when asked to) then apply -> verify (apply_sync). `run_sync` is the two in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 from collections.abc import Sequence
@@ -151,6 +152,12 @@ async def _record_directory(sp: SyncPlan, store: Store) -> None:
     await store.set_leavers(add=sp.gone, remove=sp.back)
 
 
+async def _record_outsiders_rule(sp: SyncPlan, store: Store) -> None:
+    # The rule the running bridge applies to invites and joins from now on (it may run this sync
+    # in a child process: it reads the rule back from the store).
+    await store.set_value(OUTSIDERS_KEY, snapshot_of(sp.desired.rooms, await store.all_rooms()))
+
+
 async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResult:
     """Apply a plan the guards accepted, then verify: observe again and plan; the residual
     should be empty. A refused plan is audited and nothing is applied."""
@@ -163,7 +170,7 @@ async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResu
         return SyncResult(plan, sp.verdict, sp.directory_size, observed=sp.observed)
     if plan.is_empty():
         await _record_directory(sp, store)  # local only: no homeserver write
-        await store.set_value(OUTSIDERS_KEY, snapshot_of(sp.desired.rooms, await store.all_rooms()))
+        await _record_outsiders_rule(sp, store)
         return SyncResult(plan, sp.verdict, sp.directory_size, ApplyReport(), observed=sp.observed, residual=plan)
     # The bot owns the rooms; a standalone `sync --apply` may run before `run` ever did.
     await api.register_user(config.bot.localpart)
@@ -200,9 +207,7 @@ async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResu
             residual = await asyncio.to_thread(_plan, config, sp.desired, observed)
         if not residual.is_empty():
             log.warning("apply_not_converged", actions=len(residual.actions), summary=json.dumps(residual.summary()))
-    # The rule the running bridge applies to invites and joins from now on (it may run this sync
-    # in a child process: it reads the rule back from the store).
-    await store.set_value(OUTSIDERS_KEY, snapshot_of(sp.desired.rooms, await store.all_rooms()))
+    await _record_outsiders_rule(sp, store)
     log.info("sync_applied", done=report.done, failed=len(report.failed), created=report.created)
     return SyncResult(plan, sp.verdict, sp.directory_size, report, observed=sp.observed, residual=residual,
                       passes=passes)
@@ -215,14 +220,12 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: Hom
     """plan_sync, then apply_sync when asked to. An apply plans and applies under the writer
     lease: one process at a time, so two never create the same rooms or invite twice. Without
     `accounts`, one is made from the config's admin token for the duration of the sync."""
-    if apply:
-        # Real time, whatever `clock` says: a sync "as of" a date still holds the lease for seconds.
-        async with WriterLease(store, holder=holder_name(role), wait=wait_for_writer):
-            return await _run_sync(config, sources, store=store, api=api, apply=apply,
-                                   allow_mass_removal=allow_mass_removal, offline=offline, full_observe=full_observe,
-                                   clock=clock, accounts=accounts)
-    return await _run_sync(config, sources, store=store, api=api, apply=apply, allow_mass_removal=allow_mass_removal,
-                           offline=offline, full_observe=full_observe, clock=clock, accounts=accounts)
+    # Real time, whatever `clock` says: a sync "as of" a date still holds the lease for seconds.
+    lease = WriterLease(store, holder=holder_name(role), wait=wait_for_writer) if apply else contextlib.nullcontext()
+    async with lease:
+        return await _run_sync(config, sources, store=store, api=api, apply=apply,
+                               allow_mass_removal=allow_mass_removal, offline=offline, full_observe=full_observe,
+                               clock=clock, accounts=accounts)
 
 
 async def _run_sync(config: Config, sources: list[str], *, store: Store, api: Homeserver, apply: bool,

@@ -264,9 +264,9 @@ class RoomExecutor:
             # The unusable room keeps its id but loses the alias, which the new room takes.
             await self.api.delete_alias(self.alias(d))
             get_logger(room_id=action.old_room_id).warning("room_replaced", template=d.template)
-        elif await self.store.get_room(d.key) is not None:
+        elif (created := await self.store.get_room(d.key)) is not None:
             for user in invite:  # already created (a re-run): invite one by one, idempotently
-                await self.api.invite((await self._room_id(d.key)), user, as_user=owner)
+                await self.api.invite(created.room_id, user, as_user=owner)
             return
         body = create_room_body(d, invite=invite)
         try:

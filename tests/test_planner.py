@@ -37,9 +37,11 @@ def observed_from(ds, **overrides):
         members = {m: "join" for m in r.members} | {BOT: "join"}
         rooms[key] = ObservedRoom(key, f"!{abs(hash(key))}:ent.test", members, dict(r.power_levels), r.name, r.topic,
                                   frozenset(f"!{abs(hash(k))}:ent.test" for k, c in ds.rooms.items()
-                                            if c.space_key == key), retention_ms=r.retention_ms,
+                                            if c.space_key == key and c.space_listed), retention_ms=r.retention_ms,
                                   encryption="m.megolm.v1.aes-sha2" if r.encrypted else None, join_rule="invite",
-                                  history_visibility=r.history_visibility, guest_access="forbidden")
+                                  history_visibility=r.history_visibility, guest_access="forbidden",
+                                  parents=frozenset({f"!{abs(hash(r.space_key))}:ent.test"} if r.space_key and
+                                                    not r.space_listed else ()))
     rooms.update(overrides)
     return ObservedState(rooms)
 
@@ -57,6 +59,27 @@ def test_fresh_plan_creates_everything_in_order() -> None:
 def test_converged_state_plans_nothing() -> None:
     ds = desired()
     assert plan(ds, observed_from(ds), bot=BOT).is_empty()
+
+
+def test_family_rooms_are_not_listed_by_the_school_space() -> None:
+    """Every parent of the school reads the Space's child list: a family room names its Space
+    itself (m.space.parent, read by its own members only) and the Space doesn't list it."""
+    ds = desired()
+    fresh = plan(ds, ObservedState(), bot=BOT)
+    families = {k for k in ds.rooms if k.startswith("family:")}
+    assert families and {a.child_key for a in fresh.actions if isinstance(a, A.AddToSpace)} & families == set()
+    assert {a.room_key for a in fresh.actions if isinstance(a, A.LinkToSpace)} == families
+    # A Space made before this rule lists them: they are taken off its list, and linked the other way.
+    before = observed_from(ds)
+    space_key = next(k for k in ds.rooms if k.startswith("space:"))
+    family_ids = {before.rooms[k].room_id for k in families}
+    space = before.rooms[space_key]
+    old = observed_from(ds, **{space_key: dataclasses.replace(space, children=space.children | family_ids)},
+                        **{k: dataclasses.replace(before.rooms[k], parents=frozenset()) for k in families})
+    mend = plan(ds, old, bot=BOT)
+    assert {a.child_id for a in mend.actions if isinstance(a, A.UnlistFromSpace)} == family_ids
+    assert {a.room_key for a in mend.actions if isinstance(a, A.LinkToSpace)} == families
+    assert {a.kind for a in mend.actions} == {"unlist_from_space", "link_to_space"}
 
 
 @pytest.mark.parametrize("membership, expect", [

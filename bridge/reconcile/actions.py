@@ -159,6 +159,29 @@ class AddToSpace:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkToSpace:
+    """A room its Space doesn't list (a family room: the Space's child list would show its id to
+    every family of the school) names its Space itself, in state only its own members read."""
+
+    kind: ClassVar[str] = "link_to_space"
+    phase: ClassVar[Phase] = Phase.ADD_TO_SPACE
+    room_key: str  # the room
+    space_key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnlistFromSpace:
+    """Before: the Space lists the room among its children; after: it doesn't."""
+
+    kind: ClassVar[str] = "unlist_from_space"
+    phase: ClassVar[Phase] = Phase.ADD_TO_SPACE
+    room_key: str  # the Space
+    child_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class ArchiveRoom:
     """Read-only at once, with a final topic; emptied after the grace period."""
 
@@ -211,7 +234,7 @@ class ErasePerson:
 
 
 RoomAction = (CreateRoom | ReplaceRoom | TransferRoom | SetState | SetPowerLevels | Invite | Kick | AddToSpace
-              | ArchiveRoom | UnarchiveRoom)
+              | LinkToSpace | UnlistFromSpace | ArchiveRoom | UnarchiveRoom)
 PersonAction = ProvisionAccount | ErasePerson
 Action = RoomAction | PersonAction
 

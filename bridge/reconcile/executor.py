@@ -27,6 +27,7 @@ from bridge.reconcile.actions import (
     ErasePerson,
     Invite,
     Kick,
+    LinkToSpace,
     Plan,
     ProvisionAccount,
     ReplaceRoom,
@@ -35,6 +36,7 @@ from bridge.reconcile.actions import (
     Stage,
     TransferRoom,
     UnarchiveRoom,
+    UnlistFromSpace,
     stage_of,
     subject,
     target,
@@ -183,6 +185,13 @@ class RoomExecutor:
                 child = await self._room_id(child_key)
                 await self.api.set_state(await self._room_id(action.room_key), "m.space.child", child,
                                          {"via": [self.server_name]}, as_user=self.bot)
+            case LinkToSpace(space_key=space_key):
+                space_id = await self._room_id(space_key)
+                await self.api.set_state(await self._room_id(action.room_key), "m.space.parent", space_id,
+                                         {"via": [self.server_name], "canonical": True}, as_user=actor)
+            case UnlistFromSpace(child_id=child_id):
+                await self.api.set_state(await self._room_id(action.room_key), "m.space.child", child_id, {},
+                                         as_user=self.bot)
             case ArchiveRoom():
                 room_id = await self._room_id(action.room_key)
                 if action.name_after != action.name_before:

@@ -27,6 +27,7 @@ class ObservedRoom:
     guest_access: str | None = None
     has_power_levels: bool = True  # False: no m.room.power_levels event at all
     unreadable: bool = False  # none of the bridge's users can read it (left unusable by a crash)
+    parents: frozenset[str] = frozenset()  # room ids of m.space.parent
 
     def current(self) -> set[str]:
         return {u for u, m in self.members.items() if m in ("join", "invite")}
@@ -41,7 +42,7 @@ class ObservedState:
 # Space links, retention, and the security state, which someone with power may change after creation.
 SECURITY_TYPES = ("m.room.encryption", "m.room.join_rules", "m.room.history_visibility", "m.room.guest_access")
 PLANNED_TYPES = ("m.room.member", "m.room.power_levels", "m.room.name", "m.room.topic", "m.space.child",
-                 "m.room.retention", *SECURITY_TYPES)
+                 "m.space.parent", "m.room.retention", *SECURITY_TYPES)
 
 
 def reduce_state(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -71,6 +72,7 @@ def from_state_events(key: str, room_id: str, events: list[dict[str, Any]], *, a
     power: Mapping[str, Any] = {}
     name = topic = ""
     children: set[str] = set()
+    parents: set[str] = set()
     retention: int | None = None
     by_choice: set[str] = set()
     security: dict[str, str | None] = {}
@@ -89,6 +91,8 @@ def from_state_events(key: str, room_id: str, events: list[dict[str, Any]], *, a
             topic = str(content.get("topic", ""))
         elif etype == "m.space.child" and skey and content.get("via"):
             children.add(skey)
+        elif etype == "m.space.parent" and skey and content.get("via"):
+            parents.add(skey)
         elif etype == "m.room.retention" and isinstance(content.get("max_lifetime"), int):
             retention = content["max_lifetime"]
         elif etype in SECURITY_TYPES and skey == "":
@@ -99,7 +103,8 @@ def from_state_events(key: str, room_id: str, events: list[dict[str, Any]], *, a
                         left_by_choice=frozenset(by_choice), encryption=security.get("m.room.encryption"),
                         join_rule=security.get("m.room.join_rules"),
                         history_visibility=security.get("m.room.history_visibility"),
-                        guest_access=security.get("m.room.guest_access"), has_power_levels=has_power)
+                        guest_access=security.get("m.room.guest_access"), has_power_levels=has_power,
+                        parents=frozenset(parents))
 
 
 _SECURITY_FIELD = {"m.room.encryption": "algorithm", "m.room.join_rules": "join_rule",

@@ -38,7 +38,10 @@ def power_levels_differ(desired: Mapping[str, Any], observed: Mapping[str, Any],
 
 
 def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, managers: frozenset[str],
-               reasons: Mapping[str, str], space_ids: Mapping[str, str | None]) -> list[A.RoomAction]:
+               reasons: Mapping[str, str], space_ids: Mapping[str, str | None], unlisted: frozenset[str],
+               space_id: str | None) -> list[A.RoomAction]:
+    """space_ids: a Space's listed rooms (key -> id, None: not made yet); unlisted: ids of rooms
+    it must not list; space_id: the id of the Space this room names as parent (None: not made yet)."""
     out: list[A.RoomAction] = []
     owner = d.owner or bot
     if o is None or o.unreadable:
@@ -87,6 +90,10 @@ def _plan_room(d: DesiredRoom, o: ObservedRoom | None, *, bot: str, managers: fr
         for child_key, child_id in sorted(space_ids.items()):
             if child_id is None or child_id not in have:
                 out.append(A.AddToSpace(d.key, child_key, "room belongs in its school's Space"))
+        out.extend(A.UnlistFromSpace(d.key, child_id, "a family's room is not listed to the whole school")
+                   for child_id in sorted(have & unlisted))
+    elif d.space_key and not d.space_listed and (o is None or space_id is None or space_id not in o.parents):
+        out.append(A.LinkToSpace(d.key, d.space_key, "room belongs in its school's Space"))
     return out
 
 
@@ -130,10 +137,14 @@ def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: 
     actors: dict[str, str] = {}
     notes: list[str] = list(desired.warnings)
     children: dict[str, dict[str, str | None]] = {}
+    unlisted: dict[str, set[str]] = {}
     for d in desired.rooms.values():
         if d.space_key:
             o = observed.rooms.get(d.key)
-            children.setdefault(d.space_key, {})[d.key] = o.room_id if o else None
+            if d.space_listed:
+                children.setdefault(d.space_key, {})[d.key] = o.room_id if o else None
+            elif o is not None:
+                unlisted.setdefault(d.space_key, set()).add(o.room_id)
     # One bucket per phase. Rooms are visited in key order and people in id order, so every
     # bucket but the kicks (two sources) comes out sorted: no global sort of millions of actions.
     buckets: dict[Phase, list[A.Action]] = {p: [] for p in Phase}
@@ -146,8 +157,10 @@ def plan(desired: DesiredState, observed: ObservedState, *, bot: str, language: 
             buckets[Phase.UNARCHIVE_ROOM].append(A.UnarchiveRoom(key, reasons["reopened"]))
         if d.owner and d.owner != bot:
             actors[key] = d.owner
+        space = observed.rooms.get(d.space_key) if d.space_key else None
         for action in _plan_room(d, o, bot=bot, managers=managers, reasons=reasons,
-                                 space_ids=children.get(key, {})):
+                                 space_ids=children.get(key, {}), unlisted=frozenset(unlisted.get(key, ())),
+                                 space_id=space.room_id if space is not None else None):
             buckets[action.phase].append(action)
         if o is not None:
             banned = sorted(u for u in d.members if o.members.get(u) == "ban")

@@ -12,6 +12,7 @@ from bridge.reconcile.guards import Verdict
 
 # + adds, - removes, ~ changes in place: the marks of `terraform plan`.
 _MARK = {"create_room": "+", "create_space": "+", "replace_room": "-/+", "invite": "+", "add_to_space": "+",
+         "link_to_space": "+", "unlist_from_space": "-",
          "provision_account": "+", "kick": "-", "erase_person": "-", "archive_room": "-"}
 
 
@@ -41,6 +42,10 @@ def change(action: Action) -> tuple[Any, Any]:
             return {"owner": held_by}, {"owner": to, "leaving": list(leaving)}
         case A.AddToSpace(child_key=child):
             return None, {"child": child}
+        case A.LinkToSpace(space_key=space):
+            return None, {"parent": space}
+        case A.UnlistFromSpace(child_id=child):
+            return {"child": child}, None
         case A.ArchiveRoom():
             return ({"name": action.name_before, "topic": action.topic_before,
                      "events_default": action.power_before.get("events_default")},

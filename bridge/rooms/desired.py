@@ -30,6 +30,9 @@ class DesiredRoom:
     history_visibility: str = "joined"
     is_space: bool = False
     space_key: str | None = None
+    # Listed among its Space's children (m.space.child, which every member of the Space reads), or
+    # only naming its Space itself (m.space.parent): per-pupil rooms, whose ids are not for other families.
+    space_listed: bool = True
     retention_ms: int | None = None
     owner: str | None = None  # who runs the room; None: the bot (a keyless user: no content inspection)
 
@@ -160,7 +163,8 @@ def compute(directory: Directory, templates: Mapping[str, RoomTemplate], identit
             power_levels=power_levels(bot=settings.bot_user_id, users=levels, events_default=t.events_default,
                                       room_mention=t.room_mention),
             encrypted=t.encrypted, history_visibility=t.history_visibility,
-            space_key=f"{SPACE_TEMPLATE}:{uai}" if t.in_space else None, retention_ms=t.retention_ms, owner=owner)
+            space_key=f"{SPACE_TEMPLATE}:{uai}" if t.in_space else None, space_listed=t.scope != "pupil",
+            retention_ms=t.retention_ms, owner=owner)
 
     for t in sorted(templates.values(), key=lambda t: t.name):
         if t.scope == "school":

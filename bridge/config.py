@@ -87,6 +87,8 @@ class Config:
     sweep_hours: float = 24.0
     admin_room: str | None = None
     admins: tuple[str, ...] = ()
+    # Where each applied sync publishes who may reach whom, for the Synapse module (None: nowhere).
+    access_snapshot: Path | None = None
 
     @property
     def bot_user_id(self) -> str:
@@ -116,6 +118,7 @@ KNOWN: dict[str, frozenset[str]] = {
     "identity": frozenset(f.name for f in fields(IdentityConfig)),
     "admin": frozenset({"room_id", "admins"}),
     "logging": frozenset({"level"}),
+    "access": frozenset({"snapshot"}),
 }
 
 
@@ -245,4 +248,5 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         admins=tuple(r.get("admin", "admins", list, list(default(Config, "admins")))),
         watch_sources=r.get("directory", "watch", bool, default(Config, "watch_sources")),
         log_level=r.get("logging", "level", str, default(Config, "log_level")),
+        access_snapshot=rel(r.get("access", "snapshot", str, str(bot.store_dir.parent / "access.sqlite"))),
     )

@@ -21,7 +21,7 @@ import yaml
 from bridge import logging as blog
 from bridge.app import Bridge
 from bridge.config import load_config
-from bridge.devserver import LocalSynapse, free_port
+from bridge.devserver import LocalSynapse, access_module, free_port
 from bridge.directory.model import Directory
 from bridge.directory.sources import load
 from bridge.reconcile.inputs import desired_state
@@ -57,13 +57,16 @@ def prepare(workdir: Path) -> tuple[Path, Path, dict[str, Any]]:
 
 async def demo(workdir: Path, *, keep_running: bool) -> int:
     config_path, reg_path, state = prepare(workdir)
+    config = load_config(config_path)
+    assert config.access_snapshot is not None
+    module = access_module(config.access_snapshot, [config.sender_user_id, config.bot_user_id, config.keyless_user_id])
     synapse = LocalSynapse(workdir=workdir / "synapse", server_name="ent.demo", port=int(state["synapse_port"]),
-                           registrations=[reg_path], shared_secret=str(state["shared_secret"]))
-    print(f"Starting Synapse on {synapse.url} …")
+                           registrations=[reg_path], shared_secret=str(state["shared_secret"]),
+                           extra={"modules": [module]})
+    print(f"Starting Synapse on {synapse.url} (with ent-bridge's access module) …")
     synapse.start()
     bridge = None
     try:
-        config = load_config(config_path)
         bridge = await Bridge.create(config)
         directory, _ = load([str(SCHOOL)])
         desired, identities = desired_state(config, directory, await bridge.store.identities(),

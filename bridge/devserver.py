@@ -39,6 +39,34 @@ def _relaxed(per_second: float = 1000, burst: int = 10000) -> dict[str, Any]:
     return {"per_second": per_second, "burst_count": burst}
 
 
+def school_settings() -> dict[str, Any]:
+    """What a school deployment sets beyond Synapse's defaults (docs/synapse.md says why;
+    `ent-bridge doctor` checks a homeserver.yaml against them)."""
+    return {
+        "user_directory": {"enabled": True, "search_all_users": False},
+        "require_auth_for_profile_requests": True,
+        "limit_profile_requests_to_users_who_share_rooms": True,
+        "include_profile_data_on_invite": False,
+        "room_list_publication_rules": [{"action": "deny"}],
+        "allow_public_rooms_without_auth": False,
+        "allow_public_rooms_over_federation": False,
+        "enable_registration": False,
+        "allow_guest_access": False,
+        "federation_domain_whitelist": [],
+        "retention": {"enabled": True},
+        "redaction_retention_period": "7d",
+        "media_retention": {"local_media_lifetime": "365d"},
+        "url_preview_enabled": False,
+        "presence": {"enabled": False},
+    }
+
+
+def access_module(snapshot: Path, bridge_users: list[str], *, refresh_seconds: float = 10) -> dict[str, Any]:
+    """The `modules:` entry of ent-bridge's access module."""
+    return {"module": "bridge.access.synapse_module.AccessModule",
+            "config": {"snapshot": str(snapshot), "bridge_users": bridge_users, "refresh_seconds": refresh_seconds}}
+
+
 @dataclass
 class LocalSynapse:
     """Owns one Synapse process; `stop()` ends it by its PID."""
@@ -48,6 +76,7 @@ class LocalSynapse:
     port: int = field(default_factory=free_port)
     registrations: list[Path] = field(default_factory=list)
     postgres_dsn: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # more homeserver.yaml settings (e.g. `modules:`)
     process: subprocess.Popen[bytes] | None = None
     shared_secret: str = field(default_factory=lambda: os.urandom(16).hex())
 
@@ -93,9 +122,7 @@ class LocalSynapse:
             "form_secret": "f" + self.shared_secret,
             "report_stats": False,
             "trusted_key_servers": [],
-            "federation_domain_whitelist": [],
             "bcrypt_rounds": 4,
-            "enable_registration": False,
             "suppress_key_server_warning": True,
             "app_service_config_files": [str(p) for p in self.registrations],
             "rc_message": _relaxed(),
@@ -111,10 +138,9 @@ class LocalSynapse:
             "rc_presence": {"per_user": _relaxed()},
             "rc_delayed_event_mgmt": _relaxed(),
             "rc_reports": _relaxed(),
-            "retention": {"enabled": True},
-            "presence": {"enabled": False},
-            "url_preview_enabled": False,
+            **school_settings(),
             "enable_metrics": False,
+            **self.extra,
         }
         path = self.workdir / "homeserver.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -70,9 +70,9 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from bridge.policy.loader import json_schema
+    from bridge.policy import access, loader
 
-    json.dump(json_schema(), sys.stdout, indent=2, ensure_ascii=False)
+    json.dump((access if args.access else loader).json_schema(), sys.stdout, indent=2, ensure_ascii=False)
     print()
     return 0
 
@@ -88,4 +88,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--dir", help="folder (default: policies.dir of the config)")
     e.set_defaults(func=_explain)
     s = psub.add_parser("schema", help="print the JSON Schema of moderation policy files")
+    s.add_argument("--access", action="store_true", help="the schema of access.yaml instead")
     s.set_defaults(func=_schema)

@@ -73,7 +73,29 @@ class Profile:
     strikes: Strikes = field(default_factory=Strikes)
 
 
+GUARDIAN_TARGETS = ("teachers", "director", "school_staff")
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Reach = find in the user directory, open a DM, invite into a room one created.
+
+    Staff always reach their school's staff and the guardians of the pupils they teach; a
+    director reaches every guardian of the school."""
+
+    # Whom a legal guardian reaches among the staff of their own children's schools.
+    guardians_reach: tuple[str, ...] = ("teachers", "director")
+    # Other guardians of the same class (off by default: e.g. for elected parent representatives).
+    guardians_reach_guardians: bool = False
+    # The other legal guardian(s) of the same child.
+    co_guardians_reach: bool = True
+    # Matrix ids held to none of these rules (the district's administrators): they reach anyone
+    # and anyone reaches them.
+    unrestricted: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Policies:
     profiles: dict[str, Profile]
     source: str = ""
+    access: AccessPolicy = field(default_factory=AccessPolicy)

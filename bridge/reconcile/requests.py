@@ -31,8 +31,10 @@ def create_room_body(d: DesiredRoom, *, invite: list[str]) -> dict[str, Any]:
     initial_state: list[dict[str, Any]] = [
         {"type": etype, "state_key": "", "content": security[etype]}
         for etype in ("m.room.guest_access", "m.room.history_visibility", "m.room.join_rules")]
-    # Marks the room as the bridge's, without personal data (the template only).
-    initial_state.append({"type": ROOM_STATE_TYPE, "state_key": "", "content": {"template": d.template}})
+    # Marks the room as the bridge's, without personal data: the template, and the keyed hash the
+    # alias is made of (the homeserver module finds the room's entitled people under it).
+    initial_state.append({"type": ROOM_STATE_TYPE, "state_key": "",
+                          "content": {"template": d.template, "ref": d.alias_localpart}})
     if d.encrypted:
         initial_state.append({"type": "m.room.encryption", "state_key": "", "content": security["m.room.encryption"]})
     if d.retention_ms is not None:

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from bridge.access.links import Relations, managed_rooms, relations
+from bridge.access.snapshot import write_snapshot
 from bridge.audit import for_config as audit_for_config
 from bridge.clock import SYSTEM, Clock
 from bridge.config import Config
@@ -22,6 +24,7 @@ from bridge.lease import WriterLease, holder_name
 from bridge.logging import get_logger
 from bridge.matrix.port import Homeserver
 from bridge.outsider_guard import OUTSIDERS_KEY, snapshot_of
+from bridge.policy.access import load_access
 from bridge.reconcile import guards, planner
 from bridge.reconcile.actions import ErasePerson, Plan, ProvisionAccount
 from bridge.reconcile.executor import AccountAdmin, ApplyReport, RoomExecutor
@@ -64,6 +67,7 @@ class SyncPlan:
     back: list[str]  # people present again
     observed: ObserveStats
     now_ms: int
+    relations: Relations  # who may reach whom, for the homeserver module
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,8 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
     by_email, notes = await match_emails(config, directory, known, accounts)
     desired, identities = await asyncio.to_thread(desired_state, config, directory, known, now=now,
                                                   by_email=by_email)
+    reach = await asyncio.to_thread(relations, directory, identities, load_access(config.policies_dir),
+                                    secret=config.rooms.key_secret)
     provision, more = await missing_accounts(config, directory, identities, known, accounts)
     if notes + more:
         desired = dataclasses.replace(desired, warnings=desired.warnings + tuple(notes + more))
@@ -139,7 +145,7 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
                            allow_mass_removal=allow_mass_removal)
     log.info("sync_planned", actions=len(plan.actions), summary=json.dumps(plan.summary()), guard_ok=verdict.ok)
     gone, back = leaver_changes(known, present, leavers, now_ms=now_ms)
-    return SyncPlan(plan, verdict, desired, size, identities, known, gone, back, stats, now_ms)
+    return SyncPlan(plan, verdict, desired, size, identities, known, gone, back, stats, now_ms, reach)
 
 
 def _limits(config: Config) -> guards.Limits:
@@ -158,6 +164,19 @@ async def _record_outsiders_rule(sp: SyncPlan, store: Store) -> None:
     await store.set_value(OUTSIDERS_KEY, snapshot_of(sp.desired.rooms, await store.all_rooms()))
 
 
+async def _publish_access(config: Config, sp: SyncPlan, store: Store) -> None:
+    # Before an apply (so people can join rooms as they are made: new rooms name their ref in
+    # their own state) and after it (the new rooms' ids). Only an accepted plan publishes: the
+    # relations of a truncated export would cut families off their teachers.
+    if config.access_snapshot is None:
+        return
+    refs = {k: r.alias_localpart for k, r in sp.desired.rooms.items()}
+    ids = {r.room_id: refs[r.room_key] for r in await store.all_rooms() if not r.archived and r.room_key in refs}
+    await asyncio.to_thread(write_snapshot, config.access_snapshot, sp.relations, managed_rooms(sp.desired.rooms), ids,
+                            generated_ms=sp.now_ms)
+    log.info("access_published", links=len(sp.relations.links), rooms=len(refs))
+
+
 async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResult:
     """Apply a plan the guards accepted, then verify: observe again and plan; the residual
     should be empty. A refused plan is audited and nothing is applied."""
@@ -171,6 +190,7 @@ async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResu
     if plan.is_empty():
         await _record_directory(sp, store)  # local only: no homeserver write
         await _record_outsiders_rule(sp, store)
+        await _publish_access(config, sp, store)
         return SyncResult(plan, sp.verdict, sp.directory_size, ApplyReport(), observed=sp.observed, residual=plan)
     # The bot owns the rooms; a standalone `sync --apply` may run before `run` ever did.
     await api.register_user(config.bot.localpart)
@@ -180,6 +200,7 @@ async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResu
     executor = RoomExecutor(api=api, store=store, bot=config.bot_user_id, keyless=config.keyless_user_id,
                             server_name=config.homeserver.server_name, concurrency=config.rooms.concurrency,
                             audit=audit, accounts=ports.accounts, clock=ports.clock)
+    await _publish_access(config, sp, store)
     report = await executor.apply(plan)
     # People keep the id they were given, even if a homonym shows up later.
     new = {pid: mxid for pid, mxid in sp.identities.items() if sp.known.get(pid) != mxid}
@@ -208,6 +229,7 @@ async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResu
         if not residual.is_empty():
             log.warning("apply_not_converged", actions=len(residual.actions), summary=json.dumps(residual.summary()))
     await _record_outsiders_rule(sp, store)
+    await _publish_access(config, sp, store)
     log.info("sync_applied", done=report.done, failed=len(report.failed), created=report.created)
     return SyncResult(plan, sp.verdict, sp.directory_size, report, observed=sp.observed, residual=residual,
                       passes=passes)

@@ -1,0 +1,1 @@
+"""Access rules the homeserver enforces: relations (pure), their snapshot, the Synapse module."""

@@ -1,0 +1,156 @@
+"""The access snapshot: an SQLite file the bridge writes after planning, the module reads.
+
+Written whole to a temporary file and renamed over the old one: a reader sees the previous
+snapshot or the new one, never half of one. The module re-opens it when its inode changes, so a
+sync's relations apply within the module's refresh interval, without a Synapse restart, and no
+request ever leaves the machine: every check is an indexed lookup in this file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bridge.access.links import ManagedRoom, Relations
+
+FORMAT = 2
+# People, rooms and groups are numbered: a département's snapshot is a few million small rows,
+# and each row keeps two integers instead of two Matrix ids.
+SCHEMA = """
+CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE person (id INTEGER PRIMARY KEY, mxid TEXT NOT NULL UNIQUE);
+CREATE TABLE side (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE link (pid INTEGER NOT NULL, grp INTEGER NOT NULL, side INTEGER NOT NULL,
+                   PRIMARY KEY (pid, grp, side)) WITHOUT ROWID;
+CREATE TABLE rule (a INTEGER NOT NULL, b INTEGER NOT NULL, PRIMARY KEY (a, b)) WITHOUT ROWID;
+CREATE TABLE room (id INTEGER PRIMARY KEY, ref TEXT NOT NULL UNIQUE, template TEXT NOT NULL, history TEXT NOT NULL);
+CREATE TABLE member (room INTEGER NOT NULL, pid INTEGER NOT NULL, power INTEGER NOT NULL,
+                     PRIMARY KEY (room, pid)) WITHOUT ROWID;
+CREATE TABLE room_id (room_id TEXT PRIMARY KEY, room INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
+class _Numbers(dict[str, int]):
+    def __missing__(self, key: str) -> int:
+        self[key] = len(self) + 1
+        return self[key]
+
+
+def write_snapshot(path: Path, relations: Relations, rooms: Iterable[ManagedRoom], room_ids: dict[str, str], *,
+                   generated_ms: int) -> None:
+    """room_ids: room id -> ref of the rooms that exist (new rooms name their ref in their
+    `fr.ent-bridge.room` state)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    people, groups, sides, refs = _Numbers(), _Numbers(), _Numbers(), _Numbers()
+    db = sqlite3.connect(tmp)
+    try:
+        db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + SCHEMA)
+        db.executemany("INSERT INTO meta VALUES (?, ?)", [
+            ("format", str(FORMAT)), ("generated_ms", str(generated_ms)),
+            ("unrestricted", json.dumps(sorted(relations.unrestricted)))])
+        db.executemany("INSERT INTO link VALUES (?, ?, ?)",
+                       sorted({(people[m], groups[g], sides[s]) for g, m, s in relations.links}))
+        db.executemany("INSERT INTO rule VALUES (?, ?)", [(sides[a], sides[b]) for a, b in sorted(relations.rules)])
+        for room in rooms:
+            if room.ref in refs:
+                continue
+            rid = refs[room.ref]
+            db.execute("INSERT INTO room VALUES (?, ?, ?, ?)", (rid, room.ref, room.template, room.history_visibility))
+            db.executemany("INSERT INTO member VALUES (?, ?, ?)",
+                           sorted((rid, people[m], p) for m, p in room.members.items()))
+        db.executemany("INSERT INTO room_id VALUES (?, ?)",
+                       sorted((i, refs[ref]) for i, ref in room_ids.items() if ref in refs))
+        db.executemany("INSERT INTO person VALUES (?, ?)", [(n, m) for m, n in people.items()])
+        db.executemany("INSERT INTO side VALUES (?, ?)", [(n, s) for s, n in sides.items()])
+        db.execute("CREATE INDEX link_grp ON link (grp, pid, side)")
+        db.commit()
+    finally:
+        db.close()
+    os.chmod(tmp, 0o640)  # the bridge's and Synapse's group, nobody else (Matrix ids of families)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class AccessSnapshot:
+    """Read side, for the Synapse module: the latest snapshot at `path`, or none (fail closed)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self.unrestricted: frozenset[str] = frozenset()
+        self.generated_ms = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self._db is not None
+
+    def refresh(self) -> bool:
+        """Re-open the file if another one was renamed over it; True when that happened."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False  # keep what was loaded: a missing file is an operator's slip, not "no rules"
+        identity = (st.st_ino, st.st_mtime_ns)
+        if identity == self._identity:
+            return False
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
+            if meta.get("format") != str(FORMAT):
+                raise sqlite3.DatabaseError(f"snapshot format {meta.get('format')!r}, expected {FORMAT}")
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        old, self._db, self._identity = self._db, db, identity
+        self.unrestricted = frozenset(json.loads(meta.get("unrestricted", "[]")))
+        self.generated_ms = int(meta.get("generated_ms", "0"))
+        if old is not None:
+            old.close()
+        return True
+
+    def _one(self, sql: str, *args: str) -> tuple[object, ...] | None:
+        if self._db is None:
+            return None
+        row: tuple[object, ...] | None = self._db.execute(sql, args).fetchone()
+        return row
+
+    def known(self, user: str) -> bool:
+        """Is this person in the directory (with an account)?"""
+        return self._one("SELECT 1 FROM link WHERE pid = (SELECT id FROM person WHERE mxid = ?) LIMIT 1",
+                         user) is not None
+
+    def linked(self, a: str, b: str) -> bool:
+        """Do a and b share a group where a's side may reach b's?"""
+        return self._one("SELECT 1 FROM link x JOIN link y ON y.grp = x.grp "
+                         "AND y.pid = (SELECT id FROM person WHERE mxid = ?) "
+                         "JOIN rule r ON r.a = x.side AND r.b = y.side "
+                         "WHERE x.pid = (SELECT id FROM person WHERE mxid = ?) LIMIT 1", b, a) is not None
+
+    def ref_of(self, room_id: str) -> str | None:
+        row = self._one("SELECT r.ref FROM room_id i JOIN room r ON r.id = i.room WHERE i.room_id = ?", room_id)
+        return str(row[0]) if row else None
+
+    def history(self, ref: str) -> str | None:
+        row = self._one("SELECT history FROM room WHERE ref = ?", ref)
+        return str(row[0]) if row else None
+
+    def power(self, ref: str, user: str) -> int | None:
+        """The power the template gives `user` in the room (0: a member); None: not entitled."""
+        row = self._one("SELECT power FROM member WHERE room = (SELECT id FROM room WHERE ref = ?) "
+                        "AND pid = (SELECT id FROM person WHERE mxid = ?)", ref, user)
+        return int(str(row[0])) if row else None
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+            self._identity = None

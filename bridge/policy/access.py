@@ -1,0 +1,51 @@
+"""Who may reach whom (`policies/access.yaml`): the rules the homeserver module enforces."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from bridge.policy.loader import _build, _Ctx
+from bridge.policy.model import GUARDIAN_TARGETS, AccessPolicy
+from bridge.yamlutil import clean, load_with_lines
+
+FILE = "access.yaml"
+
+
+def load_access(folder: Path) -> AccessPolicy:
+    """The folder's access.yaml (`access:` mapping); AccessPolicy's defaults when there is none."""
+    path = folder / FILE
+    if not path.is_file():
+        return AccessPolicy()
+    data = load_with_lines(path)
+    ctx = _Ctx(str(path))
+    if not isinstance(data, dict):
+        raise ctx.fail(data, None, "expected a mapping with an access: key")
+    for key in clean(data):
+        if key != "access":
+            raise ctx.fail(data, key, f"unknown key {key!r} (this file holds access:)")
+    policy = _build(ctx, AccessPolicy, data.get("access"), "access")
+    bad = [t for t in policy.guardians_reach if t not in GUARDIAN_TARGETS]
+    if bad:
+        raise ctx.fail(data["access"], "guardians_reach", f"guardians_reach: unknown {', '.join(bad)} "
+                                                          f"(known: {', '.join(GUARDIAN_TARGETS)})")
+    odd = [u for u in policy.unrestricted if not (u.startswith("@") and ":" in u)]
+    if odd:
+        raise ctx.fail(data["access"], "unrestricted", f"unrestricted: not Matrix ids: {', '.join(odd)}")
+    return policy
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of access.yaml, from the dataclass so it never drifts from the loader."""
+    props: dict[str, Any] = {}
+    for f in fields(AccessPolicy):
+        if f.name == "guardians_reach":
+            props[f.name] = {"type": "array", "items": {"enum": list(GUARDIAN_TARGETS)}}
+        elif f.name == "unrestricted":
+            props[f.name] = {"type": "array", "items": {"type": "string", "pattern": "^@[^:]+:.+$"}}
+        else:
+            props[f.name] = {"type": "boolean"}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "ent-bridge access rules",
+            "type": "object", "additionalProperties": False,
+            "properties": {"access": {"type": "object", "additionalProperties": False, "properties": props}}}

@@ -1,0 +1,261 @@
+"""The access module in a real Synapse: the user directory, DMs, invites, joins and state
+follow the school directory's relations, as each sync publishes them."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+import yaml
+
+from bridge.app import Bridge
+from bridge.config import Config, load_config
+from bridge.devserver import LocalSynapse, access_module, free_port
+from bridge.reconcile.sync import run_sync
+from tests.conftest import ROOT, SERVER_NAME, unique_school, write_bridge_files, write_school
+
+
+@dataclasses.dataclass
+class Guarded:
+    synapse: LocalSynapse
+    config: Config
+    snapshot: Path
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[Guarded]:
+    """A Synapse of its own with the module loaded, and `search_all_users: true`: every account
+    is in the directory, so whatever a search leaves out, the module left out."""
+    workdir = Path(tempfile.mkdtemp(prefix="ent-bridge-access-"))
+    snapshot = workdir / "access.sqlite"
+    synapse = LocalSynapse(workdir=workdir / "synapse", server_name=SERVER_NAME)
+    config_path, reg = write_bridge_files(workdir / "bridge", hs_url=synapse.url, bridge_port=free_port())
+    config = load_config(config_path)
+    synapse.registrations.append(reg)
+    synapse.extra = {
+        "user_directory": {"enabled": True, "search_all_users": True},
+        "modules": [access_module(snapshot, [config.sender_user_id, config.bot_user_id, config.keyless_user_id],
+                                  refresh_seconds=0.5)],
+    }
+    synapse.start()
+    try:
+        yield Guarded(synapse, dataclasses.replace(config, access_snapshot=snapshot), snapshot)
+    finally:
+        synapse.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class Person:
+    """A logged-in account, spoken to with plain client-server requests."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, user_id: str, token: str) -> None:
+        self.http, self.url, self.user_id, self.token = http, url, user_id, token
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None, *, version: str = "v3"
+                   ) -> tuple[int, Any]:
+        async with self.http.request(method, f"{self.url}/_matrix/client/{version}{path}", json=body,
+                                     headers={"Authorization": f"Bearer {self.token}"}) as resp:
+            return resp.status, await resp.json()
+
+    async def search(self, term: str) -> set[str]:
+        status, body = await self.call("POST", "/user_directory/search", {"search_term": term, "limit": 50})
+        assert status == 200, body
+        return {r["user_id"] for r in body["results"]}
+
+
+@pytest_asyncio.fixture
+async def people(guarded: Guarded) -> AsyncIterator[Callable[[str], Awaitable[Person]]]:
+    async with aiohttp.ClientSession() as http:
+        async def make(name: str) -> Person:
+            localpart, password = f"{name}_{secrets.token_hex(3)}", secrets.token_urlsafe(12)
+            guarded.synapse.register_user(localpart, password)
+            async with http.post(f"{guarded.synapse.url}/_matrix/client/v3/login", json={
+                    "type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart},
+                    "password": password}) as resp:
+                body = await resp.json()
+            return Person(http, guarded.synapse.url, body["user_id"], body["access_token"])
+
+        yield make
+
+
+async def until(check: Callable[[], Awaitable[bool]], *, timeout: float = 120.0) -> None:
+    """Poll a condition; `timeout` only turns a hang into a failure."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.2)
+
+
+async def _school(guarded: Guarded, tmp_path: Path, people: Callable[[str], Awaitable[Person]],
+                  policies: Path | None = None) -> tuple[dict[str, Person], Config, str, dict[str, str]]:
+    names = {"t-cp": "claire", "t-ce1": "marc", "g-anne": "anne", "g-paul": "paul", "g-sara": "sara"}
+    who = {pid: await people(name) for pid, name in names.items()}
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(yaml.safe_dump({pid: p.user_id for pid, p in who.items()}))
+    base = guarded.config
+    config = dataclasses.replace(base, database_url=f"sqlite:///{tmp_path / 'bridge.db'}",
+                                 bot=dataclasses.replace(base.bot, store_dir=tmp_path / "nio"),
+                                 audit_head_file=tmp_path / "audit-head", policies_dir=policies or base.policies_dir,
+                                 identity=dataclasses.replace(base.identity, mapping_file=mapping))
+    school = str(write_school(tmp_path, unique_school(tmp_path)))
+    bridge = await Bridge.create(config, with_bot=False)
+    try:
+        result = await run_sync(config, [school], store=bridge.store, api=bridge.api, apply=True)
+        assert not result.report or not result.report.failed
+        rooms = {r.room_key: r.room_id for r in await bridge.store.all_rooms()}
+    finally:
+        await bridge.api.close()
+        await bridge.store.close()
+    by_name = {names[pid]: p for pid, p in who.items()}
+    return by_name, config, school, rooms
+
+
+@pytest.mark.asyncio
+async def test_a_parent_finds_and_reaches_only_the_staff_of_their_children(
+        guarded: Guarded, tmp_path: Path, people: Callable[[str], Awaitable[Person]]) -> None:
+    p, _, _, _ = await _school(guarded, tmp_path, people)
+    sara, anne, paul, marc, claire = p["sara"], p["anne"], p["paul"], p["marc"], p["claire"]
+    # Positive controls first: the directory answers, and the module lets linked people through.
+    await until(lambda: _finds(anne, paul))
+    await until(lambda: _finds(sara, marc))
+    for other in (anne, paul, claire):  # another family; a teacher of another class
+        assert not await _finds(sara, other)
+    for other in (claire, marc):
+        assert await _finds(anne, other)
+    assert not await _finds(claire, sara)  # Claire doesn't teach Inès
+    assert await _finds(marc, sara)  # the director reaches every family of the school
+    # DMs: a parent opens one with their child's teacher, never with another parent.
+    status, body = await sara.call("POST", "/createRoom", {"invite": [anne.user_id], "is_direct": True,
+                                                            "preset": "trusted_private_chat"})
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN" and "annuaire" in body["error"], body
+    status, body = await sara.call("POST", "/createRoom", {"invite": [marc.user_id], "is_direct": True,
+                                                            "preset": "trusted_private_chat"})
+    assert status == 200, body
+    status, body = await sara.call("POST", "/createRoom", {"preset": "private_chat"})
+    assert status == 200, body
+    status, refused = await sara.call("POST", f"/rooms/{body['room_id']}/invite", {"user_id": anne.user_id})
+    assert status == 403 and "annuaire" in refused["error"], refused
+    status, body = await sara.call("POST", "/createRoom", {"preset": "public_chat", "visibility": "public"})
+    assert status == 403 and "publics" in body["error"], body
+
+
+async def _finds(searcher: Person, target: Person) -> bool:
+    return target.user_id in await searcher.search(target.user_id.split(":")[0][1:])
+
+
+@pytest.mark.asyncio
+async def test_managed_rooms_take_only_entitled_people_and_keep_their_template(
+        guarded: Guarded, tmp_path: Path, people: Callable[[str], Awaitable[Person]]) -> None:
+    p, _, _, rooms = await _school(guarded, tmp_path, people)
+    claire, paul, sara = p["claire"], p["paul"], p["sara"]
+    outsider = await people("mallory")
+    cp = next(rid for key, rid in rooms.items() if key.startswith("class:") and ":CP:" in key)
+    for person in (claire, paul):
+        status, body = await person.call("POST", f"/rooms/{cp}/join", {})
+        assert status == 200, body
+    # A teacher (a moderator of the room) invites someone the directory doesn't put there.
+    for stranger in (outsider, sara):
+        status, body = await claire.call("POST", f"/rooms/{cp}/invite", {"user_id": stranger.user_id})
+        assert status == 403 and "réservé" in body["error"], body
+    # ... but may bring back an entitled parent who left.
+    status, _ = await paul.call("POST", f"/rooms/{cp}/leave", {})
+    assert status == 200
+    status, body = await claire.call("POST", f"/rooms/{cp}/invite", {"user_id": paul.user_id})
+    assert status == 200, body
+    status, body = await outsider.call("POST", f"/rooms/{cp}/join", {})
+    assert status == 403 and "réservé" in body["error"], body
+    # State a moderator may send by power level, which would break the template: refused.
+    status, body = await claire.call("PUT", f"/rooms/{cp}/state/im.vector.modular.widgets/w1",
+                                     {"type": "m.custom", "url": "https://evil.example/", "name": "x"})
+    assert status == 403 and "widgets" in body["error"], body
+    status, body = await claire.call("PUT", f"/rooms/{cp}/state/m.room.name/", {"name": "CP 2026"})
+    assert status == 200, body
+    # Nobody but the bridge marks a room as one it manages.
+    status, body = await claire.call("POST", "/createRoom", {"initial_state": [
+        {"type": "fr.ent-bridge.room", "state_key": "", "content": {"template": "class"}}]})
+    assert status == 403, body
+
+
+@pytest.mark.asyncio
+async def test_a_director_cannot_open_a_managed_room(
+        guarded: Guarded, tmp_path: Path, people: Callable[[str], Awaitable[Person]]) -> None:
+    """The school room makes the director its admin (power 100): Synapse's own rules let them
+    change anything; the module still refuses what breaks the template."""
+    p, _, _, rooms = await _school(guarded, tmp_path, people)
+    marc = p["marc"]
+    school = next(rid for key, rid in rooms.items() if key.startswith("school:"))
+    status, body = await marc.call("POST", f"/rooms/{school}/join", {})
+    assert status == 200, body
+    status, levels = await marc.call("GET", f"/rooms/{school}/state/m.room.power_levels/")
+    assert levels["users"].get(marc.user_id) == 100, levels
+    for etype, content in (("m.room.join_rules", {"join_rule": "public"}),
+                           ("m.room.history_visibility", {"history_visibility": "world_readable"}),
+                           ("m.room.guest_access", {"guest_access": "can_join"}),
+                           ("m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2", "rotation_period_ms": 1}),
+                           ("m.room.power_levels", {**levels, "users": {**levels["users"], p["sara"].user_id: 100}})):
+        status, body = await marc.call("PUT", f"/rooms/{school}/state/{etype}/", content)
+        assert status == 403 and "ENT" in body["error"], (etype, body)
+    status, rule = await marc.call("GET", f"/rooms/{school}/state/m.room.join_rules/")
+    assert rule["join_rule"] == "invite"
+
+
+@pytest.mark.asyncio
+async def test_relations_follow_the_next_sync_without_restarting_synapse(
+        guarded: Guarded, tmp_path: Path, people: Callable[[str], Awaitable[Person]]) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    p, config, school, _ = await _school(guarded, tmp_path, people, policies)
+    sara, anne, marc, claire = p["sara"], p["anne"], p["marc"], p["claire"]
+    await until(lambda: _finds(sara, marc))
+    assert not await _finds(sara, anne) and not await _finds(sara, claire)
+
+    async def sync() -> None:
+        bridge = await Bridge.create(config, with_bot=False)
+        try:
+            result = await run_sync(config, [school], store=bridge.store, api=bridge.api, apply=True)
+            assert result.verdict.ok, result.verdict.reasons
+        finally:
+            await bridge.api.close()
+            await bridge.store.close()
+
+    # Claire moves to CE1 (Inès's class): Sara finds her once the module re-read the snapshot.
+    data = yaml.safe_load(Path(school).read_text())
+    next(t for t in data["staff"] if t["id"] == "t-cp")["classes"] = ["CE1"]
+    Path(school).write_text(yaml.safe_dump(data, allow_unicode=True))
+    await sync()
+    await until(lambda: _finds(sara, claire))  # re-read every 0.5 s here, 10 s by default
+    # The access policy is read by the sync too: elected parent representatives' deployment.
+    (policies / "access.yaml").write_text("access:\n  guardians_reach_guardians: true\n")
+    await sync()
+    await until(lambda: _finds(sara, anne))
+
+
+@pytest.mark.asyncio
+async def test_no_parent_reads_another_familys_room_id_from_the_space(
+        guarded: Guarded, tmp_path: Path, people: Callable[[str], Awaitable[Person]]) -> None:
+    p, _, _, rooms = await _school(guarded, tmp_path, people)
+    sara = p["sara"]
+    space = next(rid for key, rid in rooms.items() if key.startswith("space:"))
+    families = {rid for key, rid in rooms.items() if key.startswith("family:")}
+    own = next(rid for key, rid in rooms.items() if key.startswith("family:") and key.endswith("p-ines"))
+    for room in (space, own):
+        status, body = await sara.call("POST", f"/rooms/{room}/join", {})
+        assert status == 200, body
+    status, state = await sara.call("GET", f"/rooms/{space}/state")
+    assert status == 200
+    children = {e["state_key"] for e in state if e["type"] == "m.space.child" and e["content"].get("via")}
+    assert children and not children & families  # classes and school rooms are listed; no family room
+    status, hierarchy = await sara.call("GET", f"/rooms/{space}/hierarchy", version="v1")
+    assert status == 200 and not {r["room_id"] for r in hierarchy["rooms"]} & families
+    # Her own family room names the Space itself, for clients to show it there.
+    status, parent = await sara.call("GET", f"/rooms/{own}/state/m.space.parent/{space}")
+    assert status == 200 and parent.get("canonical") is True, parent

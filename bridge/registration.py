@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from bridge.private_files import write_private
+
 
 def new_token() -> str:
     return secrets.token_urlsafe(32)
@@ -60,13 +62,12 @@ def write_registration(*, config_path: Path, out_path: Path, url: str) -> dict[s
         current = str((raw.get(section) or {}).get(key) or "")
         if not current or current.upper().startswith("CHANGE"):
             text = _set_key(text, section, key, new_token())
-    config_path.write_text(text, encoding="utf-8")
+    write_private(config_path, text)  # it holds every secret now
     reg = registration(
         as_id=str(appservice.get("id", "ent-bridge")), url=url, as_token=as_token, hs_token=hs_token,
         sender_localpart=str(appservice.get("sender_localpart", "ent-bridge")),
         prefix=str(appservice.get("namespace_prefix", "ent-bridge_")),
         server_name=str(homeserver.get("server_name", "localhost")),
     )
-    out_path.write_text(yaml.safe_dump(reg, sort_keys=False), encoding="utf-8")
-    out_path.chmod(0o600)
+    write_private(out_path, yaml.safe_dump(reg, sort_keys=False))
     return reg

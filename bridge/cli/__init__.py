@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Commands that live in their own modules register themselves here."""
-    from bridge.cli import annuaire, audit, bot, events, policy, retention, rgpd, serve, sync
+    from bridge.cli import annuaire, audit, bot, doctor, events, policy, retention, rgpd, serve, sync
 
     serve.register(sub)
     events.register(sub)
@@ -35,9 +36,13 @@ def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: 
     retention.register(sub)
     rgpd.register(sub)
     policy.register(sub)
+    doctor.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Whatever a command creates (stores, crypto store, snapshots, exports) is the bridge's alone
+    # unless it says otherwise (the access snapshot is shared with Synapse's group).
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

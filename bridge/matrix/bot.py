@@ -6,6 +6,7 @@ import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -26,6 +27,7 @@ from bridge.errors import BridgeError, MatrixError
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.cross_signing import CrossSigningKeys, seal, unseal
+from bridge.private_files import private_dir
 from bridge.tasks import cancel_and_wait
 
 log = get_logger(component="bot")
@@ -109,9 +111,7 @@ class Bot:
 
     async def start(self, *, sync: bool = True, reset_identity: bool = False) -> None:
         """Register the user and device if needed, open the crypto store, upload keys, sync."""
-        import os
-
-        os.makedirs(self.store_dir, mode=0o700, exist_ok=True)
+        private_dir(Path(self.store_dir))  # the crypto store: the bot's keys
         localpart = self.user_id.split(":", 1)[0][1:]
         await self.api.register_user(localpart)
         device_id = await self._device_id()

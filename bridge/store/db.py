@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bridge.errors import StoreError
+from bridge.private_files import create_private
 
 # PostgreSQL advisory locks (SQLite's BEGIN IMMEDIATE already admits one writer at a time).
 MIGRATION_LOCK = 7734001  # one migrator at a time across processes
@@ -105,6 +106,7 @@ class SqliteDatabase:
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            create_private(Path(self.path))  # SQLite gives its journal files the database's mode
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
 
         def connect() -> sqlite3.Connection:

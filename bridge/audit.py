@@ -1,5 +1,10 @@
 """Tamper-evident audit log: who, what, when, why, never message content.
 
+The person an entry is about is written as a keyed pseudonym (HMAC of their Matrix id with the
+audit key), never their id: an erasure leaves no direct identifier in the log, and the chain,
+whose bodies never change, stays verifiable. `rgpd export` finds a person's entries by their
+pseudonym.
+
 Each entry's MAC is HMAC-SHA256(key, previous MAC || canonical JSON of the entry), so editing,
 removing or reordering an entry breaks the chain from there on. Pruning (the log's own
 retention) keeps the MAC of the last pruned entry as the new anchor. Entry numbers are taken
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import Config
+from bridge.private_files import write_private
 from bridge.store.base import AuditRow, Store
 
 ANCHOR_KEY = "audit_anchor"  # "seq:mac" of the last pruned entry
@@ -63,6 +69,7 @@ class AuditLog:
     def __init__(self, store: Store, *, key: str, head_file: Path | None = None) -> None:
         self.store = store
         self._key = hashlib.sha256(b"ent-bridge audit\x00" + key.encode()).digest()
+        self._subject_key = hashlib.sha256(b"ent-bridge audit subject\x00" + key.encode()).digest()
         self._pending: list[tuple[int, str]] = []
         self.head_file = head_file
 
@@ -71,7 +78,12 @@ class AuditLog:
         """Queue an entry; `flush()` writes queued entries in one database transaction."""
         ts = int(time.time() * 1000) if now_ms is None else now_ms
         self._pending.append((ts, entry_body(ts=ts, actor=actor, action=action, reason=reason, room=room,
-                                             subject=subject, detail=detail)))
+                                             subject=self.pseudonym(subject) if subject else None,
+                                             detail=detail)))
+
+    def pseudonym(self, user_id: str) -> str:
+        """How the log names a person: stable, and meaningless without the audit key."""
+        return "p:" + hmac.new(self._subject_key, user_id.encode(), hashlib.sha256).hexdigest()[:32]
 
     async def flush(self) -> int:
         if not self._pending:
@@ -101,7 +113,7 @@ class AuditLog:
             return
         tmp = self.head_file.with_name(f".{self.head_file.name}.{os.getpid()}")
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(f"{row.seq}:{row.mac}\n", encoding="ascii")
+        write_private(tmp, f"{row.seq}:{row.mac}\n")
         tmp.replace(self.head_file)
 
     def _read_head(self) -> tuple[int, str] | None:

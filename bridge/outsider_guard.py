@@ -31,6 +31,13 @@ def _encode(entitled: Mapping[str, list[str]], actors: Mapping[str, str]) -> str
     return base64.b64encode(zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 6)).decode()
 
 
+def without(text: str, user: str) -> str:
+    """The encoded rule with `user` gone from every room (an erasure)."""
+    data = json.loads(zlib.decompress(base64.b64decode(text)))
+    return _encode({r: [m for m in members if m != user] for r, members in data["entitled"].items()},
+                   {r: a for r, a in data["actors"].items() if a != user})
+
+
 def snapshot_of(desired: Mapping[str, DesiredRoom], records: list[RoomRecord]) -> str:
     """The outsider rule a sync's desired rooms make (room id -> entitled people, and who runs
     each room), encoded for the store; the running bridge loads it after every sync."""

@@ -44,12 +44,16 @@ def register(config: Config, templates: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def export(person_id: str, *, directory: Directory, desired: DesiredState, identities: dict[str, str],
-           audit: list[AuditRow], retention: dict[str, int | None]) -> dict[str, Any]:
-    """Everything the bridge holds or derives about one person (pure)."""
-    mxid = identities.get(person_id)
+def export(person_id: str | None, mxid: str | None, *, directory: Directory, desired: DesiredState,
+           audit: list[AuditRow], pseudonym: str | None, retention: dict[str, int | None],
+           on_homeserver: list[dict[str, object]], mutes: list[tuple[str, str, int]]) -> dict[str, Any]:
+    """Everything the bridge holds or derives about one person (pure): their directory data,
+    the rooms the directory entitles them to, where the homeserver has them (archived rooms
+    included), their mutes, and the audit entries about them."""
     held: dict[str, Any] = {}
-    if person_id in directory.guardians:
+    if person_id is None:
+        pass
+    elif person_id in directory.guardians:
         g = directory.guardians[person_id]
         held = {"kind": "guardian", "first_name": g.first_name, "last_name": g.last_name, "email": g.email,
                 "legal_guardian_of": [{"first_name": p.first_name, "last_name_initial": p.last_name[:1]}
@@ -67,9 +71,12 @@ def export(person_id: str, *, directory: Directory, desired: DesiredState, ident
                           "role": {100: "administrateur", 50: "modérateur"}.get(level, "membre"),
                           "message_retention_days": (retention.get(room.template) or 0) // DAY_MS or None})
     actions = []
+    names = {n for n in (mxid, pseudonym) if n}  # entries older than pseudonyms named the id itself
     for row in audit:
         body = json.loads(row.body)
-        if mxid and body.get("subject") == mxid:
+        if body.get("subject") in names:
             actions.append({k: body[k] for k in ("ts", "action", "reason") if k in body})
     return {"person_id": person_id, "matrix_id": mxid, "directory_data": held, "rooms": sorted(
-        rooms, key=lambda r: r["room"]), "actions_about_them": actions}
+        rooms, key=lambda r: r["room"]), "on_homeserver": on_homeserver,
+        "mutes": [{"room_id": r, "until_ms": until} for r, u, until in mutes if u == mxid],
+        "actions_about_them": actions}

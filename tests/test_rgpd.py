@@ -57,8 +57,35 @@ async def test_register_export_erase(homeserver: Any, data_dir: Path, tmp_path: 
         p["guardians"] = [g for g in p["guardians"] if g != "g-sara"]
     gone = tmp_path / "left.yaml"
     gone.write_text(yaml.safe_dump(left, allow_unicode=True))
-    erased = _cli(cfg, "erase", "g-sara", str(gone))
+    # Sara left: the next sync takes her out of the rooms that stay, and archives Inès's family
+    # room (no legal guardian left), where she keeps reading for the archive's grace period.
+    store = await open_store(config.database_url)
+    api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
+    try:
+        # (a tiny school: one person of eight is more than the guards' 10 % shrink)
+        result = await run_sync(config, [str(gone)], store=store, api=api, apply=True, allow_mass_removal=True)
+        assert result.verdict.ok and result.report is not None and not result.report.failed
+        family = next(r for r in await store.all_rooms() if r.template == "family" and r.room_key.endswith("p-ines"))
+        assert family.archived
+    finally:
+        await api.close()
+        await store.close()
+    out = _cli(cfg, "export", "@sara.haddad:ent.test", str(gone))  # by Matrix id, gone from the directory
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["person_id"] == "g-sara" and data["rooms"] == []  # the directory entitles her to nothing now
+    held = [(m["kind"], m["membership"], m["archived"]) for m in data["on_homeserver"]]
+    assert ("family", "invite", True) in held, held  # ... but the homeserver still has her there
+    assert {a["action"] for a in data["actions_about_them"]} == {"invite", "kick"}
+
+    erased = _cli(cfg, "erase", "@sara.haddad:ent.test", str(gone))
     assert erased.returncode == 0, erased.stderr
+    assert "removed from 1 room(s)" in erased.stdout
+    api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
+    try:
+        assert await api.membership(family.room_id, "@sara.haddad:ent.test", as_user=config.bot_user_id) == "leave"
+    finally:
+        await api.close()
     store = await open_store(config.database_url)
     try:
         assert "g-sara" not in await store.identities()
@@ -66,3 +93,8 @@ async def test_register_export_erase(homeserver: Any, data_dir: Path, tmp_path: 
         assert "rgpd_erase" in last and "sara" not in last.lower()
     finally:
         await store.close()
+    # Nothing in the store names her any more: not her id, not her Matrix id (the audit log has
+    # keyed pseudonyms, the rooms' cached state was dropped).
+    db = Path(config.database_url[len("sqlite:///"):])
+    raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+    assert b"sara.haddad" not in raw and b"g-sara" not in raw

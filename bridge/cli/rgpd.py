@@ -19,9 +19,19 @@ def _register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _who(person: str, identities: dict[str, str]) -> tuple[str | None, str | None]:
+    """(person id, Matrix id) from either."""
+    if person.startswith("@"):
+        return next((pid for pid, m in identities.items() if m == person), None), person
+    return person, identities.get(person)
+
+
 async def _export(args: argparse.Namespace) -> int:
+    from bridge.audit import for_config as audit_for_config
     from bridge.cli.common import config_and_store
     from bridge.directory.sources import load
+    from bridge.erasure import memberships
+    from bridge.matrix.appservice_api import AppserviceAPI
     from bridge.reconcile.inputs import desired_state
     from bridge.rgpd import export
     from bridge.rooms.templates import load_templates
@@ -30,13 +40,22 @@ async def _export(args: argparse.Namespace) -> int:
         directory, _ = load(args.sources or list(config.directory_sources), academie=config.academie)
         known = await store.identities()
         desired, identities = desired_state(config, directory, known, now=datetime.now(UTC))
+        person_id, mxid = _who(args.person, {**known, **identities})
+        if mxid is None:
+            print(f"ent-bridge: error: no person {args.person!r} in the directory or the bridge's data",
+                  file=sys.stderr)
+            return 1
         audit = await store.audit_rows()
-    if args.person not in identities and args.person not in known:
-        print(f"ent-bridge: error: no person {args.person!r} in the directory or the bridge's data", file=sys.stderr)
-        return 1
+        mutes = await store.mutes()
+        api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
+        try:  # what the homeserver holds, not only what the directory says it should
+            where = await memberships(api, store, mxid, actors=(config.bot_user_id, config.keyless_user_id))
+        finally:
+            await api.close()
+        pseudonym = audit_for_config(config, store).pseudonym(mxid)
     templates = load_templates(config.policies_dir)
-    data = export(args.person, directory=directory, desired=desired, identities={**known, **identities},
-                  audit=audit, retention={k: t.retention_ms for k, t in templates.items()})
+    data = export(person_id, mxid, directory=directory, desired=desired, audit=audit, pseudonym=pseudonym,
+                  retention={k: t.retention_ms for k, t in templates.items()}, on_homeserver=where, mutes=mutes)
     json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
     print()
     return 0
@@ -46,39 +65,51 @@ async def _erase(args: argparse.Namespace) -> int:
     from bridge.audit import for_config as audit_for_config
     from bridge.config import load_config
     from bridge.directory.sources import load
-    from bridge.erasure import erase_person
+    from bridge.erasure import erase_person, remove_from_rooms
+    from bridge.matrix.appservice_api import AppserviceAPI
     from bridge.store import open_store
 
     config = load_config(args.config)
     directory, _ = load(args.sources or list(config.directory_sources), academie=config.academie)
-    if args.person in directory.guardians or args.person in directory.staff:
-        print("ent-bridge: error: this person is still in the directory; once the directory no longer lists "
-              "them, the next sync removes them from every room, then erase their data", file=sys.stderr)
-        return 1
     store = await open_store(config.database_url)
     try:
         identities = await store.identities()
-        if args.person not in identities:
+        person_id, mxid = _who(args.person, identities)
+        if person_id in directory.guardians or person_id in directory.staff:
+            print("ent-bridge: error: this person is still in the directory; once the directory no longer lists "
+                  "them, the next sync removes them from every room, then erase their data", file=sys.stderr)
+            return 1
+        if person_id is None or mxid is None:
             print("nothing held on that person")
             return 0
+        # First out of the rooms still holding them (an archived room's reading period is for
+        # people who asked nothing), then the data: a failure leaves them known, and retried.
+        api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
+        try:
+            removed = await remove_from_rooms(api, store, mxid, actors=(config.bot_user_id, config.keyless_user_id),
+                                              reason="RGPD : effacement à la demande de la personne")
+        finally:
+            await api.close()
         admin = None
         if config.homeserver.admin_token:
             from bridge.matrix.admin_api import SynapseAdmin
 
             admin = SynapseAdmin(base_url=config.homeserver.url, token=config.homeserver.admin_token)
         try:
-            deactivated = await erase_person(store, args.person, identities[args.person], accounts=admin)
+            deactivated = await erase_person(store, person_id, mxid, accounts=admin)
         finally:
             if admin is not None:
                 await admin.close()
         # The entry says that an erasure happened, never whose.
         await audit_for_config(config, store).append(actor="admin", action="rgpd_erase",
                                                            reason="data-subject erasure request",
-                                                           detail={"account_deactivated": deactivated})
+                                                           detail={"account_deactivated": deactivated,
+                                                                   "rooms_left": len(removed)})
     finally:
         await store.close()
-    print("erased the bridge's data on that person" + (" and the account it had created" if deactivated else
-          " (the account was not created by the bridge: deactivate it where it was made)"))
+    print(f"erased the bridge's data on that person, removed from {len(removed)} room(s)"
+          + (" and the account it had created" if deactivated else
+             " (the account was not created by the bridge: deactivate it where it was made)"))
     return 0
 
 
@@ -90,6 +121,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     for name, func, text in (("export", _export, "print, as JSON, all the bridge holds on a person"),
                              ("erase", _erase, "erase the bridge's own data on a person who left")):
         e = rsub.add_parser(name, help=text)
-        e.add_argument("person", metavar="PERSON", help="directory id of the person")
+        e.add_argument("person", metavar="PERSON", help="directory id of the person, or their Matrix id")
         e.add_argument("sources", nargs="*", metavar="SOURCE", help="directory sources (default: from the config)")
         e.set_defaults(func=lambda a, f=func: asyncio.run(f(a)))

@@ -30,6 +30,12 @@ def write_private(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def private_files_in(folder: Path, pattern: str) -> None:
+    """Files another library made with the process's umask, made the bridge's own."""
+    for path in folder.glob(pattern):
+        os.chmod(path, FILE_MODE)
+
+
 def too_open(path: Path, *, allowed: int = FILE_MODE) -> int | None:
     """The file's mode when someone beyond `allowed` may read or write it, else None."""
     try:

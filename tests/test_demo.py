@@ -24,3 +24,9 @@ def test_demo_twice(tmp_path: Path) -> None:
     # Synapse was stopped by PID both times: nothing listens on its port any more.
     pid_file = tmp_path / "demo" / "synapse" / "homeserver.pid"
     assert not pid_file.exists() or not Path(f"/proc/{pid_file.read_text().strip()}").exists()
+    # The demo's homeserver has the school settings and the access module, and the bridge's
+    # secrets are its own: `ent-bridge doctor` finds nothing (a library run, no CLI umask).
+    demo = tmp_path / "demo"
+    doctor = subprocess.run([sys.executable, "-m", "bridge", "-c", str(demo / "config.yaml"), "doctor",
+                             str(demo / "synapse" / "homeserver.yaml")], capture_output=True, text=True, timeout=60)
+    assert doctor.returncode == 0 and "no risky setting found" in doctor.stdout, doctor.stdout + doctor.stderr

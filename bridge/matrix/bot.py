@@ -27,7 +27,7 @@ from bridge.errors import BridgeError, MatrixError
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.cross_signing import CrossSigningKeys, seal, unseal
-from bridge.private_files import private_dir
+from bridge.private_files import private_dir, private_files_in
 from bridge.tasks import cancel_and_wait
 
 log = get_logger(component="bot")
@@ -121,6 +121,7 @@ class Bot:
         client = AppserviceNioClient(self.homeserver_url, self.user_id, device_id=device_id,
                                      store_path=self.store_dir, config=config)
         client.restore_login(self.user_id, device_id, self._as_token)
+        private_files_in(Path(self.store_dir), "*.db")  # nio makes its store with the process's umask
         if client.olm is None:
             raise BridgeError("the bot's crypto store did not open (is matrix-nio[e2e] installed?)")
         self.client = client

@@ -105,7 +105,7 @@ class SqliteDatabase:
 
     async def open(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # when made here: ours
             create_private(Path(self.path))  # SQLite gives its journal files the database's mode
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
 

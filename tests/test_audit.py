@@ -34,8 +34,19 @@ async def test_intact_chain_verifies(log: Any) -> None:
     assert result.ok and result.checked == 5
 
 
+async def test_subjects_are_keyed_pseudonyms(log: Any) -> None:
+    """The log never names a person by their id (an erasure must leave no identifier in it), but
+    the same person always gets the same name, and another audit key gives another."""
+    audit, _ = log
+    bodies = [r.body for r in await audit.store.audit_rows()]
+    assert not any("@u" in b for b in bodies)
+    assert audit.pseudonym("@u2:s") in bodies[2] and audit.pseudonym("@u2:s") == audit.pseudonym("@u2:s")
+    assert AuditLog(audit.store, key="j" * 32).pseudonym("@u2:s") != audit.pseudonym("@u2:s")
+
+
 @pytest.mark.parametrize("tamper, problem", [
-    ("UPDATE audit SET body = replace(body, '@u2:s', '@x:s') WHERE seq = 3", "entry 3 was modified, or entries were reordered"),
+    ("UPDATE audit SET body = replace(body, 'class:X:2', 'class:X:9') WHERE seq = 3",
+     "entry 3 was modified, or entries were reordered"),
     ("DELETE FROM audit WHERE seq = 2", "entry 2 is missing"),
     ("UPDATE audit SET seq = -seq WHERE seq IN (2, 3); UPDATE audit SET seq = 3 WHERE seq = -2;"
      " UPDATE audit SET seq = 2 WHERE seq = -3", "entry 2 was modified, or entries were reordered"),

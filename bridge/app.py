@@ -24,6 +24,7 @@ from bridge.matrix.transport import Transport
 from bridge.moderation import Moderator
 from bridge.operations import Operations
 from bridge.outsider_guard import OutsiderGuard
+from bridge.policy.holder import PolicyHolder
 from bridge.scheduler import Resyncer
 from bridge.store import Store, open_store
 
@@ -85,15 +86,19 @@ class Bridge:
             if admin_room is not None:
                 await admin_room.notify(text)
 
+        # One value of the policies in force, for moderation, syncs and sweeps alike.
+        policies = PolicyHolder(config.policies_dir, pins=config.bot.store_dir.parent / "policies-in-force")
+        if (error := policies.reload()) is not None:
+            raise BridgeError(f"policies: {error}")
         moderator = Moderator(policies_dir=config.policies_dir, store=store, api=api, bot=bot, audit=audit,
                               language=config.rooms.language, keyless=config.keyless_user_id, clock=clock,
-                              report=notify if admin_room is not None else None) if with_bot else None
+                              report=notify if admin_room is not None else None, holder=policies) if with_bot else None
         outsiders = OutsiderGuard(api=api, audit=audit, bot=config.bot_user_id, keyless=config.keyless_user_id,
                                   language=config.rooms.language,
                                   explain=moderator.outsider_removed if moderator is not None else None)
         isolate = transport is None if isolate_syncs is None else isolate_syncs
         ops = Operations(config=config, store=store, api=api, outsiders=outsiders, moderator=moderator,
-                         notify=notify, clock=clock, isolate=isolate)
+                         notify=notify, clock=clock, policies=policies, isolate=isolate)
         hooks = tuple(h for h in (moderator.on_decrypted if moderator else None,
                                   admin_room.on_message if admin_room else None) if h is not None)
         handlers: list[EventHandler] = [log_event, outsiders.on_event]

@@ -23,7 +23,7 @@ from bridge.logging import get_logger
 from bridge.matrix.bot import Bot, ReceivedMessage
 from bridge.matrix.port import Homeserver
 from bridge.policy.engine import QUIET_NOTICE, Decision, Message
-from bridge.policy.folder import check_folder
+from bridge.policy.holder import PolicyHolder, PolicySet
 from bridge.policy.memory import ModerationMemory
 from bridge.policy.model import Policies
 from bridge.policy.protections.text import compile_words
@@ -53,7 +53,9 @@ def _txn_id(event_id: str, protection: str, action: str) -> str:
 class Moderator:
     def __init__(self, *, policies_dir: Path, store: Store, api: Homeserver, bot: Bot, audit: AuditLog,
                  language: str = "fr", keyless: str | None = None, clock: Clock = SYSTEM,
-                 report: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 report: Callable[[str], Awaitable[None]] | None = None, holder: PolicyHolder | None = None) -> None:
+        """holder: the running bridge's policies in force (its own over `policies_dir` without one)."""
+        self.holder = holder or PolicyHolder(policies_dir)
         self.keyless = keyless
         self._keyless_power: dict[str, dict[str, Any]] = {}  # room id -> power levels (keyless rooms)
         self.policies_dir = policies_dir
@@ -79,18 +81,22 @@ class Moderator:
 
     def reload(self) -> str | None:
         """Load the policies; on error the previous ones stay in force and the error is returned."""
-        try:
-            templates, policies = check_folder(self.policies_dir)
-        except BridgeError as exc:
-            log.error("policy_reload_refused", error=str(exc))
-            return str(exc)
+        error = self.holder.reload()
+        if error:
+            log.error("policy_reload_refused", error=error)
+            return error
+        self.adopt(self.holder.current)
+        return None
+
+    def adopt(self, value: PolicySet) -> None:
+        """Moderate by these policies from now on (each message is judged by one value)."""
+        templates, policies = value.templates, value.policies
         self.templates, self.policies = templates, policies
         self._keyless_templates = keyless_templates(templates, {n: p.content_inspection
                                                                 for n, p in policies.profiles.items()})
         self._words = {n: compile_words(p.banned_words.words) for n, p in policies.profiles.items()
                        if p.banned_words}
-        log.info("policy_loaded", profiles=len(policies.profiles), templates=len(templates))
-        return None
+        log.info("policy_loaded", profiles=len(policies.profiles), templates=len(templates), digest=value.digest)
 
     async def refresh_rooms(self) -> None:
         from bridge.rooms.desired import school_of_key
@@ -120,8 +126,9 @@ class Moderator:
         await self.report_to_school(room_id, user=user, protection="outsiders", reason=reason, actions=["kick"])
 
     async def start(self) -> None:
-        error = self.reload()
-        if error:
+        if self.holder.loaded:  # the running bridge loaded its value once, for everyone
+            self.adopt(self.holder.current)
+        elif error := self.reload():
             raise BridgeError(error)
         await self.refresh_rooms()
         now_ms = self.clock.now_ms()

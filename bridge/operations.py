@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 
 from bridge import admin_room as texts
@@ -13,6 +14,7 @@ from bridge.logging import get_logger
 from bridge.matrix.port import Homeserver
 from bridge.moderation import Moderator
 from bridge.outsider_guard import OUTSIDERS_KEY, OutsiderGuard
+from bridge.policy.holder import PolicyHolder
 from bridge.reconcile.sync import run_sync
 from bridge.retention_sweep import sweep_managed
 from bridge.store.base import Store
@@ -24,9 +26,12 @@ Notify = Callable[[str], Awaitable[None]]
 
 class Operations:
     def __init__(self, *, config: Config, store: Store, api: Homeserver, outsiders: OutsiderGuard,
-                 moderator: Moderator | None, notify: Notify, clock: Clock, isolate: bool = True) -> None:
+                 moderator: Moderator | None, notify: Notify, clock: Clock, policies: PolicyHolder,
+                 isolate: bool = True) -> None:
         """isolate: syncs run in a child process (bridge/sync_process.py); False runs them here
-        (a homeserver only this process can reach: the tests' in-memory one)."""
+        (a homeserver only this process can reach: the tests' in-memory one). policies: the
+        value in force, which syncs, sweeps and moderation all read."""
+        self.policies = policies
         self.isolate = isolate
         self.config = config
         self.store = store
@@ -38,10 +43,16 @@ class Operations:
         self.last_sync = texts.NO_SYNC_YET
         self.last_outcome: SyncOutcome | None = None
 
+    def _config(self) -> Config:
+        # The pinned copy of the policies in force, not the folder admins edit: a file changed
+        # since the last (validated) reload is not used until a reload accepts it.
+        return dataclasses.replace(self.config, policies_dir=self.policies.current.folder)
+
     async def sync(self, *, apply: bool) -> SyncOutcome:
+        config = self._config()
         if self.isolate:
-            return await child_sync(self.config, apply=apply)
-        return SyncOutcome.of(await run_sync(self.config, list(self.config.directory_sources), store=self.store,
+            return await child_sync(config, apply=apply)
+        return SyncOutcome.of(await run_sync(config, list(config.directory_sources), store=self.store,
                                              api=self.api, apply=apply, clock=self.clock, role="run"))
 
     async def resync(self) -> None:
@@ -79,21 +90,23 @@ class Operations:
     async def sweep(self) -> None:
         """Retention sweep of every managed room whose template sets a lifetime, then the audit
         log's own retention."""
-        await sweep_managed(self.config, store=self.store, api=self.api, clock=self.clock)
+        await sweep_managed(self._config(), store=self.store, api=self.api, clock=self.clock)
         cutoff = self.clock.now_ms() - self.config.audit_retention_days * 86_400_000
         await audit_for_config(self.config, self.store).prune(older_than_ms=cutoff)
         # Transaction ids and handled event ids: the homeserver resends for minutes, not weeks.
         await self.store.prune_transactions(before_ms=self.clock.now_ms() - 7 * 86_400_000)
 
     async def reload_policies(self) -> str | None:
-        """Reload templates and moderation; a broken file leaves the previous policies in force."""
-        if self.moderator is None:
-            return None
-        error = self.moderator.reload()
+        """Reload templates, moderation and access rules as one value; a broken file leaves the
+        previous value in force."""
+        error = self.policies.reload()
         if error:
             log.error("policy_reload_failed_previous_kept", error=error)
             await self.notify(texts.policy_refused(error))
-        return error
+            return error
+        if self.moderator is not None:
+            self.moderator.adopt(self.policies.current)
+        return None
 
     # --- the admin room's commands ------------------------------------------------------------
 

@@ -10,9 +10,11 @@ Every decision goes to the audit log with the protection and reason, never the m
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,7 @@ class Moderator:
         self._unmanaged: dict[str, int] = {}  # room id -> until when it is known not to be managed
         self._unmute_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.report = report  # posts to the district's admin room, when there is one
+        self._engine_thread: ThreadPoolExecutor | None = None
 
     # --- policies -------------------------------------------------------------------------------
 
@@ -139,6 +142,14 @@ class Moderator:
     async def stop(self) -> None:
         for task in self._unmute_tasks.values():
             task.cancel()
+        if self._engine_thread is not None:
+            self._engine_thread.shutdown(wait=False)
+            self._engine_thread = None
+
+    def _engine(self) -> ThreadPoolExecutor:
+        if self._engine_thread is None:
+            self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moderation-engine")
+        return self._engine_thread
 
     # --- the hook -------------------------------------------------------------------------------
 
@@ -223,9 +234,14 @@ class Moderator:
         profile = self._profile(msg.room_id)
         if profile is None or (not profile.content_inspection and msg.content):
             return  # content the policy says not to look at is not looked at
-        outcome = self.memory.judge(profile, Message(msg.room_id, msg.event_id, msg.sender,
-                                                     await self._power(msg.room_id, msg.sender), msg.content),
-                                    now=self.clock.now(), compiled_words=self._words.get(profile.name))
+        message = Message(msg.room_id, msg.event_id, msg.sender, await self._power(msg.room_id, msg.sender),
+                          msg.content)
+        # The engine runs on a thread of its own: the event loop keeps answering the homeserver
+        # while a long message is read. One thread, so the memory (counts, strikes) sees one
+        # message at a time, in arrival order.
+        outcome = await asyncio.get_running_loop().run_in_executor(
+            self._engine(), functools.partial(self.memory.judge, profile, message, now=self.clock.now(),
+                                              compiled_words=self._words.get(profile.name)))
         for decision in outcome.decisions:
             await self._act(msg, decision, mute_until_ms=outcome.mute_until_ms)
 

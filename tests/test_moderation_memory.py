@@ -274,3 +274,33 @@ async def test_the_decision_is_audited_before_anything_is_done(shell: Any) -> No
                             "content": {"msgtype": "m.text", "body": "connard"}})
     rows = [r.body for r in await store.audit_rows()]
     assert any("moderation_banned_words" in b and event_id in b for b in rows)  # recorded, though it failed
+
+
+async def test_the_engine_runs_off_the_event_loop(shell: Any) -> None:
+    """While a message is being judged (here: held on purpose), the event loop keeps running other
+    work; judging happens on the engine's own thread, one message at a time."""
+    import threading
+
+    mod, fake, room, parent, _clock, _store = shell
+    judge, release, threads = mod.memory.judge, threading.Event(), []
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        assert release.wait(timeout=60)
+        return judge(*args, **kwargs)
+
+    mod.memory.judge = held
+    event_id = fake.store.send_message(fake.room(room), parent, "m.room.message",
+                                       {"msgtype": "m.text", "body": "connard"})["event_id"]
+    judged = asyncio.ensure_future(mod.on_event({"type": "m.room.message", "room_id": room, "event_id": event_id,
+                                                 "sender": parent, "content": {"msgtype": "m.text",
+                                                                               "body": "connard"}}))
+    ticks = 0
+    while not threads or ticks < 50:  # the loop turns while the engine holds the message
+        await asyncio.sleep(0)
+        ticks += 1
+    assert not judged.done()
+    release.set()
+    await judged
+    assert threads == ["moderation-engine_0"] and threading.current_thread() is threading.main_thread()
+    assert next(e for e in fake.room(room).timeline if e["event_id"] == event_id)["content"] == {}

@@ -7,9 +7,12 @@ notices, mutes) sent through the real client to the in-memory homeserver: only t
 answers are stubbed. The corpus mixes ordinary messages with worst cases: disguised insults, HTML,
 edits, malformed content, messages just under the policy's size limit.
 
-Encrypted messages (the bot's Megolm decryption before the same engine) are not measured here.
+Two runs: one offering more than it can take (its decisions per second are the capacity), one
+offering the target rate (its latencies, queueing included). The load client paces itself on an
+absolute schedule, so the offered rate holds whatever each request costs. Encrypted messages
+(the bot's Megolm decryption before the same engine): bench/bench_decisions_encrypted.py.
 
-    python bench/bench_decisions.py [--seconds 10] [--rate 2500]
+    python bench/bench_decisions.py [--seconds 10]
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ async def main(url, token, seconds, rate, corpus_json):
     sent = 0
     async with aiohttp.ClientSession() as http:
         start = time.perf_counter()
+        due = start  # an absolute schedule: the offered rate holds whatever each request costs
         while time.perf_counter() - start < seconds:
             batch = []
             for _ in range(25):
@@ -78,7 +82,8 @@ async def main(url, token, seconds, rate, corpus_json):
             async with http.put(f"{url}t{sent}", json={"events": batch},
                                 headers={"Authorization": f"Bearer {token}"}) as resp:
                 assert resp.status == 200
-            await asyncio.sleep(max(0.0, 25 / rate - 0.0005))
+            due += 25 / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
     print(sent)
 
 asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]))
@@ -93,14 +98,11 @@ class _Bot:
         return "$n"
 
 
-async def main() -> None:
+async def run(*, seconds: float, rate: float) -> tuple[int, float, list[float], int, int]:
+    """Offer `rate` messages/s for `seconds`; (sent, time to decide them all, latencies in ms,
+    decisions audited, redactions sent)."""
     import json
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--rate", type=float, default=2500.0, help="messages per second offered")
-    args = ap.parse_args()
-    blog.configure(level="error")
     random.seed(7)
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStore(str(Path(tmp) / "b.db"))
@@ -133,7 +135,7 @@ async def main() -> None:
         dispatcher.start()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", CLIENT, f"http://127.0.0.1:{port}/_matrix/app/v1/transactions/", "h" * 32,
-            str(args.seconds), str(args.rate), json.dumps(corpus(max_chars)), stdout=asyncio.subprocess.PIPE)
+            str(seconds), str(rate), json.dumps(corpus(max_chars)), stdout=asyncio.subprocess.PIPE)
         start = time.perf_counter()
         out, _ = await proc.communicate()
         sent = int(out)
@@ -142,17 +144,33 @@ async def main() -> None:
         took = time.perf_counter() - start
         await dispatcher.stop()
         await runner.cleanup()
+        await mod.stop()
         audit = len(await store.audit_rows())
         await store.close()
     redactions = sum(1 for e in fake.store.rooms["!class:ent.test"].timeline if e["type"] == "m.room.redaction")
+    return sent, took, latencies, audit, redactions
+
+
+def p99(values: list[float]) -> float:
+    return sorted(values)[int(len(values) * 0.99) - 1]
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    blog.configure(level="error")
+    # Capacity: more is offered than can be taken, so what is decided per second is the ceiling.
+    sent, took, _, audit, redactions = await run(seconds=args.seconds, rate=2.5 * TARGET_RATE)
     rate = sent / took
-    p99 = sorted(latencies)[int(len(latencies) * 0.99) - 1]
     print(f"plaintext moderation, actions included: {sent} messages in {took:.1f} s, {audit} decisions audited, "
           f"{redactions} redactions sent")
-    print(f"  {rate:,.0f} decisions/s (target >= {TARGET_RATE:,.0f}, ratio {rate / TARGET_RATE:.2f}); "
-          f"p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms (target <= {TARGET_P99_MS:.0f}, "
-          f"ratio {p99 / TARGET_P99_MS:.2f})")
-    print("  encrypted messages (the bot's decryption first): not measured by this bench")
+    print(f"  capacity {rate:,.0f} decisions/s (target >= {TARGET_RATE:,.0f}, ratio {rate / TARGET_RATE:.2f})")
+    # Latency at the target rate: from the homeserver's send to the decision, queueing included.
+    sent, took, lat, _, _ = await run(seconds=args.seconds, rate=TARGET_RATE)
+    print(f"  at {sent / took:,.0f} messages/s offered: p50 {statistics.median(lat):.1f} ms, p99 {p99(lat):.1f} ms "
+          f"(target <= {TARGET_P99_MS:.0f}, ratio {p99(lat) / TARGET_P99_MS:.2f})")
+    print("  encrypted messages (the bot's decryption first): bench/bench_decisions_encrypted.py")
 
 
 if __name__ == "__main__":

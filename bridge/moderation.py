@@ -47,6 +47,24 @@ OUTSIDER = {"fr": "{user} a été retiré(e) de ce salon : {reason}.",
             "en": "{user} was removed from this room: {reason}."}
 
 
+INLINE_CHARS = 2000  # messages shorter than this are judged on the event loop (well under a millisecond)
+
+
+def _weight(content: Any, limit: int) -> int:
+    """Characters of text a message carries, counted until `limit`: cheap, and without recursion
+    (any nesting a crafted event may have)."""
+    total, stack = 0, [content]
+    while stack and total < limit:
+        value = stack.pop()
+        if isinstance(value, str):
+            total += len(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return total
+
+
 def _txn_id(event_id: str, protection: str, action: str) -> str:
     digest = hashlib.sha256(f"{event_id}\x00{protection}\x00{action}".encode()).hexdigest()[:32]
     return f"entb-mod-{digest}"
@@ -79,6 +97,7 @@ class Moderator:
         self._unmute_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.report = report  # posts to the district's admin room, when there is one
         self._engine_thread: ThreadPoolExecutor | None = None
+        self._judging = asyncio.Lock()
 
     # --- policies -------------------------------------------------------------------------------
 
@@ -236,12 +255,17 @@ class Moderator:
             return  # content the policy says not to look at is not looked at
         message = Message(msg.room_id, msg.event_id, msg.sender, await self._power(msg.room_id, msg.sender),
                           msg.content)
-        # The engine runs on a thread of its own: the event loop keeps answering the homeserver
-        # while a long message is read. One thread, so the memory (counts, strikes) sees one
-        # message at a time, in arrival order.
-        outcome = await asyncio.get_running_loop().run_in_executor(
-            self._engine(), functools.partial(self.memory.judge, profile, message, now=self.clock.now(),
-                                              compiled_words=self._words.get(profile.name)))
+        judge = functools.partial(self.memory.judge, profile, message, now=self.clock.now(),
+                                  compiled_words=self._words.get(profile.name))
+        # The memory (counts, strikes) sees one message at a time, in arrival order. A long message
+        # is read on the engine's own thread, so the event loop keeps answering the homeserver
+        # meanwhile; a short one (the common case: tens of microseconds) is read here, as a hop
+        # to a thread would cost more than reading it.
+        async with self._judging:
+            if _weight(msg.content, INLINE_CHARS) < INLINE_CHARS:
+                outcome = judge()
+            else:
+                outcome = await asyncio.get_running_loop().run_in_executor(self._engine(), judge)
         for decision in outcome.decisions:
             await self._act(msg, decision, mute_until_ms=outcome.mute_until_ms)
 

@@ -33,6 +33,7 @@ class Room:
     version: str = "12"
     state: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    by_id: dict[str, dict[str, Any]] = field(default_factory=dict)  # the timeline's events by id
 
     def content(self, etype: str, key: str = "") -> dict[str, Any] | None:
         ev = self.state.get((etype, key))
@@ -91,6 +92,7 @@ class RoomStore:
             ev["state_key"] = state_key
             room.state[(etype, state_key)] = ev
         room.timeline.append(ev)
+        room.by_id[ev["event_id"]] = ev
         return ev
 
     def room(self, room_id: str) -> Room:
@@ -167,7 +169,7 @@ class RoomStore:
 
     def redact(self, room: Room, sender: str, event_id: str, reason: str) -> dict[str, Any]:
         self.joined(room, sender)
-        target = next((e for e in room.timeline if e["event_id"] == event_id), None)
+        target = room.by_id.get(event_id)
         # Like Synapse, an event the room doesn't show (purged, or not arrived) may still be
         # redacted, by someone allowed to redact others'.
         if (target is None or target["sender"] != sender) and room.power(sender) < room.required("redact"):

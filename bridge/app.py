@@ -21,12 +21,14 @@ from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.bot import Bot, ReceivedMessage
 from bridge.matrix.transport import Transport
+from bridge.metrics import Metrics
 from bridge.moderation import Moderator
 from bridge.operations import Operations
 from bridge.outsider_guard import OutsiderGuard
 from bridge.policy.holder import PolicyHolder
 from bridge.scheduler import Resyncer
 from bridge.store import Store, open_store
+from bridge.tasks import cancel_and_wait
 
 log = get_logger(component="app")
 
@@ -35,6 +37,28 @@ async def log_event(event: dict[str, Any]) -> None:
     """First handler: record what arrived (metadata only, never content)."""
     get_logger(room_id=event.get("room_id")).debug(
         "event_handled", event_type=event.get("type"), sender=event.get("sender"))
+
+
+@dataclass
+class Readiness:
+    """What /_matrix/mau/ready says: the store answers, the homeserver answered the start-up
+    ping, the bot's device is up (for a bridge with its bot)."""
+
+    store: Store
+    bot: Bot | None
+    pinged: bool = False
+
+    async def report(self) -> dict[str, Any]:
+        problems = []
+        try:
+            await self.store.inbox_stats()
+        except Exception as exc:  # noqa: BLE001 - the answer is the report
+            problems.append(f"store unreachable: {type(exc).__name__}")
+        if not self.pinged:
+            problems.append("the homeserver has not answered the appservice ping")
+        if self.bot is not None and self.bot.client is None:
+            problems.append("the bot's device is not up")
+        return {"problems": problems} if problems else {}
 
 
 @dataclass
@@ -54,7 +78,10 @@ class Bridge:
     resyncer: Resyncer | None  # None without directory sources
     sweeper: Resyncer | None
     policy_watch: Resyncer | None
+    metrics: Metrics
+    readiness: Readiness
     runner: web.AppRunner | None = None
+    _lag: asyncio.Task[None] | None = None
 
     @classmethod
     async def create(cls, config: Config, *, store: Store | None = None, with_bot: bool = True,
@@ -64,8 +91,9 @@ class Bridge:
         isolate_syncs: syncs in a child process (by default, unless the transport is given: a child
         can't reach an in-memory homeserver)."""
         store = store or await open_store(config.database_url)
+        metrics = Metrics()
         api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token, clock=clock,
-                            transport=transport)
+                            transport=transport, metrics=metrics)
         audit = audit_for_config(config, store)
 
         async def on_decrypted(msg: ReceivedMessage) -> None:
@@ -92,13 +120,14 @@ class Bridge:
             raise BridgeError(f"policies: {error}")
         moderator = Moderator(policies_dir=config.policies_dir, store=store, api=api, bot=bot, audit=audit,
                               language=config.rooms.language, keyless=config.keyless_user_id, clock=clock,
-                              report=notify if admin_room is not None else None, holder=policies) if with_bot else None
+                              report=notify if admin_room is not None else None, holder=policies,
+                              metrics=metrics) if with_bot else None
         outsiders = OutsiderGuard(api=api, audit=audit, bot=config.bot_user_id, keyless=config.keyless_user_id,
                                   language=config.rooms.language,
                                   explain=moderator.outsider_removed if moderator is not None else None)
         isolate = transport is None if isolate_syncs is None else isolate_syncs
         ops = Operations(config=config, store=store, api=api, outsiders=outsiders, moderator=moderator,
-                         notify=notify, clock=clock, policies=policies, isolate=isolate)
+                         notify=notify, clock=clock, policies=policies, isolate=isolate, metrics=metrics)
         hooks = tuple(h for h in (moderator.on_decrypted if moderator else None,
                                   admin_room.on_message if admin_room else None) if h is not None)
         handlers: list[EventHandler] = [log_event, outsiders.on_event]
@@ -110,12 +139,14 @@ class Bridge:
         async def user_query(user_id: str) -> bool:
             return user_id == bot_user
 
+        health = Readiness(store=store, bot=bot if with_bot else None)
         server = AppserviceServer(hs_token=config.appservice.hs_token, store=store,
                                   on_new_events=dispatcher.notify, user_query=user_query,
-                                  dispatcher_state=dispatcher.state)
+                                  dispatcher_state=dispatcher.state, metrics=metrics, ready=health.report)
         sources = list(config.directory_sources)
         return cls(
-            config=config, store=store, api=api, bot=bot, server=server, dispatcher=dispatcher,
+            config=config, store=store, api=api, bot=bot, server=server, dispatcher=dispatcher, metrics=metrics,
+            readiness=health,
             outsiders=outsiders, ops=ops, moderator=moderator, admin_room=admin_room,
             resyncer=Resyncer(ops.resync, sources=sources, interval=config.resync_minutes * 60,
                               watch=config.watch_sources) if sources else None,
@@ -140,6 +171,7 @@ class Bridge:
         self.runner = await self.server.start(host=self.config.appservice.bind_address,
                                               port=self.config.appservice.port)
         self.dispatcher.start()
+        self._lag = asyncio.ensure_future(self.metrics.watch_loop())
         await self.ping_homeserver()
         if self.moderator is not None:
             await self.moderator.start()
@@ -157,11 +189,15 @@ class Bridge:
         bridge was down, instead of after its backoff (up to about 8 minutes)."""
         try:
             await self.api.ping(self.config.appservice.id, f"startup-{self.ops.clock.now_ms() // 1000}")
+            self.readiness.pinged = True
             log.info("homeserver_ping_ok")
         except BridgeError as exc:
             log.warning("homeserver_ping_failed", error=str(exc))
 
     async def stop(self) -> None:
+        if self._lag is not None:
+            await cancel_and_wait(self._lag)
+            self._lag = None
         for scheduler in (self.resyncer, self.sweeper, self.policy_watch):
             if scheduler is not None:
                 await scheduler.stop()

@@ -24,6 +24,7 @@ from bridge.errors import BridgeError, MForbidden, MNotFound
 from bridge.logging import get_logger
 from bridge.matrix.bot import Bot, ReceivedMessage
 from bridge.matrix.port import Homeserver
+from bridge.metrics import Metrics
 from bridge.policy.engine import QUIET_NOTICE, Decision, Message
 from bridge.policy.holder import PolicyHolder, PolicySet
 from bridge.policy.memory import ModerationMemory
@@ -73,9 +74,11 @@ def _txn_id(event_id: str, protection: str, action: str) -> str:
 class Moderator:
     def __init__(self, *, policies_dir: Path, store: Store, api: Homeserver, bot: Bot, audit: AuditLog,
                  language: str = "fr", keyless: str | None = None, clock: Clock = SYSTEM,
-                 report: Callable[[str], Awaitable[None]] | None = None, holder: PolicyHolder | None = None) -> None:
+                 report: Callable[[str], Awaitable[None]] | None = None, holder: PolicyHolder | None = None,
+                 metrics: Metrics | None = None) -> None:
         """holder: the running bridge's policies in force (its own over `policies_dir` without one)."""
         self.holder = holder or PolicyHolder(policies_dir)
+        self.metrics = metrics
         self.keyless = keyless
         self._keyless_power: dict[str, dict[str, Any]] = {}  # room id -> power levels (keyless rooms)
         self.policies_dir = policies_dir
@@ -276,6 +279,9 @@ class Moderator:
                           subject=msg.sender, reason=d.reason, detail={"actions": list(d.actions),
                                                                        "event_id": msg.event_id})
         await self.audit.flush()
+        if self.metrics is not None:
+            for action in d.actions:
+                self.metrics.moderation.labels(d.protection, action).inc()
         lang = self.language
         for action in d.actions:
             # The same event handled again (after a crash) sends the same request ids: the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable
 
 from bridge import admin_room as texts
@@ -12,6 +13,7 @@ from bridge.config import Config
 from bridge.errors import InputError
 from bridge.logging import get_logger
 from bridge.matrix.port import Homeserver
+from bridge.metrics import Metrics
 from bridge.moderation import Moderator
 from bridge.outsider_guard import OUTSIDERS_KEY, OutsiderGuard
 from bridge.policy.holder import PolicyHolder
@@ -27,11 +29,12 @@ Notify = Callable[[str], Awaitable[None]]
 class Operations:
     def __init__(self, *, config: Config, store: Store, api: Homeserver, outsiders: OutsiderGuard,
                  moderator: Moderator | None, notify: Notify, clock: Clock, policies: PolicyHolder,
-                 isolate: bool = True) -> None:
+                 isolate: bool = True, metrics: Metrics | None = None) -> None:
         """isolate: syncs run in a child process (bridge/sync_process.py); False runs them here
         (a homeserver only this process can reach: the tests' in-memory one). policies: the
         value in force, which syncs, sweeps and moderation all read."""
         self.policies = policies
+        self.metrics = metrics
         self.isolate = isolate
         self.config = config
         self.store = store
@@ -59,6 +62,7 @@ class Operations:
         """One directory sync, applied when the guards allow it; a refusal is logged and reported.
         A broken export is reported (file and line) and changes nothing: the rooms, and the
         outsider rule, stay as the last good export made them."""
+        started = time.monotonic()
         try:
             outcome = await self.sync(apply=True)
         except InputError as exc:
@@ -67,6 +71,14 @@ class Operations:
             await self.notify(self.last_sync)
             return
         self.last_outcome = outcome
+        if self.metrics is not None:
+            self.metrics.sync_seconds.observe(time.monotonic() - started)
+            if outcome.refused:
+                self.metrics.guard_refusals.inc()
+            else:
+                for kind, n in outcome.summary.items():
+                    self.metrics.actions.labels(kind).inc(n)
+                self.metrics.actions_failed.inc(outcome.failed)
         if self.moderator is not None:
             await self.moderator.refresh_rooms()
         await self.restore()  # the rule the sync saved (in this process or the child)
@@ -90,7 +102,10 @@ class Operations:
     async def sweep(self) -> None:
         """Retention sweep of every managed room whose template sets a lifetime, then the audit
         log's own retention."""
-        await sweep_managed(self._config(), store=self.store, api=self.api, clock=self.clock)
+        report = await sweep_managed(self._config(), store=self.store, api=self.api, clock=self.clock)
+        if self.metrics is not None:
+            self.metrics.sweeps.inc()
+            self.metrics.redactions.inc(report.redacted)
         cutoff = self.clock.now_ms() - self.config.audit_retention_days * 86_400_000
         await audit_for_config(self.config, self.store).prune(older_than_ms=cutoff)
         # Transaction ids and handled event ids: the homeserver resends for minutes, not weeks.

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from bridge.appservice.dispatch import DispatcherState
 from bridge.logging import get_logger
+from bridge.metrics import CONTENT_TYPE, Metrics
 from bridge.store.base import Store
 
 log = get_logger(component="appservice")
@@ -45,7 +46,13 @@ class AppserviceServer:
         alias_query: QueryHandler | None = None,
         dispatcher_state: DispatcherState | None = None,
         stale_after_s: float = 60.0,
+        metrics: Metrics | None = None,
+        ready: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
+        """metrics: served at /metrics; ready: what /_matrix/mau/ready reports (problems under
+        "problems", none when ready)."""
+        self.metrics = metrics
+        self.ready = ready
         self.dispatcher_state = dispatcher_state
         self.stale_after_s = stale_after_s
         self._hs_token = hs_token.encode()
@@ -60,6 +67,12 @@ class AppserviceServer:
         r.add_get("/_matrix/app/v1/rooms/{alias}", self.get_alias)
         r.add_post("/_matrix/app/v1/ping", self.ping)
         r.add_get("/health", self.health)
+        # Liveness and readiness as mautrix bridges answer them; metrics for Prometheus. This port
+        # is the homeserver's side: keep it on loopback or a private network.
+        r.add_get("/_matrix/mau/live", self.live)
+        r.add_get("/_matrix/mau/ready", self.get_ready)
+        if metrics is not None:
+            r.add_get("/metrics", self.get_metrics)
 
     def _authorised(self, request: web.Request) -> web.Response | None:
         header = request.headers.get("Authorization", "")
@@ -87,8 +100,13 @@ class AppserviceServer:
             return _error(400, "M_BAD_JSON", "events must be a list")
         # Ephemeral and to-device events (MSC2409) are not persisted: the bot reads its own
         # to-device messages through /sync, and typing/receipts are not worth keeping.
-        fresh = await self.store.record_transaction(txn_id, [e for e in events if isinstance(e, dict)],
-                                                    now_ms=int(time.time() * 1000))
+        started = time.perf_counter()
+        kept = [e for e in events if isinstance(e, dict)]
+        fresh = await self.store.record_transaction(txn_id, kept, now_ms=int(time.time() * 1000))
+        if self.metrics is not None:
+            self.metrics.transaction.observe(time.perf_counter() - started)
+            for event in kept if fresh else ():
+                self.metrics.events.labels(str(event.get("type"))[:100]).inc()
         (log.debug if fresh else log.info)("txn_received" if fresh else "txn_duplicate", txn_id=txn_id,
                                            events=len(events))
         if fresh:
@@ -143,6 +161,23 @@ class AppserviceServer:
         if problems:
             report["problems"] = problems
         return web.json_response(report)
+
+    async def live(self, _request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def get_ready(self, _request: web.Request) -> web.Response:
+        """200 when the store answers, the homeserver answered our ping and the bot's device is up."""
+        report = await self.ready() if self.ready is not None else {}
+        return web.json_response({"ok": not report.get("problems"), **report},
+                                 status=503 if report.get("problems") else 200)
+
+    async def get_metrics(self, _request: web.Request) -> web.Response:
+        assert self.metrics is not None
+        try:
+            body = await self.metrics.render(self.store)
+        except Exception as exc:  # noqa: BLE001 - a scrape never takes the bridge down
+            return web.Response(status=503, text=f"store unreachable: {type(exc).__name__}\n")
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def start(self, *, host: str, port: int) -> web.AppRunner:
         runner = web.AppRunner(self.app, access_log=None)

@@ -25,6 +25,7 @@ from bridge.errors import (
 )
 from bridge.logging import get_logger
 from bridge.matrix.transport import AiohttpTransport, Transport, TransportFailure
+from bridge.metrics import Metrics, endpoint
 
 log = get_logger(component="appservice_api")
 CS = "/_matrix/client/v3"
@@ -38,7 +39,9 @@ class AppserviceAPI:
     """Thin typed wrapper over the client-server API; retries what is temporary."""
 
     def __init__(self, *, base_url: str = "", as_token: str, transport: Transport | None = None,
-                 max_retries: int = 6, timeout: float = 30.0, clock: Clock = SYSTEM) -> None:
+                 max_retries: int = 6, timeout: float = 30.0, clock: Clock = SYSTEM,
+                 metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
         self.transport: Transport = transport or AiohttpTransport(base_url, timeout=timeout)
         self._as_token = as_token
         self.max_retries = max_retries
@@ -70,6 +73,9 @@ class AppserviceAPI:
         self.request_count += 1
         if method != "GET":
             self.write_count += 1
+        label = endpoint(path) if self.metrics is not None else ""
+        if self.metrics is not None:
+            self.metrics.api_calls.labels(label).inc()
         attempt = 0
         while True:
             try:
@@ -82,6 +88,8 @@ class AppserviceAPI:
             except TransportFailure as exc:
                 err = TemporaryMatrixError(f"{method} {path}: {exc}")
             if isinstance(err, PermanentMatrixError) or attempt >= (self.max_retries if retries is None else retries):
+                if self.metrics is not None:
+                    self.metrics.api_failed.labels(label, err.errcode or str(err.status or "network")).inc()
                 raise err
             assert isinstance(err, TemporaryMatrixError)
             delay = err.retry_after if err.retry_after is not None else min(0.25 * 2 ** attempt, 10.0)

@@ -25,11 +25,13 @@ from nio.exceptions import LocalProtocolError
 
 from bridge.errors import BridgeError, MatrixError
 from bridge.logging import get_logger
+from bridge.matrix import nio_schemas
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.cross_signing import CrossSigningKeys, seal, unseal
 from bridge.private_files import private_dir, private_files_in
 from bridge.tasks import cancel_and_wait
 
+nio_schemas.install()
 log = get_logger(component="bot")
 
 DEVICE_KEY = "bot_device_id"

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.access.snapshot import AccessSnapshot
 from bridge.admin_room import AdminRoom
 from bridge.appservice.dispatch import Dispatcher, EventHandler
 from bridge.appservice.server import AppserviceServer
@@ -17,6 +18,7 @@ from bridge.audit import for_config as audit_for_config
 from bridge.clock import SYSTEM, Clock
 from bridge.config import Config
 from bridge.errors import BridgeError
+from bridge.help_desk import HelpDesk
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.bot import Bot, ReceivedMessage
@@ -128,8 +130,12 @@ class Bridge:
         isolate = transport is None if isolate_syncs is None else isolate_syncs
         ops = Operations(config=config, store=store, api=api, outsiders=outsiders, moderator=moderator,
                          notify=notify, clock=clock, policies=policies, isolate=isolate, metrics=metrics)
+        help_desk = HelpDesk(bot=bot, snapshot=AccessSnapshot(config.access_snapshot) if config.access_snapshot
+                             else None, admins=frozenset(config.admins), language=config.rooms.language,
+                             is_managed=moderator.is_managed, admin_room=config.admin_room) if moderator else None
         hooks = tuple(h for h in (moderator.on_decrypted if moderator else None,
-                                  admin_room.on_message if admin_room else None) if h is not None)
+                                  admin_room.on_message if admin_room else None,
+                                  help_desk.on_message if help_desk else None) if h is not None)
         handlers: list[EventHandler] = [log_event, outsiders.on_event]
         if moderator is not None:
             handlers.append(moderator.on_event)

@@ -226,6 +226,11 @@ class Moderator:
                                               str(event.get("sender")), str(content.get("body", "")), False,
                                               dict(content)))
 
+    async def is_managed(self, room_id: str) -> bool:
+        """A room the bridge runs (learnt from its marker the first time it is asked about)."""
+        await self._learn(room_id)
+        return room_id in self.room_template
+
     async def _learn(self, room_id: str) -> None:
         """A room this moderator doesn't know yet (created by a sync still running, in another
         process): its template is in its own `fr.ent-bridge.room` state. Rooms without it (not

@@ -149,6 +149,14 @@ class AccessSnapshot:
                         "AND pid = (SELECT id FROM person WHERE mxid = ?)", ref, user)
         return int(str(row[0])) if row else None
 
+    def sides(self, user: str) -> frozenset[str]:
+        """What the directory makes this person (teacher, guardian, director…), from their links."""
+        if self._db is None:
+            return frozenset()
+        rows = self._db.execute("SELECT DISTINCT s.name FROM link l JOIN side s ON s.id = l.side "
+                                "WHERE l.pid = (SELECT id FROM person WHERE mxid = ?)", (user,)).fetchall()
+        return frozenset(str(r[0]) for r in rows)
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()

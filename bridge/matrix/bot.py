@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 from nio import (
     AsyncClient,
     AsyncClientConfig,
+    InviteMemberEvent,
     MegolmEvent,
     RoomEncryptedMedia,
     RoomMessageMedia,
@@ -118,6 +119,8 @@ class Bot:
         await self.api.register_user(localpart)
         device_id = await self._device_id()
         await self.api.ensure_device(self.user_id, device_id, display_name=self.display_name)
+        # Clients show this name (not "ent-bridge_bot") in rooms and in the user directory.
+        await self.api.ensure_display_name(self.user_id, self.display_name)
         config = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True,
                                    pickle_key=self._store_key, request_timeout=60)
         client = AppserviceNioClient(self.homeserver_url, self.user_id, device_id=device_id,
@@ -133,6 +136,7 @@ class Bot:
         client.add_event_callback(self._on_text, (RoomMessageText, RoomMessageNotice, RoomMessageMedia,
                                                   RoomEncryptedMedia))
         client.add_event_callback(self._on_undecryptable, MegolmEvent)
+        client.add_event_callback(self._on_invite, InviteMemberEvent)
         client.add_response_callback(self._on_sync, SyncResponse)
         log.info("bot_started", user_id=self.user_id, device_id=device_id)
         if sync:
@@ -210,6 +214,20 @@ class Bot:
             except Exception as exc:  # noqa: BLE001 - one failing hook must not stop the sync loop
                 log.error("bot_hook_failed", room_id=room.room_id, event_id=event.event_id,
                           error=f"{type(exc).__name__}: {exc}")
+
+    async def _on_invite(self, room: Any, event: Any) -> None:
+        """Someone of this homeserver opens a direct chat with the bot (for `!aide`): it joins. An
+        invite from another server is left unanswered."""
+        if event.state_key != self.user_id or getattr(event, "membership", None) != "invite":
+            return
+        if event.sender.split(":", 1)[-1] != self.user_id.split(":", 1)[-1]:
+            log.info("bot_invite_ignored", room_id=room.room_id, sender=event.sender)
+            return
+        try:
+            await self.api.join(room.room_id, as_user=self.user_id)
+            log.info("bot_joined_on_invite", room_id=room.room_id, sender=event.sender)
+        except MatrixError as exc:
+            log.warning("bot_join_failed", room_id=room.room_id, error=str(exc))
 
     async def _on_undecryptable(self, room: Any, event: MegolmEvent) -> None:
         log.warning("bot_undecryptable", room_id=room.room_id, event_id=event.event_id,

@@ -112,6 +112,9 @@ class Bridge:
         admin_room = AdminRoom(bot=bot, room_id=config.admin_room, admins=frozenset(config.admins),
                                commands=commands) if with_bot and config.admin_room else None
 
+        def rooms_of(user: str) -> list[str]:
+            return [room for room, people in outsiders.entitled.items() if user in people]  # bound below
+
         async def notify(text: str) -> None:
             if admin_room is not None:
                 await admin_room.notify(text)
@@ -123,7 +126,7 @@ class Bridge:
         moderator = Moderator(policies_dir=config.policies_dir, store=store, api=api, bot=bot, audit=audit,
                               language=config.rooms.language, keyless=config.keyless_user_id, clock=clock,
                               report=notify if admin_room is not None else None, holder=policies,
-                              metrics=metrics) if with_bot else None
+                              metrics=metrics, rooms_of=rooms_of) if with_bot else None
         outsiders = OutsiderGuard(api=api, audit=audit, bot=config.bot_user_id, keyless=config.keyless_user_id,
                                   language=config.rooms.language,
                                   explain=moderator.outsider_removed if moderator is not None else None)

@@ -42,6 +42,8 @@ CAUTION = {"fr": "{user} : attention ({reason}). Merci de respecter la charte.",
            "en": "{user}: careful ({reason}). Please follow the charter."}
 MUTED = {"fr": "{user} ne peut plus écrire ici pendant {minutes} min ({reason}).",
          "en": "{user} can't write here for {minutes} min ({reason})."}
+WAVE = {"fr": "{user} ne peut plus écrire dans les salons de l'établissement pendant {minutes} min ({reason}).",
+        "en": "{user} can't write in the school's rooms for {minutes} min ({reason})."}
 REPORT = {"fr": "Signalement : {user} dans « {room} » — règle {protection} ({reason}). Mesures : {actions}.",
           "en": "Report: {user} in “{room}” — rule {protection} ({reason}). Actions: {actions}."}
 OUTSIDER = {"fr": "{user} a été retiré(e) de ce salon : {reason}.",
@@ -75,7 +77,9 @@ class Moderator:
     def __init__(self, *, policies_dir: Path, store: Store, api: Homeserver, bot: Bot, audit: AuditLog,
                  language: str = "fr", keyless: str | None = None, clock: Clock = SYSTEM,
                  report: Callable[[str], Awaitable[None]] | None = None, holder: PolicyHolder | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, rooms_of: Callable[[str], list[str]] | None = None) -> None:
+        """rooms_of: the managed rooms a person is entitled to (a wave's mute reaches them all)."""
+        self.rooms_of = rooms_of
         """holder: the running bridge's policies in force (its own over `policies_dir` without one)."""
         self.holder = holder or PolicyHolder(policies_dir)
         self.metrics = metrics
@@ -304,9 +308,12 @@ class Moderator:
                                    txn_id=txn)
             elif action == "mute" and mute_until_ms is not None:
                 minutes = float(d.detail.get("mute_minutes", 60))
+                wave = bool(d.detail.get("everywhere"))
                 # Expiries are wall-clock times: they are slept on and survive restarts.
-                await self.mute(msg.room_id, msg.sender, until_ms=mute_until_ms)
-                await self._notice(msg.room_id, MUTED.get(lang, MUTED["fr"]).format(
+                for room_id in self._wave_rooms(msg) if wave else [msg.room_id]:
+                    await self.mute(room_id, msg.sender, until_ms=mute_until_ms)
+                texts = WAVE if wave else MUTED
+                await self._notice(msg.room_id, texts.get(lang, texts["fr"]).format(
                     user=msg.sender, minutes=f"{minutes:g}", reason=d.reason), txn_id=txn)
             elif action == "kick":
                 await self.api.kick(msg.room_id, msg.sender, as_user=self.actor(msg.room_id), reason=d.reason)
@@ -323,6 +330,14 @@ class Moderator:
                               f"{', '.join(d.actions)}")
 
     # --- mutes ----------------------------------------------------------------------------------
+
+    def _wave_rooms(self, msg: ReceivedMessage) -> list[str]:
+        """Every managed room of the message's school that the sender is in (or, not knowing who is
+        where, every room of that school)."""
+        school = self.room_school.get(msg.room_id)
+        rooms = self.rooms_of(msg.sender) if self.rooms_of is not None else list(self.room_template)
+        same = [r for r in rooms if school is None or self.room_school.get(r) == school]
+        return sorted({msg.room_id, *same})
 
     async def _set_level(self, room_id: str, user_id: str, level: int | None) -> None:
         content = await self.api.get_state(room_id, "m.room.power_levels", as_user=self.actor(room_id))

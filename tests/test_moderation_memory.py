@@ -17,7 +17,7 @@ from bridge.matrix.fake import FakeHomeserver
 from bridge.moderation import Moderator
 from bridge.policy.engine import Message
 from bridge.policy.memory import ModerationMemory
-from bridge.policy.model import BannedWords, Flood, Profile, QuietHours, Strikes
+from bridge.policy.model import BannedWords, FanOut, Flood, Profile, QuietHours, Strikes
 from bridge.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -308,3 +308,53 @@ async def test_the_engine_runs_off_the_event_loop(shell: Any) -> None:
     await judged
     assert threads == ["moderation-engine_0"] and threading.current_thread() is threading.main_thread()
     assert next(e for e in fake.room(room).timeline if e["event_id"] == event_id)["content"] == {}
+
+
+def test_a_wave_across_rooms_is_caught_once_with_a_higher_bar_for_moderators() -> None:
+    """A hijacked account writing one message in each of many rooms: no room sees a flood, the
+    memory sees the wave. Once caught, its mute covers what follows."""
+    profile = Profile("p", fan_out=FanOut(max_rooms=3, max_rooms_moderators=6, window_minutes=10, mute_minutes=60))
+    mem = ModerationMemory()
+
+    def post(room: int, minute: float, *, power: int = 0, sender: str = "@hijacked:s") -> Any:
+        return mem.judge(profile, Message(f"!r{room}:s", f"$w{next(_EVENTS)}", sender, power,
+                                          {"msgtype": "m.text", "body": "cliquez ici"}),
+                         now=NOON + timedelta(minutes=minute))
+
+    outs = [post(i, i * 0.5) for i in range(6)]
+    waves = [[d.protection for d in o.decisions] for o in outs]
+    assert waves == [[], [], [], ["fan_out"], [], []]  # a 4th room within 10 minutes; once
+    assert outs[3].mute_until_ms == int((NOON + timedelta(minutes=1.5 + 60)).timestamp() * 1000)
+    assert outs[3].decisions[0].detail["everywhere"] is True
+    # Slowly, over hours, the same rooms are no wave.
+    assert all(not post(i, 200 + i * 11, sender="@calm:s").decisions for i in range(6))
+    # A teacher writes to several classes: a wave only past the moderators' bar.
+    teacher = [post(i, i * 0.5, power=50, sender="@teacher:s") for i in range(8)]
+    assert [bool(o.decisions) for o in teacher] == [False] * 6 + [True, False]  # a 7th room: more than 6
+
+
+async def test_a_wave_mutes_the_account_in_every_room_of_the_school(shell: Any) -> None:
+    mod, fake, first, parent, _clock, store = shell
+    bot = mod.bot.user_id
+    rooms = [first]
+    for _ in range(5):
+        room = await mod.api.create_room(as_user=bot, body={"preset": "private_chat", "power_level_content_override": {
+            "users": {}, "events_default": 0, "state_default": 50}})
+        await mod.api.invite(room, parent, as_user=bot)
+        fake.store.join(fake.room(room), parent)
+        rooms.append(room)
+    other_school = rooms.pop()
+    mod.room_template = {r: "class" for r in [*rooms, other_school]}
+    mod.room_school = {**{r: "0750001A" for r in rooms}, other_school: "0750002B"}
+    mod.rooms_of = lambda user: [*rooms, other_school] if user == parent else []
+    for i, room in enumerate(rooms):  # one message in each of 5 rooms (the shipped bar: more than 4)
+        await mod.on_event({"type": "m.room.message", "room_id": room, "event_id": f"$wave{i}", "sender": parent,
+                            "content": {"msgtype": "m.text", "body": "Urgent : cliquez ici"}})
+    def muted_in(room: str) -> bool:  # (the fake clock may already have lifted it: look at the history)
+        return any((e["content"].get("users") or {}).get(parent) == -1
+                   for e in fake.room(room).timeline if e["type"] == "m.room.power_levels")
+
+    assert [muted_in(r) for r in rooms] == [True] * len(rooms)  # every room of the school, at once
+    assert not muted_in(other_school)  # another school's room: not this wave's
+    assert any("salons de l'établissement" in text for _, text in mod.bot.notices)
+    assert any("moderation_fan_out" in r.body for r in await store.audit_rows())

@@ -36,6 +36,8 @@ class ModerationMemory:
         self._answered: dict[Key, int] = {}
         self._muted_until: dict[Key, int] = {}
         self._judged: OrderedDict[str, Outcome] = OrderedDict()  # recent event ids: each judged once
+        self._posted: dict[str, deque[tuple[int, str]]] = defaultdict(lambda: deque(maxlen=window))
+        self._waved_until: dict[str, int] = {}  # sender -> end of the mute a wave earned
 
     def judge(self, profile: Profile, msg: Message, *, now: datetime,
               compiled_words: tuple[str, ...] | None = None) -> Outcome:
@@ -57,6 +59,7 @@ class ModerationMemory:
         recent = self._recent[key]
         recent.append(now_ms)
         decisions = evaluate(profile, msg, now=now, recent_ms=list(recent), compiled_words=compiled_words)
+        decisions += self._fan_out(profile, msg, now_ms)
         if any(d.protection != "quiet_hours" for d in decisions):
             strikes = self._strikes[key]
             strikes.append(now_ms)
@@ -81,6 +84,24 @@ class ModerationMemory:
                 actions.append(action)
             out.append(replace(d, actions=tuple(actions)))
         return Outcome(tuple(out), mute_until)
+
+    def _fan_out(self, profile: Profile, msg: Message, now_ms: int) -> list[Decision]:
+        """Across rooms, and for moderators too (a teacher's account can be hijacked): only the
+        threshold differs. Once per wave: the mute it earns covers what follows."""
+        rule = profile.fan_out
+        if rule is None:
+            return []
+        posted = self._posted[msg.sender]
+        posted.append((now_ms, msg.room_id))
+        while posted and now_ms - posted[0][0] > rule.window_minutes * 60_000:
+            posted.popleft()
+        rooms = len({room for _, room in posted})
+        limit = rule.max_rooms_moderators if msg.sender_power >= profile.exempt_power else rule.max_rooms
+        if rooms <= limit or self._waved_until.get(msg.sender, 0) > now_ms:
+            return []
+        self._waved_until[msg.sender] = now_ms + int(rule.mute_minutes * 60_000)
+        return [Decision("fan_out", rule.action, f"messages dans {rooms} salons en {rule.window_minutes:g} min",
+                         {"mute_minutes": rule.mute_minutes, "everywhere": True})]
 
     def muted(self, room_id: str, user_id: str, *, now_ms: int) -> bool:
         return self._muted_until.get((room_id, user_id), 0) > now_ms

@@ -52,6 +52,18 @@ class QuietHours:
 
 
 @dataclass(frozen=True)
+class FanOut:
+    """One account posting in many rooms within minutes: a hijacked account writing to every
+    family (March 2024). It is muted in every room of the school at once, and reported."""
+
+    max_rooms: int = 4  # members (legal guardians): more rooms than this within the window
+    max_rooms_moderators: int = 15  # teachers and directors do write to several classes
+    window_minutes: float = 10.0
+    action: tuple[str, ...] = ("mute", "report")
+    mute_minutes: float = 1440.0
+
+
+@dataclass(frozen=True)
 class Strikes:
     threshold: int = 3
     window_hours: float = 24.0
@@ -70,6 +82,7 @@ class Profile:
     links: Links | None = None
     mentions: Mentions | None = None
     quiet_hours: QuietHours | None = None
+    fan_out: FanOut | None = None
     strikes: Strikes = field(default_factory=Strikes)
 
 

@@ -349,3 +349,55 @@ async def test_disguises_other_fields_and_malformed_content_are_caught_live(home
         assert not any("connard" in b or "a.a.a." in b for b in audit)  # never the content
     finally:
         await bridge.stop()
+
+
+async def test_a_wave_from_one_account_mutes_it_in_every_room_of_the_school(homeserver: Any, data_dir: Path,
+                                                                            tmp_path: Path, humans: Any) -> None:
+    """Anne (Lina's and Tom's mother) writes one message in each of her rooms within minutes, as a
+    hijacked account would: no room sees a flood, yet she is muted in every room of the school."""
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    mod = (policies / "moderation.yaml").read_text()
+    assert "max_rooms: 4 " in mod
+    (policies / "moderation.yaml").write_text(mod.replace("max_rooms: 4 ", "max_rooms: 2 "))
+    parent = await humans("parent")
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(yaml.safe_dump({"g-anne": parent.user_id}))
+    base = homeserver.config(data_dir)
+    config = dataclasses.replace(base, policies_dir=policies,
+                                 identity=dataclasses.replace(base.identity, mapping_file=mapping))
+    school = str(write_school(tmp_path, unique_school(tmp_path)))
+    bridge = await Bridge.create(config)
+    await bridge.start()
+    try:
+        await run_sync(config, [school], store=bridge.store, api=bridge.api, apply=True)
+        await bridge.ops.restore()  # the outsider rule: who is entitled where (the wave's reach)
+        await bridge.moderator.refresh_rooms()
+        bridge.moderator.clock = FixedTime(NOON)
+        records = {r.room_key: r.room_id for r in await bridge.store.all_rooms()}
+        writable = [rid for key, rid in records.items() if key.startswith(("class:", "family:"))
+                    and parent.user_id in bridge.outsiders.entitled.get(rid, frozenset())]
+        everywhere = [rid for rid, people in bridge.outsiders.entitled.items() if parent.user_id in people]
+        assert len(writable) == 4 and len(everywhere) > len(writable)  # her children's class and family rooms
+        for room_id in writable:
+            await sync_until(parent, lambda r=room_id: r in parent.invited_rooms)
+            await parent.join(room_id)
+            await sync_until(parent, lambda r=room_id: r in parent.rooms)
+            await bridge.bot.wait_for_room(room_id)
+        for room_id in writable[:3]:  # a third room within the window: past the bar of 2
+            await parent.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "Urgent : cliquez ici"},
+                                   ignore_unverified_devices=True)
+
+        async def level(room_id: str) -> int | None:
+            pl = await bridge.api.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state/"
+                                                 "m.room.power_levels/", user_id=config.bot_user_id)
+            return pl.get("users", {}).get(parent.user_id)
+
+        async def muted_everywhere() -> bool:
+            return all([await level(r) == -1 for r in everywhere])
+
+        await _wait(muted_everywhere)  # the fourth room too, where she wrote nothing
+        assert {r for r, u, _ in await bridge.store.mutes() if u == parent.user_id} == set(everywhere)
+        assert any("moderation_fan_out" in r.body for r in await bridge.store.audit_rows())
+    finally:
+        await bridge.stop()

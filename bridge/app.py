@@ -27,6 +27,7 @@ from bridge.metrics import Metrics
 from bridge.moderation import Moderator
 from bridge.operations import Operations
 from bridge.outsider_guard import OutsiderGuard
+from bridge.pause import SchoolPause
 from bridge.policy.holder import PolicyHolder
 from bridge.scheduler import Resyncer
 from bridge.store import Store, open_store
@@ -136,7 +137,10 @@ class Bridge:
         help_desk = HelpDesk(bot=bot, snapshot=AccessSnapshot(config.access_snapshot) if config.access_snapshot
                              else None, admins=frozenset(config.admins), language=config.rooms.language,
                              is_managed=moderator.is_managed, admin_room=config.admin_room) if moderator else None
+        pause = SchoolPause(moderator=moderator, api=api, store=store, audit=audit, admins=frozenset(config.admins),
+                            clock=clock, language=config.rooms.language) if moderator else None
         hooks = tuple(h for h in (moderator.on_decrypted if moderator else None,
+                                  pause.on_message if pause else None,
                                   admin_room.on_message if admin_room else None,
                                   help_desk.on_message if help_desk else None) if h is not None)
         handlers: list[EventHandler] = [log_event, outsiders.on_event]

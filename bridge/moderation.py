@@ -190,6 +190,14 @@ class Moderator:
         """Who acts in a room: the keyless user in rooms without content inspection, else the bot."""
         return str(self.keyless) if self.keyless_room(room_id) else self.bot.user_id
 
+    async def power(self, room_id: str, user_id: str) -> int:
+        """A person's power level in a room the bridge runs."""
+        return await self._power(room_id, user_id)
+
+    async def notice(self, room_id: str, text: str) -> None:
+        """A notice in the room, from whoever runs it (the bot, or the keyless user)."""
+        await self._notice(room_id, text)
+
     async def _power(self, room_id: str, user_id: str) -> int:
         if self.keyless_room(room_id):
             levels = self._keyless_power.get(room_id)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.policy.loader import _build, _Ctx
-from bridge.policy.model import GUARDIAN_TARGETS, AccessPolicy
+from bridge.policy.model import GUARDIAN_TARGETS, PAUSE_WRITERS, AccessPolicy
 from bridge.yamlutil import clean, load_with_lines
 
 FILE = "access.yaml"
@@ -30,6 +30,8 @@ def load_access(folder: Path) -> AccessPolicy:
     if bad:
         raise ctx.fail(data["access"], "guardians_reach", f"guardians_reach: unknown {', '.join(bad)} "
                                                           f"(known: {', '.join(GUARDIAN_TARGETS)})")
+    if policy.pause_writers not in PAUSE_WRITERS:
+        raise ctx.fail(data["access"], "pause_writers", f"pause_writers: one of {', '.join(PAUSE_WRITERS)}")
     odd = [u for u in policy.unrestricted if not (u.startswith("@") and ":" in u)]
     if odd:
         raise ctx.fail(data["access"], "unrestricted", f"unrestricted: not Matrix ids: {', '.join(odd)}")
@@ -42,6 +44,8 @@ def json_schema() -> dict[str, Any]:
     for f in fields(AccessPolicy):
         if f.name == "guardians_reach":
             props[f.name] = {"type": "array", "items": {"enum": list(GUARDIAN_TARGETS)}}
+        elif f.name == "pause_writers":
+            props[f.name] = {"enum": list(PAUSE_WRITERS)}
         elif f.name == "unrestricted":
             props[f.name] = {"type": "array", "items": {"type": "string", "pattern": "^@[^:]+:.+$"}}
         else:

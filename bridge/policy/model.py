@@ -87,6 +87,7 @@ class Profile:
 
 
 GUARDIAN_TARGETS = ("teachers", "director", "school_staff")
+PAUSE_WRITERS = {"moderators": 50, "admins": 100}  # the power level a pause sets as events_default
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,9 @@ class AccessPolicy:
     # Matrix ids held to none of these rules (the district's administrators): they reach anyone
     # and anyone reaches them.
     unrestricted: tuple[str, ...] = ()
+    # Who still writes while the school's messaging is paused (!pause): moderators (the teaching
+    # team and the director) or admins (the director alone).
+    pause_writers: str = "moderators"
 
 
 @dataclass(frozen=True)

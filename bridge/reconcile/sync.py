@@ -33,6 +33,8 @@ from bridge.reconcile.observed import ObservedState
 from bridge.reconcile.observer import ObserveStats, RoomObserver
 from bridge.rooms.desired import DesiredState
 from bridge.rooms.leavers import due_for_erasure, leaver_changes
+from bridge.rooms.pauses import PAUSES_KEY, paused_levels, with_pauses
+from bridge.rooms.pauses import decode as decode_pauses
 from bridge.store.base import Store
 
 DIRECTORY_SIZE_KEY = "directory_size"
@@ -122,6 +124,7 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
                                                   by_email=by_email)
     reach = await asyncio.to_thread(relations, directory, identities, load_access(config.policies_dir),
                                     secret=config.rooms.key_secret)
+    desired = await _keep_pauses(desired, store)
     provision, more = await missing_accounts(config, directory, identities, known, accounts)
     if notes + more:
         desired = dataclasses.replace(desired, warnings=desired.warnings + tuple(notes + more))
@@ -146,6 +149,15 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
     log.info("sync_planned", actions=len(plan.actions), summary=json.dumps(plan.summary()), guard_ok=verdict.ok)
     gone, back = leaver_changes(known, present, leavers, now_ms=now_ms)
     return SyncPlan(plan, verdict, desired, size, identities, known, gone, back, stats, now_ms, reach)
+
+
+async def _keep_pauses(desired: DesiredState, store: Store) -> DesiredState:
+    """A paused school's rooms stay paused: the sync wants them as the pause made them."""
+    pauses = decode_pauses(await store.get_value(PAUSES_KEY))
+    if not pauses:
+        return desired
+    keys = {r.room_id: r.room_key for r in await store.all_rooms()}
+    return with_pauses(desired, {keys[room]: level for room, level in paused_levels(pauses).items() if room in keys})
 
 
 def _limits(config: Config) -> guards.Limits:

@@ -401,3 +401,59 @@ async def test_a_wave_from_one_account_mutes_it_in_every_room_of_the_school(home
         assert any("moderation_fan_out" in r.body for r in await bridge.store.audit_rows())
     finally:
         await bridge.stop()
+
+
+async def test_a_school_pause_on_synapse_holds_and_is_lifted_exactly_after_a_restart(
+        homeserver: Any, data_dir: Path, tmp_path: Path, humans: Any) -> None:
+    parent, director = await humans("parent"), await humans("director")
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(yaml.safe_dump({"g-anne": parent.user_id, "t-ce1": director.user_id}))  # Marc directs
+    base = homeserver.config(data_dir)
+    config = dataclasses.replace(base, identity=dataclasses.replace(base.identity, mapping_file=mapping))
+    school = str(write_school(tmp_path, unique_school(tmp_path)))
+    bridge = await Bridge.create(config)
+    await bridge.start()
+    try:
+        await run_sync(config, [school], store=bridge.store, api=bridge.api, apply=True)
+        await bridge.moderator.refresh_rooms()
+        rooms = {r.room_key.split(":")[0] + (":CP" if ":CP:" in r.room_key else ""): r.room_id
+                 for r in await bridge.store.all_rooms()}
+        klass, reports = rooms["class:CP"], rooms["moderators"]
+        for human, room_id in ((parent, klass), (director, reports)):
+            await sync_until(human, lambda h=human, r=room_id: r in h.invited_rooms)
+            await human.join(room_id)
+            await sync_until(human, lambda h=human, r=room_id: r in h.rooms)
+            await bridge.bot.wait_for_room(room_id)
+
+        async def levels() -> dict[str, Any]:
+            return dict(await bridge.api.get_state(klass, "m.room.power_levels", as_user=config.bot_user_id))
+
+        before = await levels()
+        await sync_until(director, lambda: config.bot_user_id in director.rooms[reports].users)
+        await director.room_send(reports, "m.room.message", {"msgtype": "m.text", "body": "!pause messages suspects"},
+                                 ignore_unverified_devices=True)
+
+        async def paused() -> bool:
+            return (await levels())["events_default"] == 50
+
+        await _wait(paused)
+        refused = await parent.room_send(klass, "m.room.message", {"msgtype": "m.text", "body": "?"},
+                                         ignore_unverified_devices=True)
+        assert getattr(refused, "status_code", None) == "M_FORBIDDEN", refused
+        await bridge.stop()
+        bridge = await Bridge.create(config)  # a restart: the pause is in the store
+        await bridge.start()
+        await bridge.moderator.refresh_rooms()
+        await bridge.bot.wait_for_room(reports)
+        await director.room_send(reports, "m.room.message", {"msgtype": "m.text", "body": "!reprise"},
+                                 ignore_unverified_devices=True)
+
+        async def lifted() -> bool:
+            return await levels() == before
+
+        await _wait(lifted)  # exactly the previous power levels
+        sent = await parent.room_send(klass, "m.room.message", {"msgtype": "m.text", "body": "merci"},
+                                      ignore_unverified_devices=True)
+        assert getattr(sent, "event_id", None), sent
+    finally:
+        await bridge.stop()

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.absences import Absences
 from bridge.access.snapshot import AccessSnapshot
 from bridge.admin_room import AdminRoom
 from bridge.appservice.dispatch import Dispatcher, EventHandler
@@ -134,13 +135,18 @@ class Bridge:
         isolate = transport is None if isolate_syncs is None else isolate_syncs
         ops = Operations(config=config, store=store, api=api, outsiders=outsiders, moderator=moderator,
                          notify=notify, clock=clock, policies=policies, isolate=isolate, metrics=metrics)
-        help_desk = HelpDesk(bot=bot, snapshot=AccessSnapshot(config.access_snapshot) if config.access_snapshot
-                             else None, admins=frozenset(config.admins), language=config.rooms.language,
-                             is_managed=moderator.is_managed, admin_room=config.admin_room) if moderator else None
+        snapshot = AccessSnapshot(config.access_snapshot) if config.access_snapshot else None
+        absences = Absences(moderator=moderator, store=store, snapshot=snapshot, rooms_of=rooms_of, clock=clock,
+                            language=config.rooms.language) if moderator else None
+        help_desk = HelpDesk(bot=bot, snapshot=snapshot, admins=frozenset(config.admins),
+                             language=config.rooms.language, is_managed=moderator.is_managed,
+                             admin_room=config.admin_room, commands=absences.command if absences else None,
+                             ) if moderator else None
         pause = SchoolPause(moderator=moderator, api=api, store=store, audit=audit, admins=frozenset(config.admins),
                             clock=clock, language=config.rooms.language) if moderator else None
         hooks = tuple(h for h in (moderator.on_decrypted if moderator else None,
                                   pause.on_message if pause else None,
+                                  absences.on_message if absences else None,
                                   admin_room.on_message if admin_room else None,
                                   help_desk.on_message if help_desk else None) if h is not None)
         handlers: list[EventHandler] = [log_event, outsiders.on_event]

@@ -56,7 +56,10 @@ def help_text(roles: frozenset[str], *, language: str) -> str:
 
 class HelpDesk:
     def __init__(self, *, bot: Bot, snapshot: AccessSnapshot | None, admins: frozenset[str], language: str,
-                 is_managed: Callable[[str], Awaitable[bool]], admin_room: str | None) -> None:
+                 is_managed: Callable[[str], Awaitable[bool]], admin_room: str | None,
+                 commands: Callable[[ReceivedMessage], Awaitable[str | None]] | None = None) -> None:
+        """commands: other commands a direct chat takes (absences): their answer, or None."""
+        self.commands = commands
         self.bot = bot
         self.snapshot = snapshot
         self.admins = admins
@@ -90,7 +93,9 @@ class HelpDesk:
             return  # an edit, a notice, a reaction: never answered (no answer loops between bots)
         if not self._direct(msg.room_id) or await self.is_managed(msg.room_id):
             return
-        if msg.body.strip().startswith("!"):
+        if self.commands is not None and (answer := await self.commands(msg)) is not None:
+            text = answer
+        elif msg.body.strip().startswith("!"):
             text = help_text(self.roles(msg.sender), language=self.language)
         else:
             text = NOT_A_COMMAND.get(self.language, NOT_A_COMMAND["fr"])

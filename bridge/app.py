@@ -20,6 +20,7 @@ from bridge.clock import SYSTEM, Clock
 from bridge.config import Config
 from bridge.errors import BridgeError
 from bridge.help_desk import HelpDesk
+from bridge.lease import ACTIVE, WriterLease, holder_name
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.bot import Bot, ReceivedMessage
@@ -232,15 +233,43 @@ class Bridge:
         log.info("bridge_stopped")
 
 
-async def run_forever(config: Config) -> None:
-    bridge = await Bridge.create(config)
-    await bridge.start()
+ACTIVE_TTL_S = 20.0  # a standby takes over at most this long after the active one died elsewhere
+
+
+async def run_forever(config: Config) -> int:
+    """Serve as the active bridge; while another `run` is active on the same store, wait as its
+    standby. The active lease is held on a connection of its own and released only once the
+    bridge has stopped (port closed); losing it (a frozen process whose lease expired) stops
+    this one, exit code 1, so that two never serve at once."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(bridge.ops.reload_policies()))
+    lease_store = await open_store(config.database_url)
+    lease = WriterLease(lease_store, holder=holder_name("run"), name=ACTIVE, ttl_s=ACTIVE_TTL_S, poll_s=0.5)
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        await stop.wait()
+        waiting = asyncio.ensure_future(lease.acquire())
+        await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():  # stopped while standing by
+            await cancel_and_wait(waiting)
+            return 0
+        waiting.result()
+        log.info("bridge_active", holder=lease.holder)
+        bridge = await Bridge.create(config)
+        await bridge.start()
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(bridge.ops.reload_policies()))
+        lost = asyncio.ensure_future(lease.lost.wait())
+        try:
+            await asyncio.wait([stopping, lost], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(lost)
+            await bridge.stop()
+        if lease.lost.is_set():
+            log.error("bridge_stopped_lease_lost")
+            return 1
+        return 0
     finally:
-        await bridge.stop()
+        await cancel_and_wait(stopping)
+        await lease.release()
+        await lease_store.close()

@@ -21,6 +21,7 @@ from bridge.store.base import Store
 from bridge.tasks import cancel_and_wait
 
 WRITER = "writer"
+ACTIVE = "active"  # the one `ent-bridge run` that serves; a standby waits for it
 log = get_logger(component="lease")
 
 
@@ -59,7 +60,9 @@ def _dead_here(holder: str) -> bool:
 
 class WriterLease:
     def __init__(self, store: Store, *, holder: str, clock: Clock = SYSTEM, ttl_s: float = 60.0,
-                 wait: bool = True, poll_s: float = 1.0) -> None:
+                 wait: bool = True, poll_s: float = 1.0, name: str = WRITER) -> None:
+        self.name = name
+        self.lost = asyncio.Event()  # set when another holder took it while we thought we had it
         self.store = store
         self.holder = holder
         self.clock = clock
@@ -69,7 +72,7 @@ class WriterLease:
         self._renew: asyncio.Task[None] | None = None
 
     async def _try(self) -> str | None:
-        return await self.store.acquire_lease(WRITER, self.holder, now_ms=self.clock.now_ms(), ttl_ms=self.ttl_ms)
+        return await self.store.acquire_lease(self.name, self.holder, now_ms=self.clock.now_ms(), ttl_ms=self.ttl_ms)
 
     async def acquire(self) -> None:
         said = None
@@ -77,13 +80,13 @@ class WriterLease:
             if _dead_here(other):
                 # Its holder was a process of this machine that no longer exists (killed): no need
                 # to wait for the lease to expire.
-                log.warning("writer_lease_taken_from_dead_process", holder=other, me=self.holder)
-                await self.store.release_lease(WRITER, other)
+                log.warning("writer_lease_taken_from_dead_process", lease=self.name, holder=other, me=self.holder)
+                await self.store.release_lease(self.name, other)
                 continue
             if not self.wait:
                 raise LeaseHeld(other)
             if other != said:  # once per holder, not once per poll
-                log.warning("writer_lease_waiting", holder=other, me=self.holder)
+                log.warning("writer_lease_waiting", lease=self.name, holder=other, me=self.holder)
                 said = other
             await self.clock.sleep(self.poll_s)
         self._renew = asyncio.create_task(self._keep(), name="writer-lease")
@@ -93,13 +96,14 @@ class WriterLease:
             await self.clock.sleep(self.ttl_ms / 3000)
             other = await self._try()
             if other is not None:  # expired while we were stuck (a frozen process): say it loudly
-                log.error("writer_lease_lost", holder=other, me=self.holder)
+                log.error("writer_lease_lost", lease=self.name, holder=other, me=self.holder)
+                self.lost.set()
                 return
 
     async def release(self) -> None:
         await cancel_and_wait(self._renew)
         self._renew = None
-        await self.store.release_lease(WRITER, self.holder)
+        await self.store.release_lease(self.name, self.holder)
 
     async def __aenter__(self) -> Self:
         await self.acquire()

@@ -35,8 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     blog.configure(level=config.log_level)
-    asyncio.run(run_forever(config))
-    return 0
+    return asyncio.run(run_forever(config))
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -186,6 +186,10 @@ class Bridge:
             raise
 
     async def _start(self) -> None:
+        await self.api.check_reachable(self.config.homeserver.url)
+        if not self.config.directory_sources:
+            log.warning("no_directory_sources", hint="directory.sources is empty: this bridge will not sync rooms "
+                                                     "(moderation, the bot and the rest run)")
         await self.ops.restore()  # the outsider rule holds from the first event, whatever the export
         # Listen first: Synapse may already be resending transactions from before a restart.
         self.runner = await self.server.start(host=self.config.appservice.bind_address,

@@ -97,6 +97,9 @@ async def demo(workdir: Path, *, keep_running: bool) -> int:
             await bridge.bot.send_notice(room_id, WELCOME)
             await bridge.store.set_value("demo_welcome", "sent")
         _summary(desired.rooms, directory, identities, synapse.url)
+        if not keep_running:
+            print("\nNot on a terminal (or --exit): the demo's Synapse and bridge stop now. Run `make demo` in a "
+                  "terminal to keep them up and log in; the accounts and rooms stay for next time.")
         if keep_running:
             print("\nThe homeserver and the bridge keep running; Ctrl-C stops them.")
             stop = asyncio.Event()

@@ -39,7 +39,7 @@ def registration(*, as_id: str, url: str, as_token: str, hs_token: str, sender_l
     }
 
 
-def _set_key(text: str, section: str, key: str, value: str) -> str:
+def set_key(text: str, section: str, key: str, value: str) -> str:
     """Replace `key:` inside `section:` in a YAML text, keeping the comments around it."""
     pattern = re.compile(rf"(^{section}:\s*\n(?:[ \t]+.*\n|\s*\n|#.*\n)*?[ \t]+{key}:)[^\n#]*", re.MULTILINE)
     if pattern.search(text):
@@ -57,11 +57,11 @@ def write_registration(*, config_path: Path, out_path: Path, url: str) -> dict[s
     appservice = raw.get("appservice") or {}
     as_token, hs_token = new_token(), new_token()
     for section, key, value in (("appservice", "as_token", as_token), ("appservice", "hs_token", hs_token)):
-        text = _set_key(text, section, key, value)
+        text = set_key(text, section, key, value)
     for section, key in (("bot", "store_key"), ("rooms", "key_secret"), ("audit", "key")):
         current = str((raw.get(section) or {}).get(key) or "")
         if not current or current.upper().startswith("CHANGE"):
-            text = _set_key(text, section, key, new_token())
+            text = set_key(text, section, key, new_token())
     write_private(config_path, text)  # it holds every secret now
     reg = registration(
         as_id=str(appservice.get("id", "ent-bridge")), url=url, as_token=as_token, hs_token=hs_token,

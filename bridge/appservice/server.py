@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.appservice.dispatch import DispatcherState
+from bridge.errors import BridgeError
 from bridge.logging import get_logger
 from bridge.metrics import CONTENT_TYPE, Metrics
 from bridge.store.base import Store
@@ -182,6 +183,12 @@ class AppserviceServer:
     async def start(self, *, host: str, port: int) -> web.AppRunner:
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise BridgeError(f"can't listen on {host}:{port} ({exc.strerror}): another ent-bridge, or another "
+                              "program, has it; stop it or change appservice.port (and the registration's url)"
+                              ) from None
         log.info("appservice_listening", host=host, port=port)
         return runner

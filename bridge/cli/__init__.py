@@ -39,12 +39,32 @@ def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: 
     doctor.register(sub)
 
 
+def _config_first(argv: list[str]) -> list[str]:
+    """`-c FILE` is the program's option, but people also write it after the command
+    (`ent-bridge generate-registration -c config.yaml`): both mean the same."""
+    out: list[str] = []
+    front: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            front += [arg, argv[i + 1]]
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            front.append(arg)
+        else:
+            out.append(arg)
+        i += 1
+    return front + out
+
+
 def main(argv: list[str] | None = None) -> int:
     # Whatever a command creates (stores, crypto store, snapshots, exports) is the bridge's alone
     # unless it says otherwise (the access snapshot is shared with Synapse's group).
     os.umask(0o077)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_config_first(list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.resources
 from pathlib import Path
 
 
 def _cmd_generate_registration(args: argparse.Namespace) -> int:
     from bridge.config import load_config
-    from bridge.registration import write_registration
+    from bridge.private_files import write_private
+    from bridge.registration import set_key, write_registration
 
     config_path = Path(args.config)
     if not config_path.exists():
-        example = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
+        # The example travels with the package: this works after `pip install .` as in a checkout.
+        resources = importlib.resources.files("bridge") / "resources"
+        text = (resources / "example.yaml").read_text(encoding="utf-8")
+        if not (config_path.parent / "../policies").is_dir():
+            text = set_key(text, "policies", "dir", str(resources / "policies"))  # the shipped policies
         config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
+        write_private(config_path, text)
         print(f"wrote {config_path} from the example")
     import yaml
 

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from bridge.clock import SYSTEM, Clock
 from bridge.errors import (
+    BridgeError,
     MatrixError,
     MForbidden,
     MNotFound,
@@ -100,6 +101,17 @@ class AppserviceAPI:
             attempt += 1
 
     # --- users, devices, the appservice itself ---------------------------------------------
+
+    async def check_reachable(self, url: str) -> None:
+        """One quick look at the homeserver (a few seconds, not a minute of silent retries): a
+        clear error naming the URL when nothing answers."""
+        try:
+            await self.request("GET", "/_matrix/client/versions", retries=1, timeout=5)
+        except MatrixError as exc:
+            if exc.status is not None:
+                return  # it answers, if badly: the calls that follow say how
+            raise BridgeError(f"the homeserver at {url} does not answer ({exc}): is Synapse running, and is "
+                              "homeserver.url right?") from None
 
     async def register_user(self, localpart: str) -> None:
         """Register a user of the namespace; already registered is success."""

@@ -105,8 +105,12 @@ class SqliteDatabase:
 
     async def open(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # when made here: ours
-            create_private(Path(self.path))  # SQLite gives its journal files the database's mode
+            try:
+                Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # when made here: ours
+                create_private(Path(self.path))  # SQLite gives its journal files the database's mode
+            except OSError as exc:  # a read-only folder, a file where a folder should be
+                raise StoreError(f"can't create the database {self.path} ({exc.strerror}): check the owner and "
+                                 "mode of its folder") from None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
 
         def connect() -> sqlite3.Connection:
@@ -124,9 +128,20 @@ class SqliteDatabase:
                         raise
                     time.sleep(0.05)
             db.execute("PRAGMA synchronous=FULL")  # an acknowledged txn must survive a crash
+            db.execute("BEGIN IMMEDIATE")  # a read-only file or folder says so now, not at the first event
+            db.execute("ROLLBACK")
             return db
 
-        self._db = await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+        try:
+            self._db = await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
+                                                   sqlite3.SQLITE_PERM):
+                raise
+            self._thread.shutdown(wait=False)
+            self._thread = None
+            raise StoreError(f"the database {self.path} can't be written ({exc}): check the owner and mode of "
+                             "the file and of its folder") from None
 
     async def close(self) -> None:
         if self._db is not None and self._thread is not None:

@@ -50,13 +50,31 @@ class Row:
     cells: list[str]
 
 
-def read_csv(path: Path) -> tuple[list[str], list[Row]]:
-    """Folded header and rows with their line numbers; encoding detected (UTF-8 or ISO-8859-1)."""
-    raw = path.read_bytes()
+def decode(raw: bytes) -> str:
+    """UTF-16 (with its byte-order mark, or without: NULs every other byte), else UTF-8, line by
+    line: a line that isn't UTF-8 is read as ISO-8859-1 (BE1D's own encoding), and only that line,
+    so one stray line no longer turns the accents of every other line into mojibake."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    head = raw[:1024]
+    if head and head.count(b"\x00") * 3 > len(head):
+        return raw.decode("utf-16-le" if head[1:2] == b"\x00" else "utf-16-be")
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = raw.decode("iso-8859-1")  # BE1D's own encoding; every byte is valid, so check below
+        pass
+    lines = []
+    for line in raw.split(b"\n"):
+        try:
+            lines.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(line.decode("iso-8859-1"))  # every byte is valid
+    return "\n".join(lines).removeprefix("\ufeff")
+
+
+def read_csv(path: Path) -> tuple[list[str], list[Row]]:
+    """Folded header and rows with their line numbers; encoding detected (see `decode`)."""
+    text = decode(path.read_bytes())
     sample = text[:4096]
     delimiter = ";" if sample.count(";") >= sample.count(",") else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)

@@ -13,6 +13,7 @@ from aiohttp import web
 from bridge.absences import Absences
 from bridge.access.snapshot import AccessSnapshot
 from bridge.admin_room import AdminRoom
+from bridge.announcements import Announcements
 from bridge.appservice.dispatch import Dispatcher, EventHandler
 from bridge.appservice.server import AppserviceServer
 from bridge.audit import for_config as audit_for_config
@@ -85,8 +86,10 @@ class Bridge:
     policy_watch: Resyncer | None
     metrics: Metrics
     readiness: Readiness
+    announcements: Announcements | None = None
     runner: web.AppRunner | None = None
     _lag: asyncio.Task[None] | None = None
+    _reminders: asyncio.Task[None] | None = None
 
     @classmethod
     async def create(cls, config: Config, *, store: Store | None = None, with_bot: bool = True,
@@ -143,11 +146,16 @@ class Bridge:
                              language=config.rooms.language, is_managed=moderator.is_managed,
                              admin_room=config.admin_room, commands=absences.command if absences else None,
                              ) if moderator else None
+        announcements = Announcements(moderator=moderator, bot=bot, store=store, audit=audit, snapshot=snapshot,
+                                      clock=clock, language=config.rooms.language) if moderator else None
+        if announcements is not None:
+            bot.reaction_hooks.append(announcements.on_reaction)
         pause = SchoolPause(moderator=moderator, api=api, store=store, audit=audit, admins=frozenset(config.admins),
                             clock=clock, language=config.rooms.language) if moderator else None
         hooks = tuple(h for h in (moderator.on_decrypted if moderator else None,
                                   pause.on_message if pause else None,
                                   absences.on_message if absences else None,
+                                  announcements.on_message if announcements else None,
                                   admin_room.on_message if admin_room else None,
                                   help_desk.on_message if help_desk else None) if h is not None)
         handlers: list[EventHandler] = [log_event, outsiders.on_event]
@@ -166,7 +174,7 @@ class Bridge:
         sources = list(config.directory_sources)
         return cls(
             config=config, store=store, api=api, bot=bot, server=server, dispatcher=dispatcher, metrics=metrics,
-            readiness=health,
+            readiness=health, announcements=announcements,
             outsiders=outsiders, ops=ops, moderator=moderator, admin_room=admin_room,
             resyncer=Resyncer(ops.resync, sources=sources, interval=config.resync_minutes * 60,
                               watch=config.watch_sources) if sources else None,
@@ -205,7 +213,18 @@ class Bridge:
         for scheduler in (self.policy_watch, self.resyncer, self.sweeper):
             if scheduler is not None:
                 scheduler.start()
+        if self.announcements is not None:
+            self._reminders = asyncio.ensure_future(self._every(60.0, self.announcements.tick))
         log.info("bridge_started", bot=self.config.bot_user_id)
+
+    async def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work` every so often until cancelled; a failure is logged, and tried again next time."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await work()
+            except Exception as exc:  # noqa: BLE001 - a periodic task must not die of one failure
+                log.warning("periodic_failed", work=getattr(work, "__qualname__", "?"), error=type(exc).__name__)
 
     async def ping_homeserver(self) -> None:
         """Ask the homeserver to ping us (MSC2659). Besides checking the registration both ways,
@@ -219,9 +238,9 @@ class Bridge:
             log.warning("homeserver_ping_failed", error=str(exc))
 
     async def stop(self) -> None:
-        if self._lag is not None:
-            await cancel_and_wait(self._lag)
-            self._lag = None
+        for task in (self._lag, self._reminders):
+            await cancel_and_wait(task)
+        self._lag = self._reminders = None
         for scheduler in (self.resyncer, self.sweeper, self.policy_watch):
             if scheduler is not None:
                 await scheduler.stop()

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHOOL = ROOT / "config" / "demo-school.yaml"
 PASSWORD = "ent-demo-2026"  # demo accounts only, on a loopback homeserver
 WELCOME = "Bienvenue dans le salon de la classe ! Les messages y sont chiffrés de bout en bout."
+ANNOUNCEMENT = "!annonce Réunion parents-professeurs jeudi à 18 h en salle 12. Merci de confirmer votre présence."
 
 
 def prepare(workdir: Path) -> tuple[Path, Path, dict[str, Any]]:
@@ -96,7 +97,15 @@ async def demo(workdir: Path, *, keep_running: bool) -> int:
             room_id = (await bridge.store.get_room(first_class)).room_id  # type: ignore[union-attr]
             await bridge.bot.send_notice(room_id, WELCOME)
             await bridge.store.set_value("demo_welcome", "sent")
+        parent, _ = _printed_parent(desired.rooms, directory, identities)
+        klass = next(r for r in class_rooms.values() if parent in r.members)
+        teacher = min(u for u, lvl in (klass.power_levels.get("users") or {}).items() if lvl == 50)
+        if await bridge.store.get_value("demo_announcement") is None:
+            await _announce(bridge, synapse.url, klass, teacher, workdir)
+            await bridge.store.set_value("demo_announcement", "sent")
         _summary(desired.rooms, directory, identities, synapse.url)
+        print(f"  In «{klass.name}», {teacher} posted an announcement the families are asked to confirm "
+              "(a ✅ reaction or a reply « lu »): log in as the parent and confirm it.")
         if not keep_running:
             print("\nNot on a terminal (or --exit): the demo's Synapse and bridge stop now. Run `make demo` in a "
                   "terminal to keep them up and log in; the accounts and rooms stay for next time.")
@@ -116,6 +125,47 @@ async def demo(workdir: Path, *, keep_running: bool) -> int:
         synapse.stop()
 
 
+async def _announce(bridge: Bridge, url: str, room: DesiredRoom, teacher: str, workdir: Path) -> None:
+    """The teacher, as a real E2EE client, posts an announcement; the bot asks families to confirm."""
+    import json
+
+    from nio import AsyncClient, AsyncClientConfig
+
+    record = await bridge.store.get_room(room.key)
+    assert record is not None
+    store_dir = workdir / "teacher-nio"
+    store_dir.mkdir(parents=True, exist_ok=True)
+    client = AsyncClient(url, teacher, store_path=str(store_dir),
+                         config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True))
+    try:
+        await client.login(PASSWORD, device_name="demo")
+        await client.sync(timeout=0, full_state=True)
+        if record.room_id not in client.rooms:
+            await client.join(record.room_id)
+            await client.sync(timeout=0)
+        if client.should_upload_keys:
+            await client.keys_upload()
+        if client.should_query_keys:
+            await client.keys_query()
+        await bridge.bot.wait_for_room(record.room_id)
+        sent = await client.room_send(record.room_id, "m.room.message", {"msgtype": "m.text", "body": ANNOUNCEMENT},
+                                      ignore_unverified_devices=True)
+        for _ in range(600):  # until the bot decrypted it and asked the families (a hang guard)
+            if getattr(sent, "event_id", None) in json.loads(await bridge.store.get_value("announcements") or "{}"):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await client.close()
+
+
+def _printed_parent(desired: Mapping[str, DesiredRoom], directory: Directory,
+                    identities: dict[str, str]) -> tuple[str, DesiredRoom]:
+    """The parent the summary offers to log in as, and their child's family room."""
+    staff = {identities[s] for s in directory.staff if s in identities}
+    family = next(r for r in desired.values() if r.template == "family" and len(r.members) >= 3)
+    return min(m for m in family.members if m not in staff), family
+
+
 def _summary(desired: Mapping[str, DesiredRoom], directory: Directory, identities: dict[str, str], url: str) -> None:
     kinds: dict[str, int] = {}
     for room in desired.values():
@@ -123,10 +173,8 @@ def _summary(desired: Mapping[str, DesiredRoom], directory: Directory, identitie
     print("\n=== ent-bridge demo ===")
     print("Rooms: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
           + " (all but the Space end-to-end encrypted)")
-    staff = directory.staff
-    teacher = identities[next(s.id for s in staff.values() if s.classes)]
-    family = next(r for r in desired.values() if r.template == "family" and len(r.members) >= 3)
-    parent = min(m for m in family.members if m not in {identities[s] for s in staff})
+    teacher = identities[next(s.id for s in directory.staff.values() if s.classes)]
+    parent, family = _printed_parent(desired, directory, identities)
     print(f"Homeserver: {url}  (in Element: 'Sign in' > 'Edit' homeserver > {url})")
     print(f"A teacher:  {teacher}   password {PASSWORD}")
     print(f"A parent:   {parent}   password {PASSWORD}")

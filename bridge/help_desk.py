@@ -26,7 +26,9 @@ ROLES = {
     "teacher": {
         "fr": "Comme enseignant(e), vous modérez les salons de vos classes et les salons de suivi de vos élèves : "
               "vous pouvez y retirer un message, et le robot retire ceux qui sont contraires à la charte. Vous "
-              "pouvez écrire en message direct aux responsables légaux de vos élèves et à vos collègues.",
+              "pouvez écrire en message direct aux responsables légaux de vos élèves et à vos collègues. Une "
+              "annonce que les familles doivent confirmer : « !annonce … » dans le salon ; « !annonces » la "
+              "suit. Absent(e) ? « !absent jusqu'au 2026-12-12 », puis « !présent ».",
         "en": "As a teacher, you moderate your classes' rooms and your pupils' follow-up rooms: you can remove "
               "a message there, and the bot removes those against the charter. You can message your pupils' "
               "legal guardians and your colleagues directly."},

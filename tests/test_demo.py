@@ -17,6 +17,15 @@ def test_demo_twice(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     assert "Rooms: 3 class, 60 family, 1 moderators, 1 school, 1 space, 1 staff" in first.stdout
     assert "A parent:   @" in first.stdout and "A teacher:  @" in first.stdout
+    # A teacher's announcement waits in the printed parent's class room, for them to confirm.
+    assert "posted an announcement the families are asked to confirm" in first.stdout
+    import json
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "demo" / "data" / "bridge.db")
+    (value,) = db.execute("SELECT value FROM kv WHERE key = 'announcements'").fetchone()
+    db.close()
+    assert len(json.loads(value)) == 1  # the bot decrypted it and asked the families
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     assert "Plan: nothing to do" in second.stdout

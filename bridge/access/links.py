@@ -35,6 +35,7 @@ class ManagedRoom:
     template: str
     history_visibility: str
     members: Mapping[str, int]  # Matrix id -> power level the template gives (0: member)
+    families: tuple[frozenset[str], ...] = ()  # each pupil's legal guardians (class and school rooms)
 
 
 def allowed_pairs(policy: AccessPolicy) -> frozenset[tuple[str, str]]:
@@ -82,11 +83,36 @@ def relations(directory: Directory, identities: Mapping[str, str], policy: Acces
     return Relations(frozenset(links), allowed_pairs(policy), frozenset(policy.unrestricted))
 
 
-def managed_rooms(desired: Mapping[str, DesiredRoom]) -> list[ManagedRoom]:
-    """Every desired room as the module sees it: members (and the bridge's power for them)."""
+def managed_rooms(desired: Mapping[str, DesiredRoom],
+                  families: Mapping[str, tuple[frozenset[str], ...]] | None = None) -> list[ManagedRoom]:
+    """Every desired room as the module sees it: members (and the bridge's power for them), and
+    the families of a class or school room (for announcements' counts)."""
     out = []
-    for room in desired.values():
+    for key, room in desired.items():
         users = room.power_levels.get("users") or {}
         out.append(ManagedRoom(room.alias_localpart, room.template, room.history_visibility,
-                               {m: int(users.get(m, 0)) for m in room.members}))
+                               {m: int(users.get(m, 0)) for m in room.members}, (families or {}).get(key, ())))
+    return out
+
+
+def families_by_room(directory: Directory, identities: Mapping[str, str],
+                     keys: Iterable[str]) -> dict[str, tuple[frozenset[str], ...]]:
+    """Room key -> the families of its pupils (each: the pupil's legal guardians with an account),
+    for class rooms ("template:UAI:CODE:YEAR") and school rooms ("template:UAI")."""
+    by_class: dict[tuple[str, str], list[frozenset[str]]] = {}
+    by_school: dict[str, list[frozenset[str]]] = {}
+    for pupil in sorted(directory.pupils.values(), key=lambda p: p.id):
+        family = frozenset(identities[g] for g in pupil.guardians if g in identities)
+        if not family or not pupil.classes:
+            continue
+        for ref in pupil.classes:
+            by_class.setdefault((ref.uai, ref.code), []).append(family)
+        by_school.setdefault(pupil.classes[0].uai, []).append(family)
+    out: dict[str, tuple[frozenset[str], ...]] = {}
+    for key in keys:
+        parts = key.split(":")
+        found = by_class.get((parts[1], parts[2])) if len(parts) == 4 else by_school.get(parts[1]) \
+            if len(parts) == 2 else None
+        if found:
+            out[key] = tuple(found)
     return out

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from bridge.access.links import ManagedRoom, Relations
 
-FORMAT = 2
+FORMAT = 3
 # People, rooms and groups are numbered: a département's snapshot is a few million small rows,
 # and each row keeps two integers instead of two Matrix ids.
 SCHEMA = """
@@ -32,6 +32,8 @@ CREATE TABLE room (id INTEGER PRIMARY KEY, ref TEXT NOT NULL UNIQUE, template TE
 CREATE TABLE member (room INTEGER NOT NULL, pid INTEGER NOT NULL, power INTEGER NOT NULL,
                      PRIMARY KEY (room, pid)) WITHOUT ROWID;
 CREATE TABLE room_id (room_id TEXT PRIMARY KEY, room INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE family (room INTEGER NOT NULL, fam INTEGER NOT NULL, pid INTEGER NOT NULL,
+                     PRIMARY KEY (room, fam, pid)) WITHOUT ROWID;
 """
 
 
@@ -65,6 +67,8 @@ def write_snapshot(path: Path, relations: Relations, rooms: Iterable[ManagedRoom
             db.execute("INSERT INTO room VALUES (?, ?, ?, ?)", (rid, room.ref, room.template, room.history_visibility))
             db.executemany("INSERT INTO member VALUES (?, ?, ?)",
                            sorted((rid, people[m], p) for m, p in room.members.items()))
+            db.executemany("INSERT OR IGNORE INTO family VALUES (?, ?, ?)",
+                           [(rid, i, people[m]) for i, family in enumerate(room.families) for m in sorted(family)])
         db.executemany("INSERT INTO room_id VALUES (?, ?)",
                        sorted((i, refs[ref]) for i, ref in room_ids.items() if ref in refs))
         db.executemany("INSERT INTO person VALUES (?, ?)", [(n, m) for m, n in people.items()])
@@ -156,6 +160,17 @@ class AccessSnapshot:
         rows = self._db.execute("SELECT DISTINCT s.name FROM link l JOIN side s ON s.id = l.side "
                                 "WHERE l.pid = (SELECT id FROM person WHERE mxid = ?)", (user,)).fetchall()
         return frozenset(str(r[0]) for r in rows)
+
+    def families(self, ref: str) -> list[frozenset[str]]:
+        """The families of a class or school room: each pupil's legal guardians."""
+        if self._db is None:
+            return []
+        rows = self._db.execute("SELECT f.fam, p.mxid FROM family f JOIN person p ON p.id = f.pid "
+                                "WHERE f.room = (SELECT id FROM room WHERE ref = ?)", (ref,)).fetchall()
+        grouped: dict[int, set[str]] = {}
+        for fam, mxid in rows:
+            grouped.setdefault(int(fam), set()).add(str(mxid))
+        return [frozenset(v) for _, v in sorted(grouped.items())]
 
     def close(self) -> None:
         if self._db is not None:

@@ -15,6 +15,7 @@ from nio import (
     AsyncClientConfig,
     InviteMemberEvent,
     MegolmEvent,
+    ReactionEvent,
     RoomEncryptedMedia,
     RoomMessageMedia,
     RoomMessageNotice,
@@ -75,6 +76,18 @@ class ReceivedMessage:
 MessageHook = Callable[[ReceivedMessage], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class ReceivedReaction:
+    room_id: str
+    event_id: str
+    sender: str
+    reacts_to: str
+    key: str
+
+
+ReactionHook = Callable[[ReceivedReaction], Awaitable[None]]
+
+
 class Bot:
     def __init__(self, *, homeserver_url: str, user_id: str, store_dir: str, store_key: str,
                  display_name: str, api: AppserviceAPI, as_token: str, store: KeyValue,
@@ -89,6 +102,7 @@ class Bot:
         self.store = store
         self.client: AppserviceNioClient | None = None
         self.message_hooks: list[MessageHook] = list(message_hooks or [])
+        self.reaction_hooks: list[ReactionHook] = []
         self._sync_task: asyncio.Task[None] | None = None
         self._synced = asyncio.Condition()
 
@@ -137,6 +151,7 @@ class Bot:
                                                   RoomEncryptedMedia))
         client.add_event_callback(self._on_undecryptable, MegolmEvent)
         client.add_event_callback(self._on_invite, InviteMemberEvent)
+        client.add_event_callback(self._on_reaction, ReactionEvent)
         client.add_response_callback(self._on_sync, SyncResponse)
         log.info("bot_started", user_id=self.user_id, device_id=device_id)
         if sync:
@@ -215,6 +230,17 @@ class Bot:
                 log.error("bot_hook_failed", room_id=room.room_id, event_id=event.event_id,
                           error=f"{type(exc).__name__}: {exc}")
 
+    async def _on_reaction(self, room: Any, event: Any) -> None:
+        if event.sender == self.user_id:
+            return
+        reaction = ReceivedReaction(room.room_id, event.event_id, event.sender, str(event.reacts_to), str(event.key))
+        for hook in self.reaction_hooks:
+            try:
+                await hook(reaction)
+            except Exception as exc:  # noqa: BLE001 - one failing hook must not stop the sync loop
+                log.error("bot_hook_failed", room_id=room.room_id, event_id=event.event_id,
+                          error=f"{type(exc).__name__}: {exc}")
+
     async def _on_invite(self, room: Any, event: Any) -> None:
         """Someone of this homeserver opens a direct chat with the bot (for `!aide`): it joins. An
         invite from another server is left unanswered."""
@@ -243,8 +269,10 @@ class Bot:
 
         await asyncio.wait_for(seen(), timeout)
 
-    async def send_notice(self, room_id: str, text: str, *, html: str | None = None, txn_id: str | None = None) -> str:
-        """Send an m.notice, encrypted when the room is; returns the event id."""
+    async def send_notice(self, room_id: str, text: str, *, html: str | None = None, txn_id: str | None = None,
+                          extra: dict[str, Any] | None = None) -> str:
+        """Send an m.notice, encrypted when the room is; returns the event id. extra: more content
+        (a reply's m.relates_to, m.mentions)."""
         assert self.client is not None
         await self.wait_for_room(room_id)
         if self.client.should_query_keys:
@@ -252,7 +280,7 @@ class Bot:
                 await self.client.keys_query()
             except LocalProtocolError:
                 pass  # the sync loop is querying right now
-        content: dict[str, Any] = {"msgtype": "m.notice", "body": text}
+        content: dict[str, Any] = {"msgtype": "m.notice", "body": text, **(extra or {})}
         if html:
             content.update({"format": "org.matrix.custom.html", "formatted_body": html})
         resp = await self.client.room_send(room_id, "m.room.message", content, tx_id=txn_id,

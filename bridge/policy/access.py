@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from bridge.policy.loader import _build, _Ctx
-from bridge.policy.model import GUARDIAN_TARGETS, PAUSE_WRITERS, AccessPolicy
+from bridge.policy.model import GUARDIAN_TARGETS, PAUSE_WRITERS, AccessPolicy, Announcements
 from bridge.yamlutil import clean, load_with_lines
 
 FILE = "access.yaml"
+ANNOUNCEMENTS_FILE = "announcements.yaml"
 
 
 def load_access(folder: Path) -> AccessPolicy:
@@ -36,6 +37,24 @@ def load_access(folder: Path) -> AccessPolicy:
     if odd:
         raise ctx.fail(data["access"], "unrestricted", f"unrestricted: not Matrix ids: {', '.join(odd)}")
     return policy
+
+
+def load_announcements(folder: Path) -> Announcements:
+    """The folder's announcements.yaml (`announcements:` mapping); the defaults when there is none."""
+    path = folder / ANNOUNCEMENTS_FILE
+    if not path.is_file():
+        return Announcements()
+    data = load_with_lines(path)
+    ctx = _Ctx(str(path))
+    if not isinstance(data, dict):
+        raise ctx.fail(data, None, "expected a mapping with an announcements: key")
+    for key in clean(data):
+        if key != "announcements":
+            raise ctx.fail(data, key, f"unknown key {key!r} (this file holds announcements:)")
+    value = _build(ctx, Announcements, data.get("announcements"), "announcements")
+    if not value.marker.startswith("!") or " " in value.marker:
+        raise ctx.fail(data["announcements"], "marker", "marker: one word starting with ! (e.g. !annonce)")
+    return value
 
 
 def json_schema() -> dict[str, Any]:

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from bridge.errors import InputError
-from bridge.policy.access import load_access
+from bridge.policy.access import load_access, load_announcements
 from bridge.policy.loader import load_policies
 from bridge.policy.model import Policies
 from bridge.rooms.templates import RoomTemplate, load_templates
@@ -21,4 +21,5 @@ def check_folder(folder: Path) -> tuple[dict[str, RoomTemplate], Policies]:
         if t.moderation and t.moderation not in policies.profiles:
             raise InputError(f"template {name!r} uses moderation profile {t.moderation!r}, which no file defines "
                              f"(defined: {', '.join(sorted(policies.profiles)) or 'none'})", file=str(folder))
-    return templates, dataclasses.replace(policies, access=load_access(folder))
+    return templates, dataclasses.replace(policies, access=load_access(folder),
+                                          announcements=load_announcements(folder))

@@ -112,7 +112,18 @@ class AccessPolicy:
 
 
 @dataclass(frozen=True)
+class Announcements:
+    """Announcements that ask families to confirm they read them (policies/announcements.yaml)."""
+
+    marker: str = "!annonce"  # a message starting with this, by staff, in a class or school room
+    confirm_reactions: tuple[str, ...] = ("✅", "👍", "✔️")
+    confirm_words: tuple[str, ...] = ("lu", "vu", "ok", "reçu", "bien reçu", "read")
+    remind_after_hours: float = 48.0
+
+
+@dataclass(frozen=True)
 class Policies:
     profiles: dict[str, Profile]
     source: str = ""
     access: AccessPolicy = field(default_factory=AccessPolicy)
+    announcements: Announcements = field(default_factory=Announcements)

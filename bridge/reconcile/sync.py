@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bridge.access.links import Relations, managed_rooms, relations
+from bridge.access.links import Relations, families_by_room, managed_rooms, relations
 from bridge.access.snapshot import write_snapshot
 from bridge.audit import for_config as audit_for_config
 from bridge.clock import SYSTEM, Clock
@@ -70,6 +70,7 @@ class SyncPlan:
     observed: ObserveStats
     now_ms: int
     relations: Relations  # who may reach whom, for the homeserver module
+    families: dict[str, tuple[frozenset[str], ...]]  # room key -> its pupils' families (announcements)
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
                                                   by_email=by_email)
     reach = await asyncio.to_thread(relations, directory, identities, load_access(config.policies_dir),
                                     secret=config.rooms.key_secret)
+    families = await asyncio.to_thread(families_by_room, directory, identities, desired.rooms)
     desired = await _keep_pauses(desired, store)
     provision, more = await missing_accounts(config, directory, identities, known, accounts)
     if notes + more:
@@ -148,7 +150,7 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
                            allow_mass_removal=allow_mass_removal)
     log.info("sync_planned", actions=len(plan.actions), summary=json.dumps(plan.summary()), guard_ok=verdict.ok)
     gone, back = leaver_changes(known, present, leavers, now_ms=now_ms)
-    return SyncPlan(plan, verdict, desired, size, identities, known, gone, back, stats, now_ms, reach)
+    return SyncPlan(plan, verdict, desired, size, identities, known, gone, back, stats, now_ms, reach, families)
 
 
 async def _keep_pauses(desired: DesiredState, store: Store) -> DesiredState:
@@ -184,7 +186,8 @@ async def _publish_access(config: Config, sp: SyncPlan, store: Store) -> None:
         return
     refs = {k: r.alias_localpart for k, r in sp.desired.rooms.items()}
     ids = {r.room_id: refs[r.room_key] for r in await store.all_rooms() if not r.archived and r.room_key in refs}
-    await asyncio.to_thread(write_snapshot, config.access_snapshot, sp.relations, managed_rooms(sp.desired.rooms), ids,
+    await asyncio.to_thread(write_snapshot, config.access_snapshot, sp.relations,
+                            managed_rooms(sp.desired.rooms, sp.families), ids,
                             generated_ms=sp.now_ms)
     log.info("access_published", links=len(sp.relations.links), rooms=len(refs))
 

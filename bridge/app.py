@@ -111,7 +111,8 @@ class Bridge:
         bot = Bot(homeserver_url=config.homeserver.url, user_id=config.bot_user_id,
                   store_dir=str(config.bot.store_dir), store_key=config.bot.store_key,
                   display_name=config.bot.display_name, api=api, as_token=config.appservice.as_token,
-                  store=store, message_hooks=[on_decrypted])
+                  store=store, message_hooks=[on_decrypted],
+                  avatar=config.bot.avatar.read_bytes() if config.bot.avatar else None)
         def commands() -> Mapping[str, Callable[[], Awaitable[str]]]:
             return ops.commands()  # made below: the operations report through the admin room
 

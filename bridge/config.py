@@ -42,6 +42,7 @@ class BotConfig:
     # namespace that never gets a device, so no client ever shares a room key with it.
     keyless_localpart: str = ""  # the loader defaults it to the namespace prefix + "keyless"
     keyless_display_name: str = "ENT (sans accès aux messages)"
+    avatar: Path | None = None  # the bot's avatar (PNG or JPEG); a drawn one by default
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         display_name=r.get("bot", "display_name", str, default(BotConfig, "display_name")),
         keyless_localpart=r.get("bot", "keyless_localpart", str, f"{appservice.namespace_prefix}keyless"),
         keyless_display_name=r.get("bot", "keyless_display_name", str, default(BotConfig, "keyless_display_name")),
+        avatar=rel(avatar) if (avatar := r.get("bot", "avatar", str, None)) else None,
     )
     if not bot.keyless_localpart.startswith(appservice.namespace_prefix) or bot.keyless_localpart in (
             bot_localpart, appservice.sender_localpart):

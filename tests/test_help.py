@@ -87,6 +87,7 @@ async def test_a_parent_gets_help_from_the_bot_in_an_encrypted_direct_chat(
         bot = config.bot_user_id
         profile = await bridge.api.request("GET", f"/_matrix/client/v3/profile/{bot}/displayname", user_id=bot)
         assert profile["displayname"] == config.bot.display_name  # not its localpart
+        assert str(await bridge.api.avatar_url(bot)).startswith("mxc://")  # and an avatar
         created = await parent.room_create(is_direct=True, invite=[bot], initial_state=[
             {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}])
         dm = created.room_id
@@ -122,3 +123,32 @@ async def test_a_group_chat_is_not_answered() -> None:
     await desk.on_message(ReceivedMessage("!group:ent.test", "$e", "@anne:ent.test", "!aide", True,
                                           {"msgtype": "m.text", "body": "!aide"}))
     assert bot.sent == []
+
+
+async def test_the_bot_gets_its_avatar_once_per_image(tmp_path: Path) -> None:
+    from bridge.matrix.appservice_api import AppserviceAPI
+    from bridge.matrix.avatar import default_avatar
+    from bridge.matrix.bot import Bot
+    from bridge.matrix.fake import FakeHomeserver
+    from bridge.store.sqlite import SqliteStore
+
+    fake = FakeHomeserver(as_token="tok")
+    api = AppserviceAPI(as_token="tok", transport=fake)
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()
+    try:
+        await api.register_user("ent-bridge_bot")
+        bot = Bot(homeserver_url="http://fake.invalid", user_id="@ent-bridge_bot:ent.test", store_dir=str(tmp_path),
+                  store_key="k" * 32, display_name="ENT", api=api, as_token="tok", store=store)
+        uploads = lambda: sum(1 for m, p in fake.requests if p.endswith("/upload"))  # noqa: E731
+        await bot._ensure_avatar()
+        first = await api.avatar_url(bot.user_id)
+        assert first is not None and first.startswith("mxc://") and uploads() == 1
+        await bot._ensure_avatar()  # a restart: the same image is not sent again
+        assert uploads() == 1 and await api.avatar_url(bot.user_id) == first
+        bot.avatar = default_avatar()[:-12] + b"\x00" * 12  # another image (the config's)
+        await bot._ensure_avatar()
+        assert uploads() == 2 and await api.avatar_url(bot.user_id) != first
+        assert default_avatar().startswith(b"\x89PNG\r\n\x1a\n")
+    finally:
+        await store.close()

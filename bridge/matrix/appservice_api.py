@@ -63,7 +63,7 @@ class AppserviceAPI:
     async def request(self, method: str, path: str, *, user_id: str | None = None,
                       device_id: str | None = None, json: Any = None,
                       params: Mapping[str, str] | None = None, timeout: float | None = None,
-                      retries: int | None = None) -> Any:
+                      retries: int | None = None, data: bytes | None = None, content_type: str | None = None) -> Any:
         """retries: how many times a temporary failure is retried (default: the client's max_retries)."""
         query = dict(params or {})
         if user_id:
@@ -71,6 +71,8 @@ class AppserviceAPI:
         if device_id:
             query["device_id"] = device_id
         headers = {"Authorization": f"Bearer {self._as_token}"}
+        if content_type:
+            headers["Content-Type"] = content_type
         self.request_count += 1
         if method != "GET":
             self.write_count += 1
@@ -81,7 +83,7 @@ class AppserviceAPI:
         while True:
             try:
                 status, body = await self.transport.send(method, path, params=query, headers=headers, json=json,
-                                                         timeout=timeout)
+                                                         timeout=timeout, data=data)
                 if status < 400:
                     return body if body is not None else {}
                 err: MatrixError = classify_http_error(status, body if isinstance(body, dict) else None,
@@ -133,6 +135,23 @@ class AppserviceAPI:
         """MSC2659: the homeserver calls us back; it also retries held transactions at once."""
         await self.request("POST", f"/_matrix/client/v1/appservice/{_q(appservice_id)}/ping",
                            json={"transaction_id": txn_id})
+
+    async def upload(self, data: bytes, *, content_type: str, filename: str, as_user: str) -> str:
+        """A file in the homeserver's media repository; its mxc:// URI."""
+        resp = await self.request("POST", "/_matrix/media/v3/upload", user_id=as_user, data=data,
+                                  content_type=content_type, params={"filename": filename})
+        return str(resp["content_uri"])
+
+    async def avatar_url(self, user_id: str) -> str | None:
+        try:
+            profile = await self.request("GET", f"{CS}/profile/{_q(user_id)}/avatar_url", user_id=user_id)
+            uri = profile.get("avatar_url")
+        except MNotFound:
+            return None
+        return str(uri) if uri else None
+
+    async def set_avatar_url(self, user_id: str, uri: str) -> None:
+        await self.request("PUT", f"{CS}/profile/{_q(user_id)}/avatar_url", user_id=user_id, json={"avatar_url": uri})
 
     async def ensure_display_name(self, user_id: str, name: str) -> None:
         """Set only when different: each change is a new membership event in every room of the user."""

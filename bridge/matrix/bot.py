@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from bridge.errors import BridgeError, MatrixError
 from bridge.logging import get_logger
 from bridge.matrix import nio_schemas
 from bridge.matrix.appservice_api import AppserviceAPI
+from bridge.matrix.avatar import default_avatar
 from bridge.matrix.cross_signing import CrossSigningKeys, seal, unseal
 from bridge.private_files import private_dir, private_files_in
 from bridge.tasks import cancel_and_wait
@@ -38,6 +40,7 @@ log = get_logger(component="bot")
 
 DEVICE_KEY = "bot_device_id"
 CROSS_SIGNING_KEY = "bot_cross_signing"
+AVATAR_KEY = "bot_avatar"  # "digest mxc://…" of the avatar set last
 
 
 class KeyValue(Protocol):
@@ -91,7 +94,9 @@ ReactionHook = Callable[[ReceivedReaction], Awaitable[None]]
 class Bot:
     def __init__(self, *, homeserver_url: str, user_id: str, store_dir: str, store_key: str,
                  display_name: str, api: AppserviceAPI, as_token: str, store: KeyValue,
-                 message_hooks: list[MessageHook] | None = None) -> None:
+                 message_hooks: list[MessageHook] | None = None, avatar: bytes | None = None) -> None:
+        """avatar: the image (PNG or JPEG) clients show for the bot; a drawn one by default."""
+        self.avatar = avatar
         self.homeserver_url = homeserver_url
         self.user_id = user_id
         self.store_dir = store_dir
@@ -133,8 +138,9 @@ class Bot:
         await self.api.register_user(localpart)
         device_id = await self._device_id()
         await self.api.ensure_device(self.user_id, device_id, display_name=self.display_name)
-        # Clients show this name (not "ent-bridge_bot") in rooms and in the user directory.
+        # Clients show this name (not "ent-bridge_bot") and avatar in rooms and in the user directory.
         await self.api.ensure_display_name(self.user_id, self.display_name)
+        await self._ensure_avatar()
         config = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True,
                                    pickle_key=self._store_key, request_timeout=60)
         client = AppserviceNioClient(self.homeserver_url, self.user_id, device_id=device_id,
@@ -157,6 +163,21 @@ class Bot:
         if sync:
             await client.sync(timeout=0, full_state=True)
             self._sync_task = asyncio.create_task(self._sync_loop(), name="bot-sync")
+
+    async def _ensure_avatar(self) -> None:
+        """Uploaded once per image (its digest is kept in the store): each avatar change is a new
+        membership event in every room of the bot."""
+        image = self.avatar or default_avatar()
+        digest = hashlib.sha256(image).hexdigest()[:16]
+        saved = (await self.store.get_value(AVATAR_KEY) or "").split()
+        current = await self.api.avatar_url(self.user_id)
+        if len(saved) == 2 and saved[0] == digest and saved[1] == current:
+            return
+        kind = "image/jpeg" if image[:3] == b"\xff\xd8\xff" else "image/png"
+        uri = await self.api.upload(image, content_type=kind, filename="ent-bridge-bot", as_user=self.user_id)
+        await self.api.set_avatar_url(self.user_id, uri)
+        await self.store.set_value(AVATAR_KEY, f"{digest} {uri}")
+        log.info("bot_avatar_set", uri=uri)
 
     async def cross_signing_keys(self, *, reset: bool = False) -> CrossSigningKeys:
         """The bot's identity from the store, made (and stored, before any upload) if absent."""

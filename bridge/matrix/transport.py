@@ -15,8 +15,9 @@ class TransportFailure(Exception):
 
 class Transport(Protocol):
     async def send(self, method: str, path: str, *, params: Mapping[str, str], headers: Mapping[str, str],
-                   json: Any, timeout: float | None) -> tuple[int, Any]:
-        """(HTTP status, decoded JSON body or None); raises TransportFailure when nothing answered."""
+                   json: Any, timeout: float | None, data: bytes | None = None) -> tuple[int, Any]:
+        """(HTTP status, decoded JSON body or None); raises TransportFailure when nothing answered.
+        data: a raw body (a media upload) instead of JSON."""
         ...
 
     async def close(self) -> None: ...
@@ -36,10 +37,11 @@ class AiohttpTransport:
         return self._session
 
     async def send(self, method: str, path: str, *, params: Mapping[str, str], headers: Mapping[str, str],
-                   json: Any, timeout: float | None) -> tuple[int, Any]:
+                   json: Any, timeout: float | None, data: bytes | None = None) -> tuple[int, Any]:
         extra: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
+        extra.update({"data": data} if data is not None else {"json": json})
         try:
-            async with self.session.request(method, self.base_url + path, params=dict(params), json=json,
+            async with self.session.request(method, self.base_url + path, params=dict(params),
                                             headers=dict(headers), **extra) as resp:
                 raw = await resp.read()
                 try:

@@ -38,6 +38,7 @@ class FakeHomeserver:
         self.sender = f"@{sender}:{server_name}"
         self.store = RoomStore(server_name)
         self.users: dict[str, str] = {self.sender: sender}  # user id -> display name
+        self.avatars: dict[str, str] = {}  # user id -> mxc:// URI
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
         self.down = False
@@ -61,7 +62,7 @@ class FakeHomeserver:
         return None
 
     async def send(self, method: str, path: str, *, params: Mapping[str, str], headers: Mapping[str, str],
-                   json: Any, timeout: float | None) -> tuple[int, Any]:
+                   json: Any, timeout: float | None, data: bytes | None = None) -> tuple[int, Any]:
         self.requests.append((method, path))
         if self.down:
             raise TransportFailure("ClientConnectorError")
@@ -93,6 +94,8 @@ class FakeHomeserver:
     def _route(self, method: str, parts: list[str], user: str, params: dict[str, str], body: dict[str, Any]) -> Any:
         if parts[1:4] == ["_matrix", "client", "v1"] and parts[4] == "appservice":
             return {"duration_ms": 1}
+        if parts[1:4] == ["_matrix", "media", "v3"] and parts[4] == "upload" and method == "POST":
+            return {"content_uri": f"mxc://{self.server_name}/{self.store.new_id('m')[1:]}"}
         if parts[1:4] != ["_matrix", "client", "v3"]:
             raise Refused(404, "M_UNRECOGNIZED", "Unrecognized request")
         p = parts[4:]
@@ -102,7 +105,7 @@ class FakeHomeserver:
             case ("PUT", "devices") | ("GET", "account"):
                 return {"user_id": user}
             case ("GET" | "PUT", "profile"):
-                return self._profile(method, p[1], body)
+                return self._profile(method, p[1], p[2] if len(p) > 2 else "displayname", body)
             case ("POST", "createRoom"):
                 return self._create(user, body)
             case ("DELETE", "directory"):
@@ -133,9 +136,14 @@ class FakeHomeserver:
         self.users[user_id] = localpart
         return {"user_id": user_id}
 
-    def _profile(self, method: str, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _profile(self, method: str, user_id: str, field: str, body: dict[str, Any]) -> dict[str, Any]:
         if user_id not in self.users:
             raise Refused(404, "M_NOT_FOUND", "Profile was not found")
+        if field == "avatar_url":
+            if method == "PUT":
+                self.avatars[user_id] = str(body.get("avatar_url"))
+                return {}
+            return {"avatar_url": self.avatars[user_id]} if user_id in self.avatars else {}
         if method == "PUT":
             self.users[user_id] = str(body.get("displayname"))
             return {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -65,6 +66,12 @@ class IdentityConfig:
     provision: bool = False  # create missing accounts through the admin API
     sso_provider: str | None = None  # Synapse's idp id (e.g. "oidc-educonnect") for external_ids
     erase_after_days: int = 90  # leavers: the bridge's data (and accounts it created) erased then
+    # Who makes accounts: Synapse's admin API, or the Matrix Authentication Service (next-gen auth);
+    # auto: MAS when the homeserver's auth metadata names an issuer.
+    backend: str = "synapse"
+    mas_url: str | None = None  # MAS's base URL (auto: the issuer the homeserver names)
+    mas_client_id: str | None = None  # an OAuth2 client allowed the client-credentials grant, scope urn:mas:admin
+    mas_client_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -225,11 +232,24 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         raise ConfigError("may use only {first}, {last} and {id}", file=file,
                           key="identity.localpart_template") from None
     mapping = r.get("identity", "mapping_file", str, default(IdentityConfig, "mapping_file"))
+    backend = r.get("identity", "backend", str, default(IdentityConfig, "backend"))
+    if backend not in ("synapse", "mas", "auto"):
+        raise ConfigError("must be synapse, mas or auto", file=file, key="identity.backend")
     identity = IdentityConfig(template, rel(mapping) if mapping else None,
                               r.get("identity", "match_email", bool, default(IdentityConfig, "match_email")),
                               r.get("identity", "provision", bool, default(IdentityConfig, "provision")),
                               r.get("identity", "sso_provider", str, default(IdentityConfig, "sso_provider")),
-                              r.get("identity", "erase_after_days", int, default(IdentityConfig, "erase_after_days")))
+                              r.get("identity", "erase_after_days", int, default(IdentityConfig, "erase_after_days")),
+                              backend, r.get("identity", "mas_url", str, None),
+                              r.get("identity", "mas_client_id", str, None),
+                              r.secret("identity", "mas_client_secret", required=False))
+    if backend == "mas" and not (identity.mas_url and identity.mas_client_id and identity.mas_client_secret):
+        raise ConfigError("identity.backend mas needs mas_url, mas_client_id and mas_client_secret",
+                          file=file, key="identity.backend")
+    ulid = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+    if backend == "mas" and identity.sso_provider and not ulid.fullmatch(identity.sso_provider):
+        raise ConfigError("under MAS, the id (a ULID) of the upstream provider in MAS's configuration",
+                          file=file, key="identity.sso_provider")
     return Config(
         identity=identity,
         path=path,

@@ -22,6 +22,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "ENT_BRIDGE_ROOM_KEY_SECRET": ("rooms", "key_secret"),
     "ENT_BRIDGE_HOMESERVER_URL": ("homeserver", "url"),
     "ENT_BRIDGE_AUDIT_KEY": ("audit", "key"),
+    "ENT_BRIDGE_MAS_CLIENT_SECRET": ("identity", "mas_client_secret"),
 }
 
 

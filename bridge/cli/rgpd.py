@@ -90,11 +90,9 @@ async def _erase(args: argparse.Namespace) -> int:
                                               reason="RGPD : effacement à la demande de la personne")
         finally:
             await api.close()
-        admin = None
-        if config.homeserver.admin_token:
-            from bridge.matrix.admin_api import SynapseAdmin
+        from bridge.matrix.accounts import account_admin
 
-            admin = SynapseAdmin(base_url=config.homeserver.url, token=config.homeserver.admin_token)
+        admin = await account_admin(config)  # Synapse's admin API, or MAS's
         try:
             deactivated = await erase_person(store, person_id, mxid, accounts=admin)
         finally:

@@ -60,6 +60,10 @@ class AppserviceAPI:
     async def close(self) -> None:
         await self.transport.close()
 
+    def set_token(self, token: str) -> None:
+        """Another bearer token from now on (an OAuth2 access token that was renewed)."""
+        self._as_token = token
+
     async def request(self, method: str, path: str, *, user_id: str | None = None,
                       device_id: str | None = None, json: Any = None,
                       params: Mapping[str, str] | None = None, timeout: float | None = None,

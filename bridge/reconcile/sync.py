@@ -269,10 +269,10 @@ async def _run_sync(config: Config, sources: list[str], *, store: Store, api: Ho
                     allow_mass_removal: bool, offline: bool, full_observe: bool, clock: Clock,
                     accounts: Accounts | None) -> SyncResult:
     own = None
-    if accounts is None and config.homeserver.admin_token:
-        from bridge.matrix.admin_api import SynapseAdmin
+    if accounts is None and not offline:
+        from bridge.matrix.accounts import account_admin
 
-        own = accounts = SynapseAdmin(base_url=config.homeserver.url, token=config.homeserver.admin_token)
+        own = accounts = await account_admin(config)  # Synapse's admin API, or MAS's
     ports = SyncPorts(store, api, accounts, clock)
     try:
         sp = await plan_sync(config, sources, ports, save_observation=apply, allow_mass_removal=allow_mass_removal,

@@ -302,3 +302,26 @@ async def test_a_lease_left_by_a_killed_process_of_this_machine_is_taken_at_once
     assert await world.store.acquire_lease("writer", dead, now_ms=world.clock.now_ms(), ttl_ms=3_600_000) is None
     result = await world.sync(wait_for_writer=False)  # would be refused if the lease still counted
     assert result.residual is not None and result.residual.is_empty()
+
+
+async def test_a_stop_mid_apply_finishes_what_is_in_flight_and_a_rerun_completes(world: World) -> None:
+    """Ctrl-C or SIGTERM during `sync --apply` (the CLI sets this event): no new action starts,
+    the ones in flight end; the same sync again finishes the work, nothing twice."""
+    stop = asyncio.Event()
+    send = world.fake.send
+
+    async def stop_after_three_rooms(method: str, path: str, **kw: Any) -> Any:
+        answer = await send(method, path, **kw)
+        if path.endswith("/createRoom") and sum(1 for _, p in world.fake.requests if p.endswith("/createRoom")) >= 3:
+            stop.set()
+        return answer
+
+    world.fake.send = stop_after_three_rooms  # type: ignore[method-assign]
+    first = await world.sync(stop=stop)
+    assert first.report.interrupted > 0 and first.report.created >= 3 and not first.report.failed
+    assert first.residual is None  # no verification of a half-done apply
+    world.fake.send = send  # type: ignore[method-assign]
+    again = await world.sync()
+    assert again.report is not None and not again.report.failed and again.residual.is_empty()
+    aliases = [a for a in world.fake.store.aliases]
+    assert len(aliases) == len(set(aliases)) == len(again.plan.desired)  # every room once

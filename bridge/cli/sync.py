@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 
 
@@ -29,10 +30,16 @@ async def _run(args: argparse.Namespace) -> int:
         return 2
     store = await open_store(config.database_url)
     api = AppserviceAPI(base_url=config.homeserver.url, as_token=config.appservice.as_token)
+    # Ctrl-C or SIGTERM during an apply: what is in flight ends, nothing more starts (exit 6).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
         result = await run_sync(config, sources, store=store, api=api, apply=args.apply,
                                 allow_mass_removal=args.allow_mass_removal, offline=args.offline,
-                                full_observe=args.full_read, wait_for_writer=not args.no_wait, role=args.role)
+                                full_observe=args.full_read, wait_for_writer=not args.no_wait, role=args.role,
+                                stop=stop)
     except LeaseHeld as exc:
         print(f"ent-bridge: {exc}", file=sys.stderr)
         return 5
@@ -70,6 +77,10 @@ async def _run(args: argparse.Namespace) -> int:
         if result.residual is not None and not result.residual.is_empty():
             print("Verification: the homeserver still differs after the apply:")
             print(render.to_text(result.residual, limit=50))
+    if result.report is not None and result.report.interrupted:
+        print(f"Interrupted: {result.report.done} actions done, {result.report.interrupted} not started. Run the "
+              "same `ent-bridge sync --apply` again to finish: every step is idempotent.", file=sys.stderr)
+        return 6
     if not result.verdict.ok:
         return 3
     if result.report is not None and result.report.failed:

@@ -62,12 +62,15 @@ class ApplyReport:
     done: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (room key, error)
     created: int = 0
+    interrupted: int = 0  # actions not started because a stop was asked (Ctrl-C, SIGTERM)
 
 
 class RoomExecutor:
     def __init__(self, *, api: Homeserver, store: Store, bot: str, server_name: str, keyless: str | None = None,
                  concurrency: int = 8, audit: AuditLog | None = None, accounts: AccountAdmin | None = None,
-                 clock: Clock = SYSTEM) -> None:
+                 clock: Clock = SYSTEM, stop: asyncio.Event | None = None) -> None:
+        """stop: once set, no new action starts; those in flight end (their requests complete)."""
+        self.stop = stop or asyncio.Event()
         self.audit = audit
         self.api = api
         self.store = store
@@ -95,9 +98,12 @@ class RoomExecutor:
                 log = get_logger(room_key_hash=plan.desired[key].alias_localpart if key in plan.desired else key)
                 folded: set[int] = set()
                 actor = plan.actors.get(key, self.bot)  # the bot, or the keyless user of its room
-                for action in actions:
+                for i, action in enumerate(actions):
                     if id(action) in folded:
                         continue
+                    if self.stop.is_set():
+                        report.interrupted += sum(1 for a in actions[i:] if id(a) not in folded)
+                        break
                     try:
                         invites: list[Invite] = []
                         if isinstance(action, (CreateRoom, ReplaceRoom)):

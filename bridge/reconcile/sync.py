@@ -53,6 +53,7 @@ class SyncPorts:
     api: Homeserver
     accounts: Accounts | None = None  # with homeserver.admin_token
     clock: Clock = SYSTEM
+    stop: asyncio.Event | None = None  # set: the apply starts nothing more (Ctrl-C, SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResu
         await api.ensure_display_name(config.keyless_user_id, config.bot.keyless_display_name)
     executor = RoomExecutor(api=api, store=store, bot=config.bot_user_id, keyless=config.keyless_user_id,
                             server_name=config.homeserver.server_name, concurrency=config.rooms.concurrency,
-                            audit=audit, accounts=ports.accounts, clock=ports.clock)
+                            audit=audit, accounts=ports.accounts, clock=ports.clock, stop=ports.stop)
     await _publish_access(config, sp, store)
     report = await executor.apply(plan)
     # People keep the id they were given, even if a homonym shows up later.
@@ -223,7 +224,9 @@ async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResu
         await store.put_identities(new)
     residual = None
     passes = 1
-    if not report.failed:
+    if report.interrupted:
+        log.warning("apply_interrupted", done=report.done, not_started=report.interrupted)
+    elif not report.failed:
         await _record_directory(sp, store)
         # Verify: re-observe what the apply touched (the homeserver names those rooms) and plan
         # again. It should find nothing; and the cache is then fresh for the next sync.
@@ -253,7 +256,7 @@ async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResu
 async def run_sync(config: Config, sources: list[str], *, store: Store, api: Homeserver, apply: bool,
                    allow_mass_removal: bool = False, offline: bool = False, full_observe: bool = False,
                    clock: Clock = SYSTEM, accounts: Accounts | None = None, role: str = "sync",
-                   wait_for_writer: bool = True) -> SyncResult:
+                   wait_for_writer: bool = True, stop: asyncio.Event | None = None) -> SyncResult:
     """plan_sync, then apply_sync when asked to. An apply plans and applies under the writer
     lease: one process at a time, so two never create the same rooms or invite twice. Without
     `accounts`, one is made from the config's admin token for the duration of the sync."""
@@ -262,18 +265,18 @@ async def run_sync(config: Config, sources: list[str], *, store: Store, api: Hom
     async with lease:
         return await _run_sync(config, sources, store=store, api=api, apply=apply,
                                allow_mass_removal=allow_mass_removal, offline=offline, full_observe=full_observe,
-                               clock=clock, accounts=accounts)
+                               clock=clock, accounts=accounts, stop=stop)
 
 
 async def _run_sync(config: Config, sources: list[str], *, store: Store, api: Homeserver, apply: bool,
                     allow_mass_removal: bool, offline: bool, full_observe: bool, clock: Clock,
-                    accounts: Accounts | None) -> SyncResult:
+                    accounts: Accounts | None, stop: asyncio.Event | None = None) -> SyncResult:
     own = None
     if accounts is None and not offline:
         from bridge.matrix.accounts import account_admin
 
         own = accounts = await account_admin(config)  # Synapse's admin API, or MAS's
-    ports = SyncPorts(store, api, accounts, clock)
+    ports = SyncPorts(store, api, accounts, clock, stop)
     try:
         sp = await plan_sync(config, sources, ports, save_observation=apply, allow_mass_removal=allow_mass_removal,
                              offline=offline, full_observe=full_observe)

@@ -84,6 +84,7 @@ class Config:
     policies_dir: Path
     rooms: RoomsConfig
     directory_sources: tuple[str, ...] = ()
+    school_names: Mapping[str, str] = field(default_factory=dict)  # UAI -> name (BE1D exports name none)
     academie: str | None = None
     log_level: str = "info"
     identity: IdentityConfig = field(default_factory=IdentityConfig)
@@ -120,7 +121,7 @@ KNOWN: dict[str, frozenset[str]] = {
     "database": frozenset({"url"}),
     "policies": frozenset({"dir"}),
     "rooms": frozenset(f.name for f in fields(RoomsConfig)),
-    "directory": frozenset({"sources", "academie", "resync_minutes", "watch"}),
+    "directory": frozenset({"sources", "academie", "resync_minutes", "watch", "school_names"}),
     "retention": frozenset({"sweep_hours"}),
     "audit": frozenset({"key", "retention_days", "head_file"}),
     "identity": frozenset(f.name for f in fields(IdentityConfig)),
@@ -136,6 +137,13 @@ def default(cls: type, name: str) -> Any:
     if f.default is not MISSING:
         return f.default
     raise KeyError(f"{cls.__name__}.{name} has no default")  # pragma: no cover - programming error
+
+
+def _school_names(raw: dict[str, Any], file: str) -> dict[str, str]:
+    if not all(isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in raw.items()):
+        raise ConfigError("must map each UAI to its school's name ('0750001A: École Jules-Ferry')", file=file,
+                          key="directory.school_names")
+    return {k.strip().upper(): v.strip() for k, v in raw.items()}
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
@@ -261,6 +269,7 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         rooms=rooms,
         directory_sources=tuple(str(rel(s)) for s in sources),
         academie=r.get("directory", "academie", str, default(Config, "academie")),
+        school_names=_school_names(r.get("directory", "school_names", dict, {}), file),
         resync_minutes=r.get("directory", "resync_minutes", float, default(Config, "resync_minutes")),
         audit_key=r.secret("audit", "key") or "",
         audit_retention_days=r.get("audit", "retention_days", int, default(Config, "audit_retention_days")),

@@ -110,3 +110,20 @@ def test_csv_encodings_utf16_and_a_stray_latin1_line() -> None:
     assert decode(text.encode("utf-16")) == text and decode(text.encode("utf-16-le")) == text
     mixed = "NOM;PRENOM\nHélène;Noé\n".encode() + "Dupré;Zoé\n".encode("iso-8859-1") + "Inès;Maël\n".encode()
     assert decode(mixed) == "NOM;PRENOM\nHélène;Noé\nDupré;Zoé\nInès;Maël\n"  # every line keeps its accents
+
+
+def test_be1d_schools_get_their_real_name(tmp_path: Path) -> None:
+    from bridge.directory.sources import load
+
+    source = f"{ROOT / 'tests' / 'fixtures' / 'be1d-onde'}@0750001A"
+    unnamed, _ = load([source])
+    assert any(w.code == "be1d_without_name" and "directory.school_names" in w.message for w in unnamed.warnings)
+    named, _ = load([source], school_names={"0750001A": "École Jules-Ferry"})
+    assert named.schools["0750001A"].name == "École Jules-Ferry"
+    assert not any(w.code == "be1d_without_name" for w in named.warnings)
+    config, reg = tmp_path / "config.yaml", tmp_path / "registration.yaml"
+    assert main(["-c", str(config), "generate-registration", "-o", str(reg)]) == 0
+    data = yaml.safe_load(config.read_text())
+    data["directory"]["school_names"] = {"0750001a": "École Jules-Ferry"}
+    config.write_text(yaml.safe_dump(data, allow_unicode=True))
+    assert load_config(config).school_names == {"0750001A": "École Jules-Ferry"}

@@ -37,7 +37,8 @@ async def _export(args: argparse.Namespace) -> int:
     from bridge.rooms.templates import load_templates
 
     async with config_and_store(args) as (config, store):
-        directory, _ = load(args.sources or list(config.directory_sources), academie=config.academie)
+        directory, _ = load(args.sources or list(config.directory_sources), academie=config.academie,
+                            school_names=config.school_names)
         known = await store.identities()
         desired, identities = desired_state(config, directory, known, now=datetime.now(UTC))
         person_id, mxid = _who(args.person, {**known, **identities})
@@ -70,7 +71,8 @@ async def _erase(args: argparse.Namespace) -> int:
     from bridge.store import open_store
 
     config = load_config(args.config)
-    directory, _ = load(args.sources or list(config.directory_sources), academie=config.academie)
+    directory, _ = load(args.sources or list(config.directory_sources), academie=config.academie,
+                        school_names=config.school_names)
     store = await open_store(config.database_url)
     try:
         identities = await store.identities()

@@ -119,7 +119,7 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
     accounts = None if offline else ports.accounts
     # Reading a département's export and planning for it take seconds of CPU: on a worker thread,
     # so the transaction endpoint and moderation keep answering meanwhile.
-    directory, _ = await asyncio.to_thread(load, sources, academie=config.academie)
+    directory, _ = await asyncio.to_thread(load, sources, academie=config.academie, school_names=config.school_names)
     known = await store.identities()
     by_email, notes = await match_emails(config, directory, known, accounts)
     desired, identities = await asyncio.to_thread(desired_state, config, directory, known, now=now,

@@ -45,7 +45,9 @@ def set_key(text: str, section: str, key: str, value: str) -> str:
     if pattern.search(text):
         return pattern.sub(lambda m: f"{m.group(1)} \"{value}\"", text, count=1)
     data = yaml.safe_load(text) or {}
-    data.setdefault(section, {})[key] = value
+    if not isinstance(data.get(section), dict):  # absent, or only commented-out keys
+        data[section] = {}
+    data[section][key] = value
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 

@@ -5,6 +5,7 @@ image runs as a non-root user with a health check on the liveness endpoint."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -28,17 +29,43 @@ def test_compose_file_parses_and_names_what_exists() -> None:
     header = (DOCKER / "docker-compose.yml").read_text().split("services:", 1)[0]
     for variable in ("POSTGRES_PASSWORD", "ENT_BRIDGE_DB_PASSWORD"):
         assert variable in header and variable in str(compose)
-    # Every ent-bridge command the header tells admins to run is one the CLI has.
-    commands = {line.split("ent-bridge ", 1)[1].split()[0] for line in header.splitlines()
-                if "run --rm ent-bridge " in line}
+    # The init service runs a command the CLI has; everything waits for it.
     known = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-    assert commands and commands <= known, commands - known
+    assert compose["services"]["init"]["entrypoint"][1] in known
+    for name in ("synapse", "ent-bridge"):
+        assert compose["services"][name]["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    assert "docker compose up -d" in header and "SERVER_NAME" in header
 
 
 def test_the_image_runs_as_a_user_and_checks_liveness() -> None:
     text = (DOCKER / "Dockerfile").read_text()
     assert "USER entbridge" in text and "/_matrix/mau/live" in text and "HEALTHCHECK" in text
-    for line in text.splitlines():
-        if line.startswith("COPY ") and "--from" not in line:
-            for source in line.split()[1:-1]:
-                assert (ROOT / source).exists(), source
+    for dockerfile in ("Dockerfile", "Dockerfile.synapse"):
+        for line in (DOCKER / dockerfile).read_text().splitlines():
+            if line.startswith("COPY ") and "--from" not in line:
+                for source in line.split()[1:-1]:
+                    assert (ROOT / source).exists(), source
+
+
+def test_docker_init_writes_every_first_time_file_once(tmp_path: Path, monkeypatch: Any) -> None:
+    from bridge.cli import main
+    from bridge.config import load_config
+    from bridge.doctor import homeserver_findings
+
+    monkeypatch.setenv("POSTGRES_PASSWORD", "pg-secret")
+    assert main(["docker-init", "--server-name", "ent.example.fr", "--out", str(tmp_path)]) == 0
+    config = load_config(tmp_path / "config" / "config.yaml", env={})
+    assert config.homeserver.url == "http://synapse:8008" and config.homeserver.server_name == "ent.example.fr"
+    assert config.directory_sources == ("/annuaire",) and str(config.access_snapshot) == "/data/access.sqlite"
+    registration = yaml.safe_load((tmp_path / "config" / "registration.yaml").read_text())
+    assert registration["as_token"] == config.appservice.as_token and registration["url"] == "http://ent-bridge:29340"
+    homeserver = yaml.safe_load((tmp_path / "synapse" / "homeserver.yaml").read_text())
+    assert homeserver_findings(homeserver) == []  # the school settings and the module, as doctor wants them
+    assert homeserver["database"]["args"]["password"] == "pg-secret"
+    module = homeserver["modules"][0]["config"]
+    assert config.bot_user_id in module["bridge_users"] and module["snapshot"] == "/ent-bridge/access.sqlite"
+    key = (tmp_path / "synapse" / "signing.key").read_text().split()
+    assert key[0] == "ed25519" and key[1].startswith("a_") and len(key[2]) == 43
+    before = (tmp_path / "config" / "config.yaml").read_text()
+    assert main(["docker-init", "--server-name", "other.fr", "--out", str(tmp_path)]) == 0  # a second run keeps all
+    assert (tmp_path / "config" / "config.yaml").read_text() == before

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Commands that live in their own modules register themselves here."""
-    from bridge.cli import annuaire, audit, bot, doctor, events, policy, retention, rgpd, serve, sync
+    from bridge.cli import annuaire, audit, bot, docker_init, doctor, events, policy, retention, rgpd, serve, sync
 
     serve.register(sub)
     events.register(sub)
@@ -37,6 +37,7 @@ def _register_extra_commands(sub: argparse._SubParsersAction) -> None:  # type: 
     rgpd.register(sub)
     policy.register(sub)
     doctor.register(sub)
+    docker_init.register(sub)
 
 
 def _config_first(argv: list[str]) -> list[str]:

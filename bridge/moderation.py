@@ -25,6 +25,8 @@ from bridge.logging import get_logger
 from bridge.matrix.bot import Bot, ReceivedMessage
 from bridge.matrix.port import Homeserver
 from bridge.metrics import Metrics
+from bridge.moderation_texts import CAUTION, MUTED, OUTSIDER, REPORT, WARN, WAVE
+from bridge.mutes import Mutes
 from bridge.policy.engine import QUIET_NOTICE, Decision, Message
 from bridge.policy.holder import PolicyHolder, PolicySet
 from bridge.policy.memory import ModerationMemory
@@ -35,21 +37,6 @@ from bridge.rooms.templates import keyless_templates
 from bridge.store.base import Store
 
 log = get_logger(component="moderation")
-WARN = {"fr": "{user} : votre message a été retiré ({reason}). Merci de respecter la charte.",
-        "en": "{user}: your message was removed ({reason}). Please follow the charter."}
-# A warning when the message stays (flood: the sender is muted, nothing is removed).
-CAUTION = {"fr": "{user} : attention ({reason}). Merci de respecter la charte.",
-           "en": "{user}: careful ({reason}). Please follow the charter."}
-MUTED = {"fr": "{user} ne peut plus écrire ici pendant {minutes} min ({reason}).",
-         "en": "{user} can't write here for {minutes} min ({reason})."}
-WAVE = {"fr": "{user} ne peut plus écrire dans les salons de l'établissement pendant {minutes} min ({reason}).",
-        "en": "{user} can't write in the school's rooms for {minutes} min ({reason})."}
-REPORT = {"fr": "Signalement : {user} dans « {room} » — règle {protection} ({reason}). Mesures : {actions}.",
-          "en": "Report: {user} in “{room}” — rule {protection} ({reason}). Actions: {actions}."}
-OUTSIDER = {"fr": "{user} a été retiré(e) de ce salon : {reason}.",
-            "en": "{user} was removed from this room: {reason}."}
-
-
 INLINE_CHARS = 2000  # messages shorter than this are judged on the event loop (well under a millisecond)
 
 
@@ -91,7 +78,7 @@ class Moderator:
         self.bot = bot
         self.audit = audit
         self.language = language
-        self.clock = clock
+        self._clock = clock
         self.templates: dict[str, Any] = {}
         self.policies = Policies({})
         self._words: dict[str, tuple[str, ...]] = {}
@@ -101,10 +88,20 @@ class Moderator:
         self.reports_room: dict[str, str] = {}  # UAI -> room id of the school's moderators room
         self.memory = ModerationMemory()
         self._unmanaged: dict[str, int] = {}  # room id -> until when it is known not to be managed
-        self._unmute_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.mutes = Mutes(api=api, store=store, audit=audit, memory=self.memory, clock=clock, actor=self.actor)
         self.report = report  # posts to the district's admin room, when there is one
         self._engine_thread: ThreadPoolExecutor | None = None
         self._judging = asyncio.Lock()
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        """A new clock (a test's, or "a sync as of"): the mutes' timers follow it too."""
+        self._clock = clock
+        self.mutes.clock = clock
 
     # --- policies -------------------------------------------------------------------------------
 
@@ -160,14 +157,10 @@ class Moderator:
         elif error := self.reload():
             raise BridgeError(error)
         await self.refresh_rooms()
-        now_ms = self.clock.now_ms()
-        for room_id, user_id, until in await self.store.mutes():  # honoured after a restart
-            self.memory.remember_mute(room_id, user_id, until_ms=until)
-            self._schedule_unmute(room_id, user_id, max(0.0, (until - now_ms) / 1000))
+        await self.mutes.restore()  # honoured after a restart
 
     async def stop(self) -> None:
-        for task in self._unmute_tasks.values():
-            task.cancel()
+        self.mutes.stop()
         if self._engine_thread is not None:
             self._engine_thread.shutdown(wait=False)
             self._engine_thread = None
@@ -347,39 +340,8 @@ class Moderator:
         same = [r for r in rooms if school is None or self.room_school.get(r) == school]
         return sorted({msg.room_id, *same})
 
-    async def _set_level(self, room_id: str, user_id: str, level: int | None) -> None:
-        content = await self.api.get_state(room_id, "m.room.power_levels", as_user=self.actor(room_id))
-        users = dict(content.get("users") or {})
-        if level is None:
-            users.pop(user_id, None)
-        else:
-            users[user_id] = level
-        await self.api.set_state(room_id, "m.room.power_levels", "", {**content, "users": users},
-                                 as_user=self.actor(room_id))
-
     async def mute(self, room_id: str, user_id: str, *, until_ms: int) -> None:
-        """A level below events_default (0): the person reads but can't post until the expiry."""
-        await self.store.put_mute(room_id, user_id, until_ms=until_ms)
-        await self._set_level(room_id, user_id, -1)
-        self.memory.remember_mute(room_id, user_id, until_ms=until_ms)
-        self._schedule_unmute(room_id, user_id, max(0.0, (until_ms - self.clock.now_ms()) / 1000))
-
-    def _schedule_unmute(self, room_id: str, user_id: str, delay: float) -> None:
-        async def later() -> None:
-            await self.clock.sleep(delay)
-            try:
-                await self.unmute(room_id, user_id)
-            finally:
-                self._unmute_tasks.pop((room_id, user_id), None)
-
-        old = self._unmute_tasks.pop((room_id, user_id), None)
-        if old:
-            old.cancel()
-        self._unmute_tasks[(room_id, user_id)] = asyncio.create_task(later())
+        await self.mutes.mute(room_id, user_id, until_ms=until_ms)
 
     async def unmute(self, room_id: str, user_id: str) -> None:
-        await self._set_level(room_id, user_id, None)
-        self.audit.record(actor="ent-bridge", action="unmute", room=room_id, subject=user_id, reason="mute expired")
-        await self.audit.flush()
-        await self.store.delete_mute(room_id, user_id)  # last: a crash before it retries the unmute
-        self.memory.forget_mute(room_id, user_id)
+        await self.mutes.unmute(room_id, user_id)

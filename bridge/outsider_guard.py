@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from bridge.audit import AuditLog
-from bridge.errors import BridgeError
 from bridge.logging import get_logger
 from bridge.matrix.port import Homeserver
 from bridge.policy.outsiders import outsider
@@ -77,5 +76,6 @@ class OutsiderGuard:
         if self.explain is not None:
             try:
                 await self.explain(room_id, user, self.reason)
-            except (TimeoutError, BridgeError) as exc:  # the removal stands; only the explanation is missing
-                log.warning("outsider_notice_failed", room_id=room_id, error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - the removal stands; only the explanation is missing
+                # (and the event must not be handled again for it: nothing is left to remove)
+                log.warning("outsider_notice_failed", room_id=room_id, error=f"{type(exc).__name__}: {exc}"[:300])

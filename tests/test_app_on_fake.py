@@ -254,3 +254,22 @@ async def test_a_sync_in_a_child_process_reports_its_outcome_and_a_broken_export
     source.write_text("schools: [unclosed\n")
     with pytest.raises(InputError, match=source.name):
         await child_sync(config, apply=False, offline=True)
+
+
+async def test_an_explanation_that_fails_leaves_the_removal_done_once(running: Any) -> None:
+    """The notice explaining a removal is best effort: if it fails (the bot hasn't seen the room
+    yet), the event is not handled again for it, and the removal stands."""
+    bridge, fake, _ = running
+
+    async def broken(room_id: str, user: str, reason: str) -> None:
+        raise KeyError(room_id)
+
+    bridge.outsiders.explain = broken
+    room = next(r for r in await bridge.store.all_rooms() if r.template == "class")
+    event = _invited_by_hand(bridge, fake, room.room_id, "@intrus2:ent.test")
+    assert await _put(bridge, "t-explain", [event]) == 200
+    await _until(lambda: fake.room(room.room_id).membership("@intrus2:ent.test") == "leave")
+    await _until(lambda: not bridge.dispatcher._wake.is_set())
+    stats = await bridge.store.inbox_stats()
+    assert stats.pending == 0 and stats.dead == 0
+    assert sum("outsider_removed" in r.body for r in await bridge.store.audit_rows()) == 1

@@ -112,3 +112,37 @@ def test_mas_config_is_checked(tmp_path: Path) -> None:
     loaded = load_config(config_path, env=env).identity
     assert (loaded.backend, loaded.mas_client_secret) == ("mas", "x" * 20)
     assert json.dumps(CONTRACT)  # the contract file parses
+
+
+async def test_auto_picks_mas_when_the_homeserver_names_an_issuer(tmp_path: Path) -> None:
+    """identity.backend auto: a homeserver whose auth metadata (MSC2965) names an issuer delegates
+    its accounts to MAS; one that doesn't keeps Synapse's admin API."""
+    from aiohttp import web
+
+    from bridge.matrix.accounts import account_admin
+    from bridge.matrix.admin_api import SynapseAdmin
+
+    async def metadata(_: web.Request) -> web.Response:
+        return web.json_response({"issuer": "https://auth.ent.test/", "token_endpoint": "https://auth.ent.test/oauth2/token"})
+
+    app = web.Application()
+    app.router.add_get("/_matrix/client/v1/auth_metadata", metadata)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        config_path, _ = write_bridge_files(tmp_path, hs_url=f"http://127.0.0.1:{port}", bridge_port=free_port())
+        base = load_config(config_path)
+        auto = dataclasses.replace(base, identity=dataclasses.replace(
+            base.identity, backend="auto", mas_client_id="ent-bridge", mas_client_secret="s3cret"))
+        admin = await account_admin(auto)
+        assert isinstance(admin, MasAdmin) and admin.server_name == base.homeserver.server_name
+        await admin.close()
+        plain = dataclasses.replace(auto, homeserver=dataclasses.replace(
+            base.homeserver, url=f"http://127.0.0.1:{free_port()}", admin_token="syt_admin"))  # no auth metadata
+        admin = await account_admin(plain)
+        assert isinstance(admin, SynapseAdmin)
+        await admin.close()
+    finally:
+        await runner.cleanup()

@@ -223,3 +223,16 @@ async def create_encrypted_room(bridge: Any, *, name: str, invite: list[str]) ->
             {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
             {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
             {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "joined"}}]}))
+
+
+async def bot_sees(bridge: Any, room_id: str, *users: str) -> None:
+    """Until the bot's client has these people as joined members of the room. A notice the bot sends
+    earlier is encrypted for the members it knew: someone who joined a moment before could not
+    read it. The bound only turns a hang into a failure."""
+    await bridge.bot.wait_for_room(room_id)
+    for _ in range(6000):
+        room = bridge.bot.client.rooms.get(room_id)
+        if room is not None and all(u in room.users and u not in room.invited_users for u in users):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the bot never saw {users} join {room_id}")

@@ -21,7 +21,7 @@ from bridge.directory.sources import load
 from bridge.matrix.bot import ReceivedMessage
 from bridge.policy.model import AccessPolicy
 from bridge.reconcile.sync import run_sync
-from tests.conftest import sync_until, unique_school, write_school
+from tests.conftest import bot_sees, sync_until, unique_school, write_school
 from tests.test_app_on_fake import running  # noqa: F401 - the fixture
 from tests.test_pause import _desk
 
@@ -110,7 +110,7 @@ async def test_an_absence_answers_a_parent_once_a_day_on_synapse(homeserver: Any
         await sync_until(parent, lambda: lina in parent.invited_rooms)
         await parent.join(lina)
         await sync_until(parent, lambda: lina in parent.rooms)
-        await bridge.bot.wait_for_room(lina)
+        await bot_sees(bridge, lina, parent.user_id)
         answers: list[Any] = []
         seen: list[str] = []
 

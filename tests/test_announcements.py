@@ -18,7 +18,7 @@ from nio import RoomMessageNotice
 from bridge.app import Bridge
 from bridge.clock import FixedTime
 from bridge.reconcile.sync import run_sync
-from tests.conftest import sync_until, unique_school, write_school
+from tests.conftest import bot_sees, sync_until, unique_school, write_school
 
 pytestmark = pytest.mark.synapse
 
@@ -50,7 +50,7 @@ async def test_two_of_three_families_confirm_and_only_the_third_is_reminded(
             await sync_until(human, lambda h=human: room in h.invited_rooms)
             await human.join(room)
             await sync_until(human, lambda h=human: room in h.rooms)
-        await bridge.bot.wait_for_room(room)
+        await bot_sees(bridge, room, marc.user_id, anne.user_id, sara.user_id, luc.user_id)
         notices: dict[str, list[Any]] = {h.user_id: [] for h in (marc, anne, sara, luc)}
         for human in (marc, anne, sara, luc):
             async def on_notice(r: Any, event: Any, h: Any = human) -> None:

@@ -17,7 +17,7 @@ from nio import RoomMessageNotice
 from bridge.app import Bridge
 from bridge.clock import FixedTime
 from bridge.reconcile.sync import run_sync
-from tests.conftest import sync_until, unique_school, write_school
+from tests.conftest import bot_sees, sync_until, unique_school, write_school
 
 pytestmark = pytest.mark.synapse
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +72,7 @@ async def test_banned_word_flood_quiet_hours_and_exemption(homeserver: Any, data
                 notices.append(event.body)
 
         parent.add_event_callback(on_notice, RoomMessageNotice)
-        await bridge.bot.wait_for_room(room_id)
+        await bot_sees(bridge, room_id, parent.user_id, teacher.user_id)
 
         async def send(who: Any, body: str) -> str:
             resp = await who.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": body},
@@ -196,7 +196,8 @@ async def test_reports_reach_the_school_moderators_room_and_outsiders_are_explai
 
         parent.add_event_callback(on_notice, RoomMessageNotice)
         director.add_event_callback(on_notice, RoomMessageNotice)
-        await bridge.bot.wait_for_room(reports)
+        await bot_sees(bridge, room_id, parent.user_id, teacher.user_id)
+        await bot_sees(bridge, reports, director.user_id)
         await parent.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "quel c0nnard"},
                                ignore_unverified_devices=True)
         await sync_until(director, lambda: any("banned_words" in n for n in seen["reports"]))
@@ -317,7 +318,7 @@ async def test_disguises_other_fields_and_malformed_content_are_caught_live(home
             await sync_until(human, lambda h=human: room_id in h.invited_rooms)
             await human.join(room_id)
             await sync_until(human, lambda h=human: room_id in h.rooms)
-        await bridge.bot.wait_for_room(room_id)
+        await bot_sees(bridge, room_id, parent.user_id, other.user_id)
 
         async def send(who: Any, content: dict[str, Any]) -> str:
             resp = await who.room_send(room_id, "m.room.message", content, ignore_unverified_devices=True)
@@ -383,7 +384,7 @@ async def test_a_wave_from_one_account_mutes_it_in_every_room_of_the_school(home
             await sync_until(parent, lambda r=room_id: r in parent.invited_rooms)
             await parent.join(room_id)
             await sync_until(parent, lambda r=room_id: r in parent.rooms)
-            await bridge.bot.wait_for_room(room_id)
+            await bot_sees(bridge, room_id, parent.user_id)
         for room_id in writable[:3]:  # a third room within the window: past the bar of 2
             await parent.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "Urgent : cliquez ici"},
                                    ignore_unverified_devices=True)
@@ -423,7 +424,7 @@ async def test_a_school_pause_on_synapse_holds_and_is_lifted_exactly_after_a_res
             await sync_until(human, lambda h=human, r=room_id: r in h.invited_rooms)
             await human.join(room_id)
             await sync_until(human, lambda h=human, r=room_id: r in h.rooms)
-            await bridge.bot.wait_for_room(room_id)
+            await bot_sees(bridge, room_id, human.user_id)
 
         async def levels() -> dict[str, Any]:
             return dict(await bridge.api.get_state(klass, "m.room.power_levels", as_user=config.bot_user_id))

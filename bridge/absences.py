@@ -39,12 +39,6 @@ TEXTS = {"fr": {"answer": "{name} est absent·e jusqu'au {until} inclus.{message
                 "staff_only": "Away notices are for the school's staff."}}
 
 
-def _new_text(msg: ReceivedMessage) -> bool:
-    relation = msg.content.get("m.relates_to")
-    return msg.content.get("msgtype") == "m.text" and "m.new_content" not in msg.content and not (
-        isinstance(relation, dict) and relation.get("rel_type"))
-
-
 def parse(body: str, *, today: date) -> tuple[date, str] | str:
     """(last day away, message) from an `!absent` command, or the key of what is wrong (pure)."""
     m = _ABSENT.match(body.strip())
@@ -105,7 +99,7 @@ class Absences:
         """A command in the staff room; a message in a family room: one answer a day for each of
         its teachers who is away."""
         template = self.moderator.templates.get(self.moderator.room_template.get(msg.room_id, ""))
-        if template is not None and template.name == "staff" and _new_text(msg):
+        if template is not None and template.name == "staff" and msg.is_new_text:
             if (answer := await self.command(msg)) is not None:
                 await self.moderator.notice(msg.room_id, answer)
             return

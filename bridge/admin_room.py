@@ -34,8 +34,7 @@ class AdminRoom:
     async def on_message(self, msg: ReceivedMessage) -> None:
         if msg.room_id != self.room_id or not msg.body.startswith("!"):
             return
-        relation = (msg.content.get("m.relates_to") or {}) if isinstance(msg.content.get("m.relates_to"), dict) else {}
-        if msg.content.get("msgtype") != "m.text" or "m.new_content" in msg.content or relation.get("rel_type"):
+        if not msg.is_new_text:
             # Only a new text message is a command: an edit ("* !sync") or a notice never is.
             log.info("admin_command_ignored", sender=msg.sender, msgtype=msg.content.get("msgtype"))
             return

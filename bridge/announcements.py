@@ -82,9 +82,7 @@ class Announcements:
         return len(done), len(families), waiting
 
     async def on_message(self, msg: ReceivedMessage) -> None:
-        relation = msg.content.get("m.relates_to")
-        if msg.content.get("msgtype") != "m.text" or "m.new_content" in msg.content or (
-                isinstance(relation, dict) and relation.get("rel_type")):
+        if not msg.is_new_text:
             return
         if self._scope(msg.room_id) not in ("class", "school"):
             return
@@ -95,7 +93,9 @@ class Announcements:
                 return  # announcements are the staff's
             await (self._announce(msg) if first == self.policy.marker else self._list(msg.room_id))
             return
-        target = ((relation or {}).get("m.in_reply_to") or {}).get("event_id") if isinstance(relation, dict) else None
+        relation = msg.content.get("m.relates_to")
+        reply_to = relation.get("m.in_reply_to") if isinstance(relation, dict) else None
+        target = reply_to.get("event_id") if isinstance(reply_to, dict) else None
         if isinstance(target, str) and _reply_text(msg) in self.policy.confirm_words:
             await self._confirm(target, msg.room_id, msg.sender)
 

@@ -89,9 +89,7 @@ class HelpDesk:
     async def on_message(self, msg: ReceivedMessage) -> None:
         if msg.sender == self.bot.user_id or msg.room_id == self.admin_room:
             return
-        relation = msg.content.get("m.relates_to")
-        if msg.content.get("msgtype") != "m.text" or "m.new_content" in msg.content or (
-                isinstance(relation, dict) and relation.get("rel_type")):
+        if not msg.is_new_text:
             return  # an edit, a notice, a reaction: never answered (no answer loops between bots)
         if not self._direct(msg.room_id) or await self.is_managed(msg.room_id):
             return

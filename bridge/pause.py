@@ -55,9 +55,7 @@ class SchoolPause:
         if command not in ("!pause", "!reprise"):
             return
         school = next((uai for uai, room in self.moderator.reports_room.items() if room == msg.room_id), None)
-        relation = msg.content.get("m.relates_to")
-        if school is None or msg.content.get("msgtype") != "m.text" or "m.new_content" in msg.content or (
-                isinstance(relation, dict) and relation.get("rel_type")):
+        if school is None or not msg.is_new_text:
             return  # only a new text message, in a school's moderators room
         if msg.sender not in self.admins and await self.moderator.power(msg.room_id, msg.sender) < 100:
             await self.moderator.notice(msg.room_id, self.texts["refused"].format(user=msg.sender))

@@ -75,6 +75,14 @@ class ReceivedMessage:
     decrypted: bool
     content: dict[str, Any]
 
+    @property
+    def is_new_text(self) -> bool:
+        """A new text message (a reply counts): not an edit, a notice, or a relation such as a
+        thread or an annotation. Only these are ever taken as commands."""
+        relation = self.content.get("m.relates_to")
+        return (self.content.get("msgtype") == "m.text" and "m.new_content" not in self.content
+                and not (isinstance(relation, dict) and relation.get("rel_type")))
+
 
 MessageHook = Callable[[ReceivedMessage], Awaitable[None]]
 

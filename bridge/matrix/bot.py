@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
 from nio import (
@@ -97,6 +97,17 @@ class ReceivedReaction:
 
 
 ReactionHook = Callable[[ReceivedReaction], Awaitable[None]]
+_Received = TypeVar("_Received", ReceivedMessage, ReceivedReaction)
+
+
+async def _run_hooks(hooks: list[Callable[[_Received], Awaitable[None]]], item: _Received, *, room_id: str,
+                     event_id: str) -> None:
+    """Each hook in turn; one that fails is logged and must not stop the sync loop, nor the others."""
+    for hook in hooks:
+        try:
+            await hook(item)
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.error("bot_hook_failed", room_id=room_id, event_id=event_id, error=f"{type(exc).__name__}: {exc}")
 
 
 class Bot:
@@ -252,23 +263,13 @@ class Bot:
         content = dict((getattr(event, "source", None) or {}).get("content") or {})
         msg = ReceivedMessage(room.room_id, event.event_id, event.sender, getattr(event, "body", ""), decrypted,
                               content)
-        for hook in self.message_hooks:
-            try:
-                await hook(msg)
-            except Exception as exc:  # noqa: BLE001 - one failing hook must not stop the sync loop
-                log.error("bot_hook_failed", room_id=room.room_id, event_id=event.event_id,
-                          error=f"{type(exc).__name__}: {exc}")
+        await _run_hooks(self.message_hooks, msg, room_id=room.room_id, event_id=event.event_id)
 
     async def _on_reaction(self, room: Any, event: Any) -> None:
         if event.sender == self.user_id:
             return
         reaction = ReceivedReaction(room.room_id, event.event_id, event.sender, str(event.reacts_to), str(event.key))
-        for hook in self.reaction_hooks:
-            try:
-                await hook(reaction)
-            except Exception as exc:  # noqa: BLE001 - one failing hook must not stop the sync loop
-                log.error("bot_hook_failed", room_id=room.room_id, event_id=event.event_id,
-                          error=f"{type(exc).__name__}: {exc}")
+        await _run_hooks(self.reaction_hooks, reaction, room_id=room.room_id, event_id=event.event_id)
 
     async def _on_invite(self, room: Any, event: Any) -> None:
         """Someone of this homeserver opens a direct chat with the bot (for `!aide`): it joins. An

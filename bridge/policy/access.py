@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.policy.loader import _build, _Ctx
 from bridge.policy.model import GUARDIAN_TARGETS, PAUSE_WRITERS, AccessPolicy, Announcements
@@ -14,46 +14,51 @@ FILE = "access.yaml"
 ANNOUNCEMENTS_FILE = "announcements.yaml"
 
 
-def load_access(folder: Path) -> AccessPolicy:
-    """The folder's access.yaml (`access:` mapping); AccessPolicy's defaults when there is none."""
-    path = folder / FILE
+_T = TypeVar("_T")
+
+
+def _one_section(folder: Path, file: str, section: str, cls: type[_T]) -> tuple[_T, _Ctx, dict[str, Any]] | None:
+    """A policy file holding one mapping under `section`, built into `cls` (unknown keys refused
+    with file, line and column); None when the folder has no such file (the defaults apply)."""
+    path = folder / file
     if not path.is_file():
-        return AccessPolicy()
+        return None
     data = load_with_lines(path)
     ctx = _Ctx(str(path))
     if not isinstance(data, dict):
-        raise ctx.fail(data, None, "expected a mapping with an access: key")
+        raise ctx.fail(data, None, f"expected a mapping with an {section}: key")
     for key in clean(data):
-        if key != "access":
-            raise ctx.fail(data, key, f"unknown key {key!r} (this file holds access:)")
-    policy = _build(ctx, AccessPolicy, data.get("access"), "access")
+        if key != section:
+            raise ctx.fail(data, key, f"unknown key {key!r} (this file holds {section}:)")
+    return _build(ctx, cls, data.get(section), section), ctx, data.get(section) or {}
+
+
+def load_access(folder: Path) -> AccessPolicy:
+    """The folder's access.yaml (`access:` mapping); AccessPolicy's defaults when there is none."""
+    found = _one_section(folder, FILE, "access", AccessPolicy)
+    if found is None:
+        return AccessPolicy()
+    policy, ctx, raw = found
     bad = [t for t in policy.guardians_reach if t not in GUARDIAN_TARGETS]
     if bad:
-        raise ctx.fail(data["access"], "guardians_reach", f"guardians_reach: unknown {', '.join(bad)} "
-                                                          f"(known: {', '.join(GUARDIAN_TARGETS)})")
+        raise ctx.fail(raw, "guardians_reach", f"guardians_reach: unknown {', '.join(bad)} "
+                                               f"(known: {', '.join(GUARDIAN_TARGETS)})")
     if policy.pause_writers not in PAUSE_WRITERS:
-        raise ctx.fail(data["access"], "pause_writers", f"pause_writers: one of {', '.join(PAUSE_WRITERS)}")
+        raise ctx.fail(raw, "pause_writers", f"pause_writers: one of {', '.join(PAUSE_WRITERS)}")
     odd = [u for u in policy.unrestricted if not (u.startswith("@") and ":" in u)]
     if odd:
-        raise ctx.fail(data["access"], "unrestricted", f"unrestricted: not Matrix ids: {', '.join(odd)}")
+        raise ctx.fail(raw, "unrestricted", f"unrestricted: not Matrix ids: {', '.join(odd)}")
     return policy
 
 
 def load_announcements(folder: Path) -> Announcements:
     """The folder's announcements.yaml (`announcements:` mapping); the defaults when there is none."""
-    path = folder / ANNOUNCEMENTS_FILE
-    if not path.is_file():
+    found = _one_section(folder, ANNOUNCEMENTS_FILE, "announcements", Announcements)
+    if found is None:
         return Announcements()
-    data = load_with_lines(path)
-    ctx = _Ctx(str(path))
-    if not isinstance(data, dict):
-        raise ctx.fail(data, None, "expected a mapping with an announcements: key")
-    for key in clean(data):
-        if key != "announcements":
-            raise ctx.fail(data, key, f"unknown key {key!r} (this file holds announcements:)")
-    value = _build(ctx, Announcements, data.get("announcements"), "announcements")
+    value, ctx, raw = found
     if not value.marker.startswith("!") or " " in value.marker:
-        raise ctx.fail(data["announcements"], "marker", "marker: one word starting with ! (e.g. !annonce)")
+        raise ctx.fail(raw, "marker", "marker: one word starting with ! (e.g. !annonce)")
     return value
 
 

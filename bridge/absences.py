@@ -15,10 +15,10 @@ from bridge.clock import Clock
 from bridge.logging import get_logger
 from bridge.matrix.bot import ReceivedMessage
 from bridge.moderation import Moderator
+from bridge.people_keys import ABSENCES_KEY
 from bridge.store.base import Store
 
 log = get_logger(component="absences")
-ABSENCES_KEY = "absences"  # {Matrix id: {"until": "YYYY-MM-DD", "message": "..."}}
 COMMANDS = ("!absent", "!présent", "!present")
 STAFF_SIDES = {"teacher", "staff", "director"}
 _ABSENT = re.compile(r"^!absent\s+(?:jusqu['’]au|until)\s+(\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4})\s*(.*)$",

@@ -15,10 +15,10 @@ from bridge.clock import Clock
 from bridge.logging import get_logger
 from bridge.matrix.bot import Bot, ReceivedMessage, ReceivedReaction
 from bridge.moderation import Moderator
+from bridge.people_keys import ANNOUNCEMENTS_KEY as KEY
 from bridge.store.base import Store
 
 log = get_logger(component="announcements")
-KEY = "announcements"  # {event id: {"room", "author", "at", "reminded", "confirmed": {Matrix id: ms}}}
 KEEP_MS = 365 * 86_400_000  # when the room's template sets no retention
 TEXTS = {"fr": {"ask": "📣 Annonce : merci de confirmer que vous l'avez lue, par une réaction ✅ ou en "
                        "répondant « lu ».",

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Protocol
 
 from bridge.errors import BridgeError, MForbidden, MNotFound
 from bridge.matrix.port import Homeserver
 from bridge.outsider_guard import OUTSIDERS_KEY, without
+from bridge.people_keys import ABSENCES_KEY, ANNOUNCEMENTS_KEY
+from bridge.rooms.pauses import PAUSES_KEY
+from bridge.rooms.pauses import decode as decode_pauses
+from bridge.rooms.pauses import encode as encode_pauses
 from bridge.store.base import Store
 
 
@@ -37,8 +42,9 @@ async def erase_person(store: Store, person_id: str, user_id: str, *, accounts: 
 
 async def forget_user(store: Store, user_id: str) -> None:
     """Everything else the store holds that names the Matrix id: mutes, the rooms' cached state
-    (read again from the homeserver at the next sync), the outsider rule. The audit log names
-    people by keyed pseudonyms only."""
+    (read again from the homeserver at the next sync), the outsider rule, absences,
+    announcements and the power levels a pause will put back. The audit log names people by
+    keyed pseudonyms only."""
     for room_id, user, _ in await store.mutes():
         if user == user_id:
             await store.delete_mute(room_id, user)
@@ -50,6 +56,21 @@ async def forget_user(store: Store, user_id: str) -> None:
     rule = await store.get_value(OUTSIDERS_KEY)
     if rule is not None:
         await store.set_value(OUTSIDERS_KEY, without(rule, user_id))
+    if absences := json.loads(await store.get_value(ABSENCES_KEY) or "{}"):
+        if absences.pop(user_id, None) is not None:
+            await store.set_value(ABSENCES_KEY, json.dumps(absences))
+    if items := json.loads(await store.get_value(ANNOUNCEMENTS_KEY) or "{}"):
+        # Their own announcements go; their confirmations of others' are forgotten.
+        kept = {e: {**i, "confirmed": {u: t for u, t in i["confirmed"].items() if u != user_id}}
+                for e, i in items.items() if i["author"] != user_id}
+        if kept != items:
+            await store.set_value(ANNOUNCEMENTS_KEY, json.dumps(kept, sort_keys=True))
+    if pauses := decode_pauses(await store.get_value(PAUSES_KEY)):
+        # A paused school's stored power levels, to be put back: without them.
+        for pause in pauses.values():
+            for levels in pause["rooms"].values():
+                (levels.get("users") or {}).pop(user_id, None)
+        await store.set_value(PAUSES_KEY, encode_pauses(pauses))
 
 
 async def memberships(api: Homeserver, store: Store, user_id: str, *, actors: tuple[str, ...]

@@ -78,6 +78,20 @@ async def test_register_export_erase(homeserver: Any, data_dir: Path, tmp_path: 
     assert ("family", "invite", True) in held, held  # ... but the homeserver still has her there
     assert {a["action"] for a in data["actions_about_them"]} == {"invite", "kick"}
 
+    # What else the running bridge may keep on her: an absence (were she staff), announcements she
+    # wrote or confirmed, and a paused school's power levels to put back.
+    sara = "@sara.haddad:ent.test"
+    store = await open_store(config.database_url)
+    try:
+        await store.set_value("absences", json.dumps({sara: {"until": "2099-01-01", "message": ""}}))
+        await store.set_value("announcements", json.dumps({
+            "$other": {"room": "!r:ent.test", "author": "@marc:ent.test", "at": 1, "reminded": False,
+                       "confirmed": {sara: 1, "@anne:ent.test": 2}},
+            "$hers": {"room": "!r:ent.test", "author": sara, "at": 1, "reminded": False, "confirmed": {}}}))
+        await store.set_value("school_pauses", json.dumps({"0750001A": {"level": 50, "at": 1, "rooms": {
+            "!r:ent.test": {"users": {sara: 0, "@marc:ent.test": 50}}}}}))
+    finally:
+        await store.close()
     erased = _cli(cfg, "erase", "@sara.haddad:ent.test", str(gone))
     assert erased.returncode == 0, erased.stderr
     assert "removed from 1 room(s)" in erased.stdout
@@ -95,6 +109,14 @@ async def test_register_export_erase(homeserver: Any, data_dir: Path, tmp_path: 
         await store.close()
     # Nothing in the store names her any more: not her id, not her Matrix id (the audit log has
     # keyed pseudonyms, the rooms' cached state was dropped).
+    store = await open_store(config.database_url)
+    try:  # the others' data stays
+        items = json.loads(await store.get_value("announcements") or "{}")
+        assert list(items) == ["$other"] and items["$other"]["confirmed"] == {"@anne:ent.test": 2}
+        pauses = json.loads(await store.get_value("school_pauses") or "{}")
+        assert pauses["0750001A"]["rooms"]["!r:ent.test"]["users"] == {"@marc:ent.test": 50}
+    finally:
+        await store.close()
     db = Path(config.database_url[len("sqlite:///"):])
     raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
     assert b"sara.haddad" not in raw and b"g-sara" not in raw

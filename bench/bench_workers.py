@@ -10,20 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import secrets
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
-
-import asyncpg
 
 from bridge.config import load_config
 from bridge.devserver import LocalSynapse, free_port
@@ -71,21 +68,10 @@ async def rooms_per_second(synapse: LocalSynapse, workdir: Path, rooms: int) -> 
         synapse.stop()
 
 
-async def database() -> tuple[str, dict[str, Any]]:
-    name = f"bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(DSN)
-    await admin.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
-    await admin.close()
-    return name, {"user": "postgres", "host": "127.0.0.1", "port": 5432, "database": name}
-
-
-async def drop(name: str) -> None:
-    admin = await asyncpg.connect(DSN)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
-
-
 async def main() -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import postgres_database  # the tests' own: a database of its own, dropped after
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--rooms", type=int, default=120)
     args = ap.parse_args()
@@ -94,13 +80,11 @@ async def main() -> None:
     blog.configure(level="warning")
     results = {}
     for label, kind in (("monolith", LocalSynapse), ("workers", LocalSynapseWorkers)):
-        name, dsn = await database()
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
+        async with postgres_database(DSN, "bench") as url:
+            with tempfile.TemporaryDirectory() as tmp:
+                dsn = {"user": "postgres", "host": "127.0.0.1", "port": 5432, "database": urlsplit(url).path[1:]}
                 synapse = kind(workdir=Path(tmp) / "synapse", server_name="ent.test", postgres_dsn=dsn)
                 results[label] = await rooms_per_second(synapse, Path(tmp), args.rooms)
-            finally:
-                await drop(name)
     ratio = results["workers"] / results["monolith"]
     print(f"provisioning {args.rooms} encrypted family rooms (8 at a time) on PostgreSQL, this box:")
     print(f"  monolith {results['monolith']:.2f} rooms/s   workers (2 event persisters + appservice worker) "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -11,6 +12,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import pytest_asyncio
@@ -199,6 +201,33 @@ async def sync_until(client: Any, predicate: Callable[[], bool], *, timeout: flo
 
 def postgres_dsn() -> str | None:
     return os.environ.get("ENT_BRIDGE_TEST_POSTGRES")
+
+
+@contextlib.asynccontextmanager
+async def postgres_database(dsn: str, prefix: str = "t") -> AsyncIterator[str]:
+    """A database of its own (C collation, as Synapse wants it), dropped afterwards: its URL."""
+    import asyncpg
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
+        try:
+            yield urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest_asyncio.fixture
+async def fresh_postgres() -> AsyncIterator[str]:
+    """A PostgreSQL database for one test (skipped without ENT_BRIDGE_TEST_POSTGRES)."""
+    dsn = postgres_dsn()
+    if not dsn:
+        pytest.skip("ENT_BRIDGE_TEST_POSTGRES not set")
+    async with postgres_database(dsn) as url:
+        yield url
 
 
 def unique_school(tmp_path: Path) -> dict[str, Any]:

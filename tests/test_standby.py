@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -13,14 +12,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 import yaml
 
 from bridge.config import load_config
-from tests.conftest import config_file, postgres_dsn
+from tests.conftest import config_file
 
 pytestmark = pytest.mark.synapse
 
@@ -42,17 +39,11 @@ async def _until(check: Any, *, what: str) -> None:
     raise AssertionError(f"never: {what}")
 
 
-async def test_a_standby_takes_over_when_the_active_bridge_is_killed(homeserver: Any, data_dir: Path) -> None:
-    dsn = postgres_dsn()
-    if not dsn:
-        pytest.skip("ENT_BRIDGE_TEST_POSTGRES not set")
-    name = f"standby_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(dsn)
+async def test_a_standby_takes_over_when_the_active_bridge_is_killed(homeserver: Any, data_dir: Path,
+                                                                    fresh_postgres: str) -> None:
     cfg = config_file(homeserver, data_dir)
     data = yaml.safe_load(cfg.read_text())
-    data["database"]["url"] = urlunsplit(parts._replace(path=f"/{name}"))
+    data["database"]["url"] = fresh_postgres
     cfg.write_text(yaml.safe_dump(data))
     port = load_config(cfg).appservice.port
     logs = {n: data_dir.parent / f"{n}.log" for n in ("a", "b")}
@@ -82,5 +73,3 @@ async def test_a_standby_takes_over_when_the_active_bridge_is_killed(homeserver:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()

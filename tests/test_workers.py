@@ -10,7 +10,7 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import asyncpg
 import pytest
@@ -22,24 +22,18 @@ from bridge.config import load_config
 from bridge.devserver import free_port
 from bridge.devserver_workers import APPSERVICE_WORKER, PERSISTERS, LocalSynapseWorkers
 from bridge.reconcile.sync import run_sync
-from tests.conftest import SERVER_NAME, postgres_dsn, sync_until, unique_school, write_bridge_files, write_school
+from tests.conftest import SERVER_NAME, sync_until, unique_school, write_bridge_files, write_school
 
 pytestmark = pytest.mark.synapse
 
 
-async def test_sync_and_moderation_through_synapse_workers(tmp_path: Path) -> None:
-    dsn = postgres_dsn()
-    if not dsn:
-        pytest.skip("ENT_BRIDGE_TEST_POSTGRES not set (workers need PostgreSQL)")
-    name = f"synapse_w_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
-    parts = urlsplit(dsn)
+async def test_sync_and_moderation_through_synapse_workers(tmp_path: Path, fresh_postgres: str) -> None:
+    parts = urlsplit(fresh_postgres)  # workers need PostgreSQL
     workdir = Path(tempfile.mkdtemp(prefix="ent-bridge-workers-"))
     synapse = LocalSynapseWorkers(workdir=workdir / "synapse", server_name=SERVER_NAME,
                                   redis_dbid=secrets.randbelow(14) + 1,
                                   postgres_dsn={"user": parts.username or "postgres", "host": parts.hostname,
-                                                "port": parts.port or 5432, "database": name})
+                                                "port": parts.port or 5432, "database": parts.path[1:]})
     config_path, reg = write_bridge_files(workdir / "bridge", hs_url=synapse.url, bridge_port=free_port())
     synapse.registrations.append(reg)
     synapse.start()
@@ -92,7 +86,7 @@ async def test_sync_and_moderation_through_synapse_workers(tmp_path: Path) -> No
         assert await redacted()
         # The writers did the writing: events persisted by the two persisters, none by the main
         # process; the appservice worker delivered the transactions the bridge stored.
-        db = await asyncpg.connect(urlunsplit(parts._replace(path=f"/{name}")))
+        db = await asyncpg.connect(fresh_postgres)
         try:
             writers = {r["instance_name"] for r in await db.fetch("SELECT DISTINCT instance_name FROM events")}
         finally:
@@ -108,5 +102,3 @@ async def test_sync_and_moderation_through_synapse_workers(tmp_path: Path) -> No
             await client.close()
         synapse.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()

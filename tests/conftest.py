@@ -78,6 +78,14 @@ class Homeserver:
         )
 
 
+def with_people(config: Config, tmp_path: Path, people: dict[str, str], **changes: Any) -> Config:
+    """The config with these directory people mapped to these (test) Matrix accounts, through an
+    identity mapping file, and other changes."""
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(yaml.safe_dump(people))
+    return dataclasses.replace(config, identity=dataclasses.replace(config.identity, mapping_file=mapping), **changes)
+
+
 def config_file(homeserver: Homeserver, data_dir: Path) -> Path:
     """The test's config on disk, pointed at one test's data folder (for subprocesses)."""
     data = yaml.safe_load(homeserver.config_path.read_text())

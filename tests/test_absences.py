@@ -4,12 +4,10 @@ rooms, until `!présent` (on the fake homeserver, with the moderator's rooms and
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
-import yaml
 from nio import RoomMessageNotice
 
 from bridge.absences import Absences, parse
@@ -21,7 +19,7 @@ from bridge.directory.sources import load
 from bridge.matrix.bot import ReceivedMessage
 from bridge.policy.model import AccessPolicy
 from bridge.reconcile.sync import run_sync
-from tests.conftest import bot_sees, sync_until, unique_school, write_school
+from tests.conftest import bot_sees, sync_until, unique_school, with_people, write_school
 from tests.test_app_on_fake import running  # noqa: F401 - the fixture
 from tests.test_pause import _desk
 
@@ -83,10 +81,7 @@ async def test_an_absence_answers_a_parent_once_a_day_on_synapse(homeserver: Any
     """Claire tells the bot, in an encrypted direct chat, that she is away; Anne writes twice in
     Lina's follow-up room and gets one answer (encrypted), with the date of return."""
     teacher, parent = await humans("claire"), await humans("anne")
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(yaml.safe_dump({"t-cp": teacher.user_id, "g-anne": parent.user_id}))
-    base = homeserver.config(data_dir)
-    config = dataclasses.replace(base, identity=dataclasses.replace(base.identity, mapping_file=mapping))
+    config = with_people(homeserver.config(data_dir), tmp_path, {"t-cp": teacher.user_id, "g-anne": parent.user_id})
     bridge = await Bridge.create(config)
     await bridge.start()
     try:

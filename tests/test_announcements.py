@@ -5,20 +5,18 @@ gets the count."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from nio import RoomMessageNotice
 
 from bridge.app import Bridge
 from bridge.clock import FixedTime
 from bridge.reconcile.sync import run_sync
-from tests.conftest import bot_sees, sync_until, unique_school, write_school
+from tests.conftest import bot_sees, sync_until, unique_school, with_people, write_school
 
 pytestmark = pytest.mark.synapse
 
@@ -30,11 +28,7 @@ async def test_two_of_three_families_confirm_and_only_the_third_is_reminded(
     school_data["guardians"].append({"id": "g-luc", "first_name": "Luc", "last_name": "Bernard"})
     school_data["pupils"].append({"id": "p-zoe", "first_name": "Zoé", "last_name": "Bernard", "classes": ["CE1"],
                                   "guardians": ["g-luc"]})
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(yaml.safe_dump({"t-ce1": marc.user_id, "g-anne": anne.user_id, "g-sara": sara.user_id,
-                                       "g-luc": luc.user_id}))
-    base = homeserver.config(data_dir)
-    config = dataclasses.replace(base, identity=dataclasses.replace(base.identity, mapping_file=mapping))
+    config = with_people(homeserver.config(data_dir), tmp_path, {"t-ce1": marc.user_id, "g-anne": anne.user_id, "g-sara": sara.user_id, "g-luc": luc.user_id})
     school = str(write_school(tmp_path, school_data))
     bridge = await Bridge.create(config)
     await bridge.start()

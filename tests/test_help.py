@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from nio import RoomMessageNotice
 
 from bridge.access.links import managed_rooms, relations
@@ -18,7 +16,7 @@ from bridge.help_desk import NOT_A_COMMAND, ROLES, HelpDesk, help_text
 from bridge.matrix.bot import ReceivedMessage
 from bridge.policy.model import AccessPolicy
 from bridge.reconcile.sync import run_sync
-from tests.conftest import ROOT, sync_until, unique_school, write_school
+from tests.conftest import ROOT, sync_until, unique_school, with_people, write_school
 
 WHO = {"t-cp": "@claire:ent.test", "t-ce1": "@marc:ent.test", "g-anne": "@anne:ent.test"}
 
@@ -75,10 +73,7 @@ async def test_the_help_desk_answers_in_direct_chats_only(tmp_path: Path) -> Non
 async def test_a_parent_gets_help_from_the_bot_in_an_encrypted_direct_chat(
         homeserver: Any, humans: Any, data_dir: Path, tmp_path: Path) -> None:
     parent = await humans("parent")
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(yaml.safe_dump({"g-anne": parent.user_id}))
-    base = homeserver.config(data_dir)
-    config = dataclasses.replace(base, identity=dataclasses.replace(base.identity, mapping_file=mapping))
+    config = with_people(homeserver.config(data_dir), tmp_path, {"g-anne": parent.user_id})
     bridge = await Bridge.create(config)
     await bridge.start()
     try:

@@ -17,7 +17,7 @@ from nio import RoomMessageNotice
 from bridge.app import Bridge
 from bridge.clock import FixedTime
 from bridge.reconcile.sync import run_sync
-from tests.conftest import bot_sees, sync_until, unique_school, write_school
+from tests.conftest import bot_sees, sync_until, unique_school, with_people, write_school
 
 pytestmark = pytest.mark.synapse
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,11 +46,8 @@ async def test_banned_word_flood_quiet_hours_and_exemption(homeserver: Any, data
     mod = mod.replace("max_messages: 8", "max_messages: 3").replace(flood, flood.replace("60", "0.03"))
     (policies / "moderation.yaml").write_text(mod)
     parent, teacher = await humans("parent"), await humans("teacher")
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(yaml.safe_dump({"g-anne": parent.user_id, "t-cp": teacher.user_id}))
-    base = homeserver.config(data_dir)
-    config = dataclasses.replace(base, policies_dir=policies,
-                                 identity=dataclasses.replace(base.identity, mapping_file=mapping))
+    config = with_people(homeserver.config(data_dir), tmp_path, {"g-anne": parent.user_id, "t-cp": teacher.user_id},
+                         policies_dir=policies)
     school = str(write_school(tmp_path, unique_school(tmp_path)))
     bridge = await Bridge.create(config)
     await bridge.start()
@@ -300,10 +297,7 @@ async def test_disguises_other_fields_and_malformed_content_are_caught_live(home
     character message beside another parent's insult. All are taken down. The room was never
     announced to the moderator: it learns it from the room itself at the first message."""
     parent, other = await humans("parent"), await humans("parent2")
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(yaml.safe_dump({"g-anne": parent.user_id, "g-paul": other.user_id}))
-    base = homeserver.config(data_dir)
-    config = dataclasses.replace(base, identity=dataclasses.replace(base.identity, mapping_file=mapping))
+    config = with_people(homeserver.config(data_dir), tmp_path, {"g-anne": parent.user_id, "g-paul": other.user_id})
     school = str(write_school(tmp_path, unique_school(tmp_path)))
     bridge = await Bridge.create(config)
     await bridge.start()
@@ -362,11 +356,7 @@ async def test_a_wave_from_one_account_mutes_it_in_every_room_of_the_school(home
     assert "max_rooms: 4 " in mod
     (policies / "moderation.yaml").write_text(mod.replace("max_rooms: 4 ", "max_rooms: 2 "))
     parent = await humans("parent")
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(yaml.safe_dump({"g-anne": parent.user_id}))
-    base = homeserver.config(data_dir)
-    config = dataclasses.replace(base, policies_dir=policies,
-                                 identity=dataclasses.replace(base.identity, mapping_file=mapping))
+    config = with_people(homeserver.config(data_dir), tmp_path, {"g-anne": parent.user_id}, policies_dir=policies)
     school = str(write_school(tmp_path, unique_school(tmp_path)))
     bridge = await Bridge.create(config)
     await bridge.start()
@@ -407,10 +397,7 @@ async def test_a_wave_from_one_account_mutes_it_in_every_room_of_the_school(home
 async def test_a_school_pause_on_synapse_holds_and_is_lifted_exactly_after_a_restart(
         homeserver: Any, data_dir: Path, tmp_path: Path, humans: Any) -> None:
     parent, director = await humans("parent"), await humans("director")
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(yaml.safe_dump({"g-anne": parent.user_id, "t-ce1": director.user_id}))  # Marc directs
-    base = homeserver.config(data_dir)
-    config = dataclasses.replace(base, identity=dataclasses.replace(base.identity, mapping_file=mapping))
+    config = with_people(homeserver.config(data_dir), tmp_path, {"g-anne": parent.user_id, "t-ce1": director.user_id})  # Marc directs
     school = str(write_school(tmp_path, unique_school(tmp_path)))
     bridge = await Bridge.create(config)
     await bridge.start()

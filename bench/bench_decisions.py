@@ -98,6 +98,18 @@ class _Bot:
         return "$n"
 
 
+async def homeserver_with_room(room_id: str) -> tuple[FakeHomeserver, AppserviceAPI]:
+    """The in-memory homeserver (only its answers are stubbed), the bot registered, and a room of
+    the bot's under the id the benchmark's messages carry."""
+    fake = FakeHomeserver(as_token="tok")
+    api = AppserviceAPI(as_token="tok", transport=fake)
+    await api.register_user("ent-bridge_bot")
+    made = await api.create_room(as_user=BOT, body={"preset": "private_chat"})
+    fake.store.rooms[room_id] = fake.store.rooms.pop(made)
+    fake.store.rooms[room_id].room_id = room_id
+    return fake, api
+
+
 async def run(*, seconds: float, rate: float) -> tuple[int, float, list[float], int, int]:
     """Offer `rate` messages/s for `seconds`; (sent, time to decide them all, latencies in ms,
     decisions audited, redactions sent)."""
@@ -107,13 +119,7 @@ async def run(*, seconds: float, rate: float) -> tuple[int, float, list[float], 
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStore(str(Path(tmp) / "b.db"))
         await store.open()
-        fake = FakeHomeserver(as_token="tok")
-        api = AppserviceAPI(as_token="tok", transport=fake)
-        await api.register_user("ent-bridge_bot")
-        room = await api.create_room(as_user=BOT, body={"preset": "private_chat"})
-        fake.store.aliases["#class:ent.test"] = room
-        fake.store.rooms["!class:ent.test"] = fake.store.rooms.pop(room)  # the id the messages carry
-        fake.store.rooms["!class:ent.test"].room_id = "!class:ent.test"
+        fake, api = await homeserver_with_room("!class:ent.test")
         # A weekday noon in Paris: outside quiet hours (at night every message would get an answer).
         mod = Moderator(policies_dir=ROOT / "policies", store=store, api=api, bot=_Bot(),  # type: ignore[arg-type]
                         audit=AuditLog(store, key="k" * 32), clock=FixedTime(datetime(2026, 12, 1, 11, tzinfo=UTC)))

@@ -29,16 +29,14 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from bench_decisions import BOT, TARGET_P99_MS, TARGET_RATE, corpus, p99
+from bench_decisions import BOT, TARGET_P99_MS, TARGET_RATE, corpus, homeserver_with_room, p99
 from nio import AsyncClientConfig, MegolmEvent
 from nio.crypto import InboundGroupSession, OutboundGroupSession
 
 from bridge import logging as blog
 from bridge.audit import AuditLog
 from bridge.clock import FixedTime
-from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.bot import AppserviceNioClient, Bot
-from bridge.matrix.fake import FakeHomeserver
 from bridge.moderation import Moderator
 from bridge.store.sqlite import SqliteStore
 
@@ -78,12 +76,7 @@ async def run(n: int, *, rate: float | None) -> tuple[float, list[float], int]:
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStore(str(Path(tmp) / "b.db"))
         await store.open()
-        fake = FakeHomeserver(as_token="tok")
-        api = AppserviceAPI(as_token="tok", transport=fake)
-        await api.register_user("ent-bridge_bot")
-        room = await api.create_room(as_user=BOT, body={"preset": "private_chat"})
-        fake.store.rooms[ROOM] = fake.store.rooms.pop(room)
-        fake.store.rooms[ROOM].room_id = ROOM
+        _, api = await homeserver_with_room(ROOM)
         bot = BenchBot(homeserver_url="http://fake.invalid", user_id=BOT, store_dir=tmp, store_key="k" * 32,
                        display_name="ENT", api=api, as_token="tok", store=store, message_hooks=[])
         client = AppserviceNioClient("http://fake.invalid", BOT, device_id="ENTBOTBENCH", store_path=tmp,

@@ -16,6 +16,7 @@ from bridge.logging import get_logger
 from bridge.matrix.bot import Bot, ReceivedMessage, ReceivedReaction
 from bridge.moderation import Moderator
 from bridge.people_keys import ANNOUNCEMENTS_KEY as KEY
+from bridge.policy.texts import strip_reply_fallback
 from bridge.store.base import Store
 
 log = get_logger(component="announcements")
@@ -36,8 +37,7 @@ TEXTS = {"fr": {"ask": "📣 Annonce : merci de confirmer que vous l'avez lue, p
 
 def _reply_text(msg: ReceivedMessage) -> str:
     """A reply's own words, its quoted fallback left out."""
-    lines = [ln for ln in msg.body.split("\n") if not ln.startswith(">")]
-    return " ".join(" ".join(lines).split()).strip(" .!").lower()
+    return " ".join(strip_reply_fallback(msg.body).split()).strip(" .!").lower()
 
 
 class Announcements:

@@ -72,7 +72,6 @@ class Moderator:
         self.metrics = metrics
         self.keyless = keyless
         self._keyless_power: dict[str, dict[str, Any]] = {}  # room id -> power levels (keyless rooms)
-        self.policies_dir = policies_dir
         self.store = store
         self.api = api
         self.bot = bot

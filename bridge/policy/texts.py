@@ -109,7 +109,7 @@ def _str(content: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _strip_reply_fallback(body: str) -> str:
+def strip_reply_fallback(body: str) -> str:
     """A reply's body starts with the quoted message ("> …" lines, then an empty line)."""
     if not body.startswith("> "):
         return body
@@ -121,7 +121,7 @@ def _strip_reply_fallback(body: str) -> str:
 
 
 def _one(content: Mapping[str, Any], texts: list[str], hrefs: list[str]) -> None:
-    texts.append(_strip_reply_fallback(_str(content, "body")))
+    texts.append(strip_reply_fallback(_str(content, "body")))
     html = _str(content, "formatted_body")
     if html:
         text, targets = _html(html)

@@ -21,12 +21,13 @@ import yaml
 from bridge import logging as blog
 from bridge.app import Bridge
 from bridge.config import load_config
-from bridge.devserver import LocalSynapse, access_module, free_port
+from bridge.devserver import LocalSynapse, free_port
 from bridge.directory.model import Directory
 from bridge.directory.sources import load
 from bridge.reconcile.inputs import desired_state
 from bridge.registration import write_registration
 from bridge.rooms.desired import DesiredRoom
+from bridge.synapse_settings import access_module
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHOOL = ROOT / "config" / "demo-school.yaml"

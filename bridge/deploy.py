@@ -14,9 +14,9 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from bridge.devserver import access_module, school_settings
 from bridge.private_files import write_private
 from bridge.registration import set_key, write_registration
+from bridge.synapse_settings import access_module, school_settings
 
 # Where things are inside the containers (docker/docker-compose.yml mounts them there).
 SYNAPSE_URL, BRIDGE_URL = "http://synapse:8008", "http://ent-bridge:29340"

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from bridge.synapse_settings import school_settings
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -37,34 +39,6 @@ def _die_with_parent() -> None:
 
 def _relaxed(per_second: float = 1000, burst: int = 10000) -> dict[str, Any]:
     return {"per_second": per_second, "burst_count": burst}
-
-
-def school_settings() -> dict[str, Any]:
-    """What a school deployment sets beyond Synapse's defaults (docs/synapse.md says why;
-    `ent-bridge doctor` checks a homeserver.yaml against them)."""
-    return {
-        "user_directory": {"enabled": True, "search_all_users": False},
-        "require_auth_for_profile_requests": True,
-        "limit_profile_requests_to_users_who_share_rooms": True,
-        "include_profile_data_on_invite": False,
-        "room_list_publication_rules": [{"action": "deny"}],
-        "allow_public_rooms_without_auth": False,
-        "allow_public_rooms_over_federation": False,
-        "enable_registration": False,
-        "allow_guest_access": False,
-        "federation_domain_whitelist": [],
-        "retention": {"enabled": True},
-        "redaction_retention_period": "7d",
-        "media_retention": {"local_media_lifetime": "365d"},
-        "url_preview_enabled": False,
-        "presence": {"enabled": False},
-    }
-
-
-def access_module(snapshot: Path, bridge_users: list[str], *, refresh_seconds: float = 10) -> dict[str, Any]:
-    """The `modules:` entry of ent-bridge's access module."""
-    return {"module": "bridge.access.synapse_module.AccessModule",
-            "config": {"snapshot": str(snapshot), "bridge_users": bridge_users, "refresh_seconds": refresh_seconds}}
 
 
 @dataclass

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.private_files import DIR_MODE, too_open
-
-MODULE = "bridge.access.synapse_module.AccessModule"
+from bridge.synapse_settings import MODULE
 
 
 @dataclass(frozen=True)

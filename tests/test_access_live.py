@@ -19,8 +19,9 @@ import yaml
 
 from bridge.app import Bridge
 from bridge.config import Config, load_config
-from bridge.devserver import LocalSynapse, access_module, free_port
+from bridge.devserver import LocalSynapse, free_port
 from bridge.reconcile.sync import run_sync
+from bridge.synapse_settings import access_module
 from tests.conftest import ROOT, SERVER_NAME, unique_school, write_bridge_files, write_school
 
 

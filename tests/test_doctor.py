@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from bridge.cli import main
-from bridge.devserver import LocalSynapse, access_module
+from bridge.devserver import LocalSynapse
 from bridge.doctor import homeserver_findings
 from bridge.store.sqlite import SqliteStore
+from bridge.synapse_settings import access_module
 
 
 def _homeserver_yaml(tmp_path: Path, *, module: bool) -> Path:

@@ -63,9 +63,13 @@ class Person:
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None, *, version: str = "v3"
                    ) -> tuple[int, Any]:
-        async with self.http.request(method, f"{self.url}/_matrix/client/{version}{path}", json=body,
-                                     headers={"Authorization": f"Bearer {self.token}"}) as resp:
-            return resp.status, await resp.json()
+        while True:  # a rate limit (polling searches on a busy machine) is waited out, as clients do
+            async with self.http.request(method, f"{self.url}/_matrix/client/{version}{path}", json=body,
+                                         headers={"Authorization": f"Bearer {self.token}"}) as resp:
+                status, answer = resp.status, await resp.json()
+            if status != 429:
+                return status, answer
+            await asyncio.sleep(answer.get("retry_after_ms", 1000) / 1000)
 
     async def search(self, term: str) -> set[str]:
         status, body = await self.call("POST", "/user_directory/search", {"search_term": term, "limit": 50})

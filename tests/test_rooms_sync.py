@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import yaml
 from bridge.clock import FixedTime
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.reconcile.actions import Kick
+from bridge.reconcile.observed import reduce_state
 from bridge.reconcile.sync import run_sync
 from bridge.store import open_store
 from tests.conftest import unique_school
@@ -70,6 +72,14 @@ class Harness:
             if room.encrypted:
                 assert enc[0]["content"]["algorithm"] == "m.megolm.v1.aes-sha2"
 
+    async def check_cache_matches_reads(self, result: Any) -> None:
+        """The observation cache (folded from /sync deltas) holds what a whole read of each room gives."""
+        cache = await self.store.observed_rooms()
+        for key, room in result.plan.desired.items():
+            rec = await self.store.get_room(key)
+            read = reduce_state(await self.api.room_state(rec.room_id, as_user=room.owner or self.config.bot_user_id))
+            assert _by_key(json.loads(cache[rec.room_id])) == _by_key(read), key
+
     def person(self, kind: str, pid: str) -> dict[str, Any]:
         return next(p for p in self.data[kind] if p["id"] == pid)
 
@@ -82,6 +92,10 @@ async def h(homeserver: Any, data_dir: Path, tmp_path: Path) -> Any:
     harness = await Harness(homeserver.config(data_dir), tmp_path).open()
     yield harness
     await harness.close()
+
+
+def _by_key(events: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[str, Any]]:
+    return {(e["type"], e["state_key"]): (e["sender"], e["content"]) for e in events}
 
 
 def _kicks(result: Any) -> list[tuple[str, str]]:
@@ -112,8 +126,12 @@ async def test_resync_reads_only_rooms_the_homeserver_reports_changed(h: Harness
     change made behind the bridge's back (a stranger invited by hand) is still seen and undone."""
     first = await h.sync()
     assert first.observed.full
-    # The apply ends by re-reading the rooms it touched and planning again: nothing left to do.
+    # The apply ends by re-observing the rooms it touched and planning again: nothing left to do.
     assert first.residual is not None and first.residual.is_empty()
+    # ... from the homeserver's /sync deltas, not a read of each room: the requests that are not
+    # writes are the bridge users' /sync calls and a lookup or two, whatever the number of rooms.
+    assert h.api.request_count - h.api.write_count <= 6, h.api.request_count - h.api.write_count
+    await h.check_cache_matches_reads(first)
     quiet = await h.sync()
     assert quiet.plan.is_empty() and quiet.observed.read == 0 and quiet.observed.rooms == len(first.plan.desired)
     homeserver.synapse.register_user("resquilleur", "mot-de-passe-resquilleur")
@@ -122,6 +140,8 @@ async def test_resync_reads_only_rooms_the_homeserver_reports_changed(h: Harness
     await h.api.invite((await h.store.get_room(cp)).room_id, stranger, as_user=h.config.bot_user_id)
     caught = await h.sync()
     assert caught.observed.read == 1 and ("class", stranger) in _kicks(caught)
+    assert caught.observed.folded == 1  # the stranger's invite came with the delta
+    await h.check_cache_matches_reads(caught)
     # A full read (`sync --full-read`, or every rooms.full_observe_hours) agrees with the cache.
     full = await run_sync(h.config, [h.write()], store=h.store, api=h.api, apply=False, full_observe=True, clock=FixedTime(NOW))
     assert full.plan.is_empty() and full.observed.full and full.observed.read == len(first.plan.desired)

@@ -60,10 +60,50 @@ def reduce_state(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# What a delta /sync carries to fold a room's changes into its cached state: the planned types, and
+# redactions (a redacted state event loses content the delta does not show: such a room is read again).
+DELTA_TIMELINE_TYPES = (*PLANNED_TYPES, "m.room.redaction")
+
+
 def changed_rooms(sync_response: Mapping[str, Any]) -> set[str]:
     """Room ids an incremental /sync (filtered on PLANNED_TYPES) shows with any change (pure)."""
     rooms = sync_response.get("rooms") or {}
     return {rid for section in ("join", "leave", "invite", "knock") for rid in (rooms.get(section) or {})}
+
+
+def joined_changes(sync_response: Mapping[str, Any]) -> set[str]:
+    """The changed rooms the syncing user is joined to: the only ones whose delta can be folded (pure)."""
+    return set(((sync_response.get("rooms") or {}).get("join")) or {})
+
+
+def fold_delta(cached: list[dict[str, Any]] | None, entry: Mapping[str, Any],
+               user: str) -> list[dict[str, Any]] | None:
+    """A joined room's state now, from its state at the token and its entry in `user`'s
+    incremental /sync since that token (filtered on planned types, members not lazy-loaded); None
+    where the entry can't be trusted to hold every change, so the room must be read whole (pure).
+
+    The homeserver sends the state block (changes before the timeline), then the timeline. A room
+    `user` made since the token comes whole (Synapse sends a room newly joined with its full state,
+    its timeline marked `limited`): it is recognised by the user's own join replacing no earlier
+    membership, so nothing but the creation came before it. A room joined on an invite is not
+    whole: Synapse leaves out of the delta the state that history visibility hid before the join.
+    Otherwise the cached state is needed, and a `limited` timeline is refused: the state block
+    names only what differs from the token's state, which the cache may not equal (it was read a
+    moment after that token)."""
+    state = [e for e in ((entry.get("state") or {}).get("events") or []) if isinstance(e, dict)]
+    timeline = entry.get("timeline") or {}
+    events = [e for e in (timeline.get("events") or []) if isinstance(e, dict)]
+    if any(e.get("type") == "m.room.redaction" for e in events):
+        return None
+    whole = any(e.get("type") == "m.room.member" and e.get("state_key") == user and e.get("sender") == user
+                and (e.get("content") or {}).get("membership") == "join"
+                and not (e.get("unsigned") or {}).get("replaces_state") for e in state + events)
+    if not whole and (cached is None or timeline.get("limited")):
+        return None
+    folded = {} if whole else {(e.get("type"), e.get("state_key")): e for e in cached or []}
+    for ev in reduce_state([e for e in state + events if isinstance(e.get("state_key"), str)]):
+        folded[(ev["type"], ev["state_key"])] = ev
+    return list(folded.values())
 
 
 def from_state_events(key: str, room_id: str, events: list[dict[str, Any]], *, archived: bool = False) -> ObservedRoom:

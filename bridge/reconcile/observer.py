@@ -4,9 +4,14 @@ Reading every room's state on every sync costs one request per room: minutes for
 The homeserver already knows which rooms changed: a filtered `/sync` of the bridge's users (the
 bot, and the keyless owner of rooms without content inspection: between them they are in every
 managed room) since the tokens saved at the previous observation lists exactly the rooms with
-new membership, power-level, name, topic, Space or retention events. Only those are read again;
-the others come from the cache in the store. A full read happens on the first run, when the token
-is refused, and every `rooms.full_observe_hours` as a safety net.
+new membership, power-level, name, topic, Space or retention events. The others come from the
+cache in the store. The changed ones get their changes from the homeserver's own event stream:
+a second /sync since the same token, restricted to them (`DELTA_CHUNK` rooms a request), gives
+their new state events, folded into the cache (`observed.fold_delta`). A room whose delta can't be
+trusted whole (a gap in it, a redaction, no cached state to fold into) is read whole with /state.
+So the apply's verification, which re-observes every room it touched, costs a few requests, not
+one per room. A full read happens on the first run, when the token is refused, and every
+`rooms.full_observe_hours` as a safety net.
 
 The /sync is made without a device id on purpose: with the bot's device, it would acknowledge
 (and so delete) to-device messages, room keys included, that the bot's own E2EE client needs.
@@ -26,11 +31,14 @@ from bridge.errors import MatrixError, MForbidden, MNotFound, MUnknownToken
 from bridge.logging import get_logger
 from bridge.matrix.port import Homeserver
 from bridge.reconcile.observed import (
+    DELTA_TIMELINE_TYPES,
     PLANNED_TYPES,
     ObservedRoom,
     ObservedState,
     changed_rooms,
+    fold_delta,
     from_state_events,
+    joined_changes,
     reduce_state,
 )
 from bridge.rooms.desired import DesiredRoom
@@ -49,6 +57,19 @@ CHANGES_FILTER = {**_NOTHING, "room": {
     "state": {"types": list(PLANNED_TYPES), "lazy_load_members": True},
     "timeline": {"limit": 1, "types": list(PLANNED_TYPES)}}}
 TOKEN_FILTER = {**_NOTHING, "room": {"rooms": []}}
+# Rooms per delta /sync: bounds the answer's size, and the filter (room ids in the query string)
+# stays well under the 16 KB request line a homeserver accepts.
+DELTA_CHUNK = 100
+DELTA_LIMIT = 100  # timeline events per room; more makes the timeline "limited": that room is read whole
+
+
+def delta_filter(rooms: list[str]) -> dict[str, Any]:
+    """Every planned state change of these rooms since a token: no lazy-loaded members, so the
+    state block is complete."""
+    return {**_NOTHING, "room": {"rooms": rooms, "ephemeral": {"not_types": ["*"]},
+                                 "account_data": {"not_types": ["*"]},
+                                 "state": {"types": list(PLANNED_TYPES)},
+                                 "timeline": {"limit": DELTA_LIMIT, "types": list(DELTA_TIMELINE_TYPES)}}}
 
 
 def _unique(filter_: dict[str, Any]) -> str:
@@ -61,8 +82,19 @@ def _unique(filter_: dict[str, Any]) -> str:
 @dataclasses.dataclass
 class ObserveStats:
     rooms: int = 0
-    read: int = 0
+    read: int = 0  # rooms whose state was taken afresh from the homeserver (whole, or folded from deltas)
     full: bool = False
+    folded: int = 0  # of those, the ones folded from /sync deltas instead of a /state read
+
+
+@dataclasses.dataclass(frozen=True)
+class Changes:
+    """What the homeserver says changed since the saved tokens."""
+
+    tokens: dict[str, str]  # user -> token to save
+    since: dict[str, str]  # user -> the saved token the changes are counted from
+    joined: dict[str, set[str]]  # user -> changed rooms it is joined to (their deltas can be folded)
+    rooms: set[str]  # every changed room, whatever the section
 
 
 class RoomObserver:
@@ -85,9 +117,16 @@ class RoomObserver:
     async def _sync(self, user: str, *, since: str | None, filter_: dict[str, Any]) -> dict[str, Any]:
         return await self.api.sync(user, filter_json=_unique(filter_), since=since)
 
+    async def users_with_tokens(self) -> set[str]:
+        """The users whose changes the next observation can read since a saved token."""
+        try:
+            return set(json.loads(await self.store.get_value(SINCE_KEY) or "{}"))
+        except ValueError:
+            return set()
+
     async def _changes(self, users: set[str], *, now_ms: int,
-                       full: bool) -> tuple[dict[str, str] | None, set[str] | None]:
-        """(tokens to save, rooms changed since the saved tokens); None for "read everything".
+                       full: bool) -> tuple[dict[str, str] | None, Changes | None]:
+        """(tokens to save, what changed since the saved tokens); None for "read everything".
         Each of the bridge's users (the bot, the keyless owner) sees the rooms it is in."""
         try:
             saved: dict[str, str] = dict(json.loads(await self.store.get_value(SINCE_KEY) or "{}"))
@@ -98,6 +137,7 @@ class RoomObserver:
             full = True  # cached by a version that read fewer state types (e.g. no security state)
         users |= set(saved)  # a user that once ran rooms keeps being asked
         tokens: dict[str, str] = {}
+        joined: dict[str, set[str]] = {}
         changed: set[str] = set()
         incremental = not full and now_ms - full_at < self.full_every_ms and users <= set(saved)
         try:
@@ -105,6 +145,7 @@ class RoomObserver:
                 if incremental:
                     resp = await self._sync(user, since=saved[user], filter_=CHANGES_FILTER)
                     changed |= changed_rooms(resp)
+                    joined[user] = joined_changes(resp)
                 else:
                     # Taken before the rooms are read: what changes meanwhile shows up next time.
                     resp = await self._sync(user, since=None, filter_=TOKEN_FILTER)
@@ -113,7 +154,30 @@ class RoomObserver:
             # An expired token, or a homeserver that can't sync us: read everything, save nothing.
             get_logger().warning("observe_changes_unavailable", error=str(exc))
             return None, None
-        return tokens, changed if incremental else None
+        return tokens, Changes(tokens, {u: saved[u] for u in joined}, joined, changed) if incremental else None
+
+    async def _deltas(self, changes: Changes, wanted: dict[str, str],
+                      cache: Mapping[str, str]) -> dict[str, list[dict[str, Any]]]:
+        """The new state of the changed rooms in `wanted` (room id -> the user to read it as),
+        folded from delta /syncs since the same tokens; rooms left out must be read whole."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for user in sorted(changes.joined):
+            rooms = sorted(r for r in changes.joined[user] if wanted.get(r) == user)
+            for at in range(0, len(rooms), DELTA_CHUNK):
+                try:
+                    resp = await self._sync(user, since=changes.since[user],
+                                            filter_=delta_filter(rooms[at:at + DELTA_CHUNK]))
+                except MatrixError as exc:  # those rooms are read whole instead
+                    get_logger().warning("observe_deltas_unavailable", error=str(exc)[:200])
+                    continue
+                for room_id, entry in (((resp.get("rooms") or {}).get("join")) or {}).items():
+                    if room_id not in wanted or not isinstance(entry, dict):
+                        continue
+                    cached = cache.get(room_id)
+                    folded = fold_delta(json.loads(cached) if cached is not None else None, entry, user)
+                    if folded is not None:
+                        out[room_id] = folded
+        return out
 
     async def _room_state(self, room_id: str, *, owner: str) -> list[dict[str, Any]] | None:
         """Read as the room's owner; a room being handed over (or no longer wanted) may still be
@@ -137,8 +201,15 @@ class RoomObserver:
             records = await self._rebuild_from_aliases(desired)
             full = True
         owners = {key: (d.owner or self.bot) for key, d in desired.items()}
-        tokens, changed = await self._changes({self.bot, *owners.values()}, now_ms=now_ms, full=full)
-        cache = {} if changed is None else await self.store.observed_rooms()
+        tokens, changes = await self._changes({self.bot, *owners.values()}, now_ms=now_ms, full=full)
+        changed = None if changes is None else changes.rooms
+        cache = {} if changes is None else await self.store.observed_rooms()
+        deltas: dict[str, list[dict[str, Any]]] = {}
+        if changes is not None:
+            # Read as its owner, as a whole read would be (the owner is in the room).
+            wanted = {r.room_id: owners.get(r.room_key, self.bot) for r in records.values()
+                      if r.room_id in changes.rooms}
+            deltas = await self._deltas(changes, wanted, cache)
         fresh: dict[str, str] = {}
         # Rooms not read now: their cached state would fall behind the token saved below.
         skipped: list[str] = []
@@ -150,6 +221,9 @@ class RoomObserver:
             cached = cache.get(rec.room_id)
             if cached is not None and changed is not None and rec.room_id not in changed:
                 events = json.loads(cached)
+            elif rec.room_id in deltas:
+                events = deltas[rec.room_id]
+                fresh[rec.room_id] = json.dumps(events, separators=(",", ":"))
             else:
                 async with self.sem:
                     raw = await self._room_state(rec.room_id, owner=owners.get(rec.room_key, self.bot))
@@ -170,8 +244,9 @@ class RoomObserver:
             if changed is None:
                 await self.store.set_value(FULL_AT_KEY, str(now_ms))
                 await self.store.set_value(CACHE_KEY, CACHE_TYPES)
-        self.stats = ObserveStats(rooms=len(results), read=len(fresh), full=changed is None)
-        get_logger().info("rooms_observed", rooms=len(results), read=len(fresh), full=changed is None)
+        folded = sum(1 for r in fresh if r in deltas)
+        self.stats = ObserveStats(rooms=len(results), read=len(fresh), full=changed is None, folded=folded)
+        get_logger().info("rooms_observed", rooms=len(results), read=len(fresh), folded=folded, full=changed is None)
         return ObservedState({r.key: r for r in results})
 
     async def _rebuild_from_aliases(self, desired: Mapping[str, DesiredRoom]) -> dict[str, RoomRecord]:

@@ -111,8 +111,8 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
                     allow_mass_removal: bool = False, offline: bool = False,
                     full_observe: bool = False) -> SyncPlan:
     """Read the directory and the homeserver, and plan. offline: as if no room existed and no
-    account admin were reachable; save_observation: keep what was read in the cache (an apply
-    follows), else nothing at all is written."""
+    account admin were reachable; save_observation: an apply follows (the bridge's users are
+    registered, what was read is kept in the cache), else nothing at all is written."""
     store = ports.store
     now = ports.clock.now()
     now_ms = int(now.timestamp() * 1000)
@@ -134,6 +134,8 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
     if offline:
         observed, stats = ObservedState(), ObserveStats()
     else:
+        if save_observation:  # an apply follows: its users exist before the observation takes their tokens
+            await _register_bridge_users(config, desired, ports)
         observed, stats = await _observe(config, ports, desired, now_ms=now_ms, full=full_observe,
                                          save=save_observation)
     present = set(directory.staff) | set(directory.guardians)
@@ -161,6 +163,20 @@ async def _keep_pauses(desired: DesiredState, store: Store) -> DesiredState:
         return desired
     keys = {r.room_id: r.room_key for r in await store.all_rooms()}
     return with_pauses(desired, {keys[room]: level for room, level in paused_levels(pauses).items() if room in keys})
+
+
+async def _register_bridge_users(config: Config, desired: DesiredState, ports: SyncPorts) -> None:
+    """The bot owns the rooms; a standalone `sync --apply` may run before `run` ever did. Done
+    before the observation, for the users it holds no /sync token of (a user with one exists):
+    each then gets a token from before the apply, so the apply's verification reads only the
+    changes since then, a first run included."""
+    users = {config.bot_user_id: config.bot.localpart}
+    if any(d.owner for d in desired.rooms.values()):
+        users[config.keyless_user_id] = config.bot.keyless_localpart
+    known = await _observer(config, ports).users_with_tokens()
+    for user_id, localpart in users.items():
+        if user_id not in known:
+            await ports.api.register_user(localpart)
 
 
 def _limits(config: Config) -> guards.Limits:
@@ -208,7 +224,7 @@ async def apply_sync(config: Config, sp: SyncPlan, ports: SyncPorts) -> SyncResu
         await _record_outsiders_rule(sp, store)
         await _publish_access(config, sp, store)
         return SyncResult(plan, sp.verdict, sp.directory_size, ApplyReport(), observed=sp.observed, residual=plan)
-    # The bot owns the rooms; a standalone `sync --apply` may run before `run` ever did.
+    # The bot owns the rooms (registered again: the homeserver may have lost it since its token).
     await api.register_user(config.bot.localpart)
     if any(d.owner for d in sp.desired.rooms.values()):
         await api.register_user(config.bot.keyless_localpart)

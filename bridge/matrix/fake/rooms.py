@@ -90,6 +90,8 @@ class RoomStore:
                               "origin_server_ts": self.pos, "stream": self.pos, **(extra or {})}
         if state_key is not None:
             ev["state_key"] = state_key
+            if (previous := room.state.get((etype, state_key))) is not None:  # as Synapse marks it
+                ev["unsigned"] = {"replaces_state": previous["event_id"]}
             room.state[(etype, state_key)] = ev
         room.timeline.append(ev)
         room.by_id[ev["event_id"]] = ev

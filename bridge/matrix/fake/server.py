@@ -226,10 +226,15 @@ class FakeHomeserver:
         return {"chunk": chunk, "start": str(end), **({"end": str(start)} if start > 0 else {})}
 
     def _sync(self, user: str, params: dict[str, str]) -> dict[str, Any]:
-        """Rooms with events of the filter's types since the token, in the user's sections."""
+        """Rooms with events of the filter's types since the token, in the user's sections, as
+        Synapse answers: the newest `limit` events (`limited` when there were more), and for joined
+        rooms a state block: the full state at the timeline's start for a room newly joined (or an
+        initial sync), else what changed between the token and the timeline's start."""
         filt = json.loads(params.get("filter", "{}"))
         room_filter = filt.get("room") or {}
-        types = (room_filter.get("timeline") or {}).get("types")
+        timeline_filter = room_filter.get("timeline") or {}
+        types, limit = timeline_filter.get("types"), int(timeline_filter.get("limit", 10))
+        state_filter = room_filter.get("state") or {}
         only = room_filter.get("rooms")
         since = int(params["since"][1:]) if params.get("since") else None
         out: dict[str, dict[str, Any]] = {"join": {}, "leave": {}, "invite": {}}
@@ -242,6 +247,30 @@ class FakeHomeserver:
                 continue
             events = [e for e in room.timeline if (since is None or e["stream"] > since)
                       and (types is None or e["type"] in types)]
-            if (since is None and section == "join") or events:
-                out[section][room_id] = {"timeline": {"events": [client_event(e) for e in events[-1:]]}}
+            if not ((since is None and section == "join") or events):
+                continue
+            shown = events[-limit:] if limit > 0 else []
+            entry: dict[str, Any] = {"timeline": {"events": [client_event(e) for e in shown],
+                                                  "limited": len(shown) < len(events)}}
+            if section == "join":
+                entry["state"] = {"events": self._state_block(room, user, since, shown, state_filter)}
+            out[section][room_id] = entry
         return {"next_batch": f"s{self.store.pos}", "rooms": out}
+
+    def _state_block(self, room: Room, user: str, since: int | None, shown: list[dict[str, Any]],
+                     state_filter: dict[str, Any]) -> list[dict[str, Any]]:
+        start = shown[0]["stream"] if shown else self.store.pos + 1
+        at_start = _state_at(room, start - 1)
+        before = {} if since is None else _state_at(room, since)
+        newly = (before.get(("m.room.member", user)) or {}).get("content", {}).get("membership") != "join"
+        block = [ev for key, ev in at_start.items() if newly or before.get(key) is not ev]
+        types = state_filter.get("types")
+        senders = {e["sender"] for e in shown}
+        return [client_event(ev) for ev in block if (types is None or ev["type"] in types)
+                and not (state_filter.get("lazy_load_members") and ev["type"] == "m.room.member"
+                         and ev["state_key"] not in senders)]
+
+
+def _state_at(room: Room, pos: int) -> dict[tuple[str, str], dict[str, Any]]:
+    """The room's state after the events up to stream position `pos`."""
+    return {(ev["type"], ev["state_key"]): ev for ev in room.timeline if ev["stream"] <= pos and "state_key" in ev}

@@ -60,13 +60,14 @@ TOKEN_FILTER = {**_NOTHING, "room": {"rooms": []}}
 # Rooms per delta /sync: bounds the answer's size, and the filter (room ids in the query string)
 # stays well under the 16 KB request line a homeserver accepts.
 DELTA_CHUNK = 100
-DELTA_LIMIT = 100  # timeline events per room; more makes the timeline "limited": that room is read whole
+DELTA_LIMIT = 20  # timeline events per room; more makes the timeline "limited": that room is read whole
 
 
-def delta_filter(rooms: list[str]) -> dict[str, Any]:
-    """Every planned state change of these rooms since a token: no lazy-loaded members, so the
-    state block is complete."""
-    return {**_NOTHING, "room": {"rooms": rooms, "ephemeral": {"not_types": ["*"]},
+def delta_filter(rooms: list[str] | None) -> dict[str, Any]:
+    """Every planned state change of these rooms (None: of every room) since a token: no
+    lazy-loaded members, so the state block is complete."""
+    only = {} if rooms is None else {"rooms": rooms}
+    return {**_NOTHING, "room": {**only, "ephemeral": {"not_types": ["*"]},
                                  "account_data": {"not_types": ["*"]},
                                  "state": {"types": list(PLANNED_TYPES)},
                                  "timeline": {"limit": DELTA_LIMIT, "types": list(DELTA_TIMELINE_TYPES)}}}
@@ -95,6 +96,7 @@ class Changes:
     since: dict[str, str]  # user -> the saved token the changes are counted from
     joined: dict[str, set[str]]  # user -> changed rooms it is joined to (their deltas can be folded)
     rooms: set[str]  # every changed room, whatever the section
+    entries: dict[str, dict[str, Any]]  # user -> its joined rooms' deltas, when the listing carried them
 
 
 class RoomObserver:
@@ -124,10 +126,11 @@ class RoomObserver:
         except ValueError:
             return set()
 
-    async def _changes(self, users: set[str], *, now_ms: int,
-                       full: bool) -> tuple[dict[str, str] | None, Changes | None]:
+    async def _changes(self, users: set[str], *, now_ms: int, full: bool,
+                       few: bool) -> tuple[dict[str, str] | None, Changes | None]:
         """(tokens to save, what changed since the saved tokens); None for "read everything".
-        Each of the bridge's users (the bot, the keyless owner) sees the rooms it is in."""
+        Each of the bridge's users (the bot, the keyless owner) sees the rooms it is in. few: so
+        few rooms that one /sync may carry all their deltas at once (no second request)."""
         try:
             saved: dict[str, str] = dict(json.loads(await self.store.get_value(SINCE_KEY) or "{}"))
         except ValueError:
@@ -138,14 +141,18 @@ class RoomObserver:
         users |= set(saved)  # a user that once ran rooms keeps being asked
         tokens: dict[str, str] = {}
         joined: dict[str, set[str]] = {}
+        entries: dict[str, dict[str, Any]] = {}
         changed: set[str] = set()
         incremental = not full and now_ms - full_at < self.full_every_ms and users <= set(saved)
         try:
             for user in sorted(users):
                 if incremental:
-                    resp = await self._sync(user, since=saved[user], filter_=CHANGES_FILTER)
+                    resp = await self._sync(user, since=saved[user],
+                                            filter_=delta_filter(None) if few else CHANGES_FILTER)
                     changed |= changed_rooms(resp)
                     joined[user] = joined_changes(resp)
+                    if few:
+                        entries[user] = dict(((resp.get("rooms") or {}).get("join")) or {})
                 else:
                     # Taken before the rooms are read: what changes meanwhile shows up next time.
                     resp = await self._sync(user, since=None, filter_=TOKEN_FILTER)
@@ -154,7 +161,7 @@ class RoomObserver:
             # An expired token, or a homeserver that can't sync us: read everything, save nothing.
             get_logger().warning("observe_changes_unavailable", error=str(exc))
             return None, None
-        return tokens, Changes(tokens, {u: saved[u] for u in joined}, joined, changed) if incremental else None
+        return tokens, Changes(tokens, {u: saved[u] for u in joined}, joined, changed, entries) if incremental else None
 
     async def _deltas(self, changes: Changes, wanted: dict[str, str],
                       cache: Mapping[str, str]) -> dict[str, list[dict[str, Any]]]:
@@ -163,20 +170,22 @@ class RoomObserver:
         out: dict[str, list[dict[str, Any]]] = {}
         for user in sorted(changes.joined):
             rooms = sorted(r for r in changes.joined[user] if wanted.get(r) == user)
-            for at in range(0, len(rooms), DELTA_CHUNK):
+            pages: list[Mapping[str, Any]] = [changes.entries[user]] if user in changes.entries else []
+            for at in range(0, 0 if pages else len(rooms), DELTA_CHUNK):
                 try:
                     resp = await self._sync(user, since=changes.since[user],
                                             filter_=delta_filter(rooms[at:at + DELTA_CHUNK]))
                 except MatrixError as exc:  # those rooms are read whole instead
                     get_logger().warning("observe_deltas_unavailable", error=str(exc)[:200])
                     continue
-                for room_id, entry in (((resp.get("rooms") or {}).get("join")) or {}).items():
-                    if room_id not in wanted or not isinstance(entry, dict):
-                        continue
-                    cached = cache.get(room_id)
-                    folded = fold_delta(json.loads(cached) if cached is not None else None, entry, user)
-                    if folded is not None:
-                        out[room_id] = folded
+                pages.append(((resp.get("rooms") or {}).get("join")) or {})
+            for room_id, entry in (e for page in pages for e in page.items()):
+                if wanted.get(room_id) != user or not isinstance(entry, dict):
+                    continue
+                cached = cache.get(room_id)
+                folded = fold_delta(json.loads(cached) if cached is not None else None, entry, user)
+                if folded is not None:
+                    out[room_id] = folded
         return out
 
     async def _room_state(self, room_id: str, *, owner: str) -> list[dict[str, Any]] | None:
@@ -201,7 +210,8 @@ class RoomObserver:
             records = await self._rebuild_from_aliases(desired)
             full = True
         owners = {key: (d.owner or self.bot) for key, d in desired.items()}
-        tokens, changes = await self._changes({self.bot, *owners.values()}, now_ms=now_ms, full=full)
+        tokens, changes = await self._changes({self.bot, *owners.values()}, now_ms=now_ms, full=full,
+                                              few=len(records) <= DELTA_CHUNK)
         changed = None if changes is None else changes.rooms
         cache = {} if changes is None else await self.store.observed_rooms()
         deltas: dict[str, list[dict[str, Any]]] = {}

@@ -44,6 +44,12 @@ from bridge.store.sqlite import SqliteStore
 
 TARGET_RATE, TARGET_P99_MS = 2000.0, 20.0
 BOT = "@ent-bridge_bot:ent.test"
+# 5,000 parents in class rooms of 50, as in a school district: a mute then edits a room's power
+# levels of a class's size. (All of them in one room made each mute copy a power-level event of
+# thousands of users inside the in-memory homeserver, a cost of the stub that grew with the run,
+# and an event Synapse would refuse past 64 KB.)
+SENDERS, PER_ROOM = 5000, 50
+ROOMS = [f"!class{i}:ent.test" for i in range(SENDERS // PER_ROOM)]
 
 
 def corpus(max_chars: int) -> list[dict[str, Any]]:
@@ -76,7 +82,8 @@ async def main(url, token, seconds, rate, corpus_json):
             batch = []
             for _ in range(25):
                 sent += 1
-                batch.append({"type": "m.room.message", "room_id": "!class:ent.test", "event_id": f"$e{sent}",
+                batch.append({"type": "m.room.message", "room_id": f"!class{sent % 5000 // 50}:ent.test",
+                              "event_id": f"$e{sent}",
                               "sender": f"@p{sent % 5000}:ent.test", "origin_server_ts": int(time.time() * 1000),
                               "content": random.choice(bodies)})
             async with http.put(f"{url}t{sent}", json={"events": batch},
@@ -98,15 +105,16 @@ class _Bot:
         return "$n"
 
 
-async def homeserver_with_room(room_id: str) -> tuple[FakeHomeserver, AppserviceAPI]:
-    """The in-memory homeserver (only its answers are stubbed), the bot registered, and a room of
-    the bot's under the id the benchmark's messages carry."""
+async def homeserver_with_room(*room_ids: str) -> tuple[FakeHomeserver, AppserviceAPI]:
+    """The in-memory homeserver (only its answers are stubbed), the bot registered, and rooms of
+    the bot's under the ids the benchmark's messages carry."""
     fake = FakeHomeserver(as_token="tok")
     api = AppserviceAPI(as_token="tok", transport=fake)
     await api.register_user("ent-bridge_bot")
-    made = await api.create_room(as_user=BOT, body={"preset": "private_chat"})
-    fake.store.rooms[room_id] = fake.store.rooms.pop(made)
-    fake.store.rooms[room_id].room_id = room_id
+    for room_id in room_ids:
+        made = await api.create_room(as_user=BOT, body={"preset": "private_chat"})
+        fake.store.rooms[room_id] = fake.store.rooms.pop(made)
+        fake.store.rooms[room_id].room_id = room_id
     return fake, api
 
 
@@ -119,12 +127,12 @@ async def run(*, seconds: float, rate: float) -> tuple[int, float, list[float], 
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStore(str(Path(tmp) / "b.db"))
         await store.open()
-        fake, api = await homeserver_with_room("!class:ent.test")
+        fake, api = await homeserver_with_room(*ROOMS)
         # A weekday noon in Paris: outside quiet hours (at night every message would get an answer).
         mod = Moderator(policies_dir=ROOT / "policies", store=store, api=api, bot=_Bot(),  # type: ignore[arg-type]
                         audit=AuditLog(store, key="k" * 32), clock=FixedTime(datetime(2026, 12, 1, 11, tzinfo=UTC)))
         assert mod.reload() is None
-        mod.room_template = {"!class:ent.test": "class"}
+        mod.room_template = dict.fromkeys(ROOMS, "class")
         max_chars = mod.policies.profiles["default"].max_chars
         latencies: list[float] = []
         decided: list[int] = [0]
@@ -153,7 +161,7 @@ async def run(*, seconds: float, rate: float) -> tuple[int, float, list[float], 
         await mod.stop()
         audit = len(await store.audit_rows())
         await store.close()
-    redactions = sum(1 for e in fake.store.rooms["!class:ent.test"].timeline if e["type"] == "m.room.redaction")
+    redactions = sum(1 for r in ROOMS for e in fake.store.rooms[r].timeline if e["type"] == "m.room.redaction")
     return sent, took, latencies, audit, redactions
 
 

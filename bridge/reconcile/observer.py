@@ -92,7 +92,6 @@ class ObserveStats:
 class Changes:
     """What the homeserver says changed since the saved tokens."""
 
-    tokens: dict[str, str]  # user -> token to save
     since: dict[str, str]  # user -> the saved token the changes are counted from
     joined: dict[str, set[str]]  # user -> changed rooms it is joined to (their deltas can be folded)
     rooms: set[str]  # every changed room, whatever the section
@@ -161,7 +160,7 @@ class RoomObserver:
             # An expired token, or a homeserver that can't sync us: read everything, save nothing.
             get_logger().warning("observe_changes_unavailable", error=str(exc))
             return None, None
-        return tokens, Changes(tokens, {u: saved[u] for u in joined}, joined, changed, entries) if incremental else None
+        return tokens, Changes({u: saved[u] for u in joined}, joined, changed, entries) if incremental else None
 
     async def _deltas(self, changes: Changes, wanted: dict[str, str],
                       cache: Mapping[str, str]) -> dict[str, list[dict[str, Any]]]:

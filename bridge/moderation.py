@@ -278,16 +278,18 @@ class Moderator:
                 outcome = judge()
             else:
                 outcome = await asyncio.get_running_loop().run_in_executor(self._engine(), judge)
+        # Every decision about the message is on record before anything is done (one write for
+        # them all): an action that then fails (and is retried with the event) is never an action
+        # nobody can account for.
+        for d in outcome.decisions:
+            self.audit.record(actor="ent-bridge", action=f"moderation_{d.protection}", room=msg.room_id,
+                              subject=msg.sender, reason=d.reason, detail={"actions": list(d.actions),
+                                                                           "event_id": msg.event_id})
+        await self.audit.flush()
         for decision in outcome.decisions:
             await self._act(msg, decision, mute_until_ms=outcome.mute_until_ms)
 
     async def _act(self, msg: ReceivedMessage, d: Decision, *, mute_until_ms: int | None) -> None:
-        # The decision is on record before anything is done: an action that then fails (and is
-        # retried with the event) is never an action nobody can account for.
-        self.audit.record(actor="ent-bridge", action=f"moderation_{d.protection}", room=msg.room_id,
-                          subject=msg.sender, reason=d.reason, detail={"actions": list(d.actions),
-                                                                       "event_id": msg.event_id})
-        await self.audit.flush()
         if self.metrics is not None:
             for action in d.actions:
                 self.metrics.moderation.labels(d.protection, action).inc()

@@ -21,6 +21,7 @@ from bridge.tasks import cancel_and_wait
 
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 BATCH = 500
+LANES = 16  # rooms handled side by side in one drain
 log = get_logger(component="dispatcher")
 
 
@@ -84,19 +85,34 @@ class Dispatcher:
             self._unsaved.clear()
 
     async def drain_once(self) -> int:
-        """Handle every event due now once; returns how many were taken from the inbox."""
+        """Handle every event due now once; returns how many were taken from the inbox.
+
+        A room's events are handled in their order, one after the other; different rooms are
+        handled side by side (up to `LANES` at once). Why: acting on a message waits on the
+        homeserver (a redaction, a notice) and on the store (the audit entry); one room's wait no
+        longer holds up every other room's messages, and the audit entries written meanwhile go
+        to the store together."""
         await self._save()  # what a store failure kept from being recorded last time
         items = await self.store.pending_events(limit=BATCH, due_ms=self.clock.now_ms())
         ids = [str(i.event["event_id"]) for i in items if isinstance(i.event.get("event_id"), str)]
         seen = await self.store.handled(ids)
+        lanes: dict[str, list[InboxItem]] = {}
         for item in items:
-            raw_id = item.event.get("event_id")
-            event_id = raw_id if isinstance(raw_id, str) else None
-            if event_id is not None and (event_id in seen or event_id in self._unsaved.values()):
-                log.info("event_already_handled", event_id=event_id, txn_id=item.txn_id)
-            elif not await self._handle(item):
-                continue
-            self._unsaved[(item.txn_id, item.idx)] = event_id
+            lanes.setdefault(str(item.event.get("room_id", "")), []).append(item)
+        room = asyncio.Semaphore(LANES)
+
+        async def lane(queue: list[InboxItem]) -> None:
+            async with room:
+                for item in queue:
+                    raw_id = item.event.get("event_id")
+                    event_id = raw_id if isinstance(raw_id, str) else None
+                    if event_id is not None and (event_id in seen or event_id in self._unsaved.values()):
+                        log.info("event_already_handled", event_id=event_id, txn_id=item.txn_id)
+                    elif not await self._handle(item):
+                        continue
+                    self._unsaved[(item.txn_id, item.idx)] = event_id
+
+        await asyncio.gather(*(lane(queue) for queue in lanes.values()))
         # Handled events leave the inbox together. If the store fails here they stay in memory and
         # are recorded first next time; only a crash before this line re-handles them (handlers are
         # idempotent: redacting or kicking twice is harmless, losing an event is not).

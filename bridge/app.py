@@ -20,6 +20,7 @@ from bridge.audit import for_config as audit_for_config
 from bridge.clock import SYSTEM, Clock
 from bridge.config import Config
 from bridge.errors import BridgeError
+from bridge.heap import settle
 from bridge.help_desk import HelpDesk
 from bridge.lease import ACTIVE, WriterLease, holder_name
 from bridge.logging import get_logger
@@ -282,6 +283,7 @@ async def run_forever(config: Config) -> int:
         log.info("bridge_active", holder=lease.holder)
         bridge = await Bridge.create(config)
         await bridge.start()
+        settle()  # the process's start-up is over: what it built is never walked by a full collection again
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(bridge.ops.reload_policies()))
         lost = asyncio.ensure_future(lease.lost.wait())
         try:

@@ -32,6 +32,7 @@ from bridge.policy.holder import PolicyHolder, PolicySet
 from bridge.policy.memory import ModerationMemory
 from bridge.policy.model import Policies
 from bridge.policy.protections.text import compile_words
+from bridge.policy.protections.text import warm as warm_links
 from bridge.rooms.desired import ROOM_STATE_TYPE
 from bridge.rooms.templates import keyless_templates
 from bridge.store.base import Store
@@ -155,6 +156,7 @@ class Moderator:
             self.adopt(self.holder.current)
         elif error := self.reload():
             raise BridgeError(error)
+        warm_links()
         await self.refresh_rooms()
         await self.mutes.restore()  # honoured after a restart
 

@@ -37,6 +37,7 @@ from bridge.appservice.server import AppserviceServer
 from bridge.audit import AuditLog
 from bridge.clock import FixedTime
 from bridge.devserver import free_port
+from bridge.heap import settle
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.fake import FakeHomeserver
 from bridge.moderation import Moderator
@@ -131,7 +132,7 @@ async def run(*, seconds: float, rate: float) -> tuple[int, float, list[float], 
         # A weekday noon in Paris: outside quiet hours (at night every message would get an answer).
         mod = Moderator(policies_dir=ROOT / "policies", store=store, api=api, bot=_Bot(),  # type: ignore[arg-type]
                         audit=AuditLog(store, key="k" * 32), clock=FixedTime(datetime(2026, 12, 1, 11, tzinfo=UTC)))
-        assert mod.reload() is None
+        await mod.start()
         mod.room_template = dict.fromkeys(ROOMS, "class")
         max_chars = mod.policies.profiles["default"].max_chars
         latencies: list[float] = []
@@ -147,6 +148,7 @@ async def run(*, seconds: float, rate: float) -> tuple[int, float, list[float], 
         port = free_port()
         runner = await server.start(host="127.0.0.1", port=port)
         dispatcher.start()
+        settle()  # as `ent-bridge run` does once started
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", CLIENT, f"http://127.0.0.1:{port}/_matrix/app/v1/transactions/", "h" * 32,
             str(seconds), str(rate), json.dumps(corpus(max_chars)), stdout=asyncio.subprocess.PIPE)

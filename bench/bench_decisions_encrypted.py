@@ -4,7 +4,7 @@ plaintext (redactions, notices, mutes through the real client to the in-memory h
 Targets as for plaintext: >= 2,000 decisions/s, p99 <= 20 ms up to the policy's size limit.
 
 What is not measured: the /sync that brings the events (the homeserver's side), the room keys'
-arrival (one Megolm session is shared with the bot beforehand and never rotated), and the
+arrival (one Megolm session a room is shared with the bot beforehand and never rotated), and the
 encryption of the bot's own notices (sent in clear here: it needs the room's devices).
 
     python bench/bench_decisions_encrypted.py [--messages 20000]
@@ -29,23 +29,24 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from bench_decisions import BOT, TARGET_P99_MS, TARGET_RATE, corpus, homeserver_with_room, p99
+from bench_decisions import BOT, PER_ROOM, ROOMS, SENDERS, TARGET_P99_MS, TARGET_RATE, corpus, homeserver_with_room, p99
 from nio import AsyncClientConfig, MegolmEvent
 from nio.crypto import InboundGroupSession, OutboundGroupSession
 
 from bridge import logging as blog
 from bridge.audit import AuditLog
 from bridge.clock import FixedTime
+from bridge.heap import settle
 from bridge.matrix.bot import AppserviceNioClient, Bot
 from bridge.moderation import Moderator
 from bridge.store.sqlite import SqliteStore
 
-ROOM = "!class:ent.test"
 SENDER_KEY, SIGNING_KEY = "c" * 43, "s" * 43  # the sender device's keys, as its to-device share names them
 
 
 class _Room:
-    room_id = ROOM
+    def __init__(self, room_id: str) -> None:
+        self.room_id = room_id
 
 
 class BenchBot(Bot):
@@ -57,13 +58,17 @@ class BenchBot(Bot):
                                          as_user=self.user_id, txn_id=txn_id or f"n{time.perf_counter_ns()}")
 
 
-def encrypted(contents: list[dict[str, Any]], n: int, session: OutboundGroupSession) -> list[MegolmEvent]:
+def encrypted(contents: list[dict[str, Any]], n: int, sessions: dict[str, OutboundGroupSession]) -> list[MegolmEvent]:
+    """The plaintext bench's traffic: 5,000 parents, each writing in their class's room (one
+    Megolm session a room, as each room's members share one)."""
     out = []
     for i in range(n):
-        payload = {"type": "m.room.message", "room_id": ROOM, "content": contents[i % len(contents)]}
+        room = ROOMS[i % SENDERS // PER_ROOM]
+        session = sessions[room]
+        payload = {"type": "m.room.message", "room_id": room, "content": contents[i % len(contents)]}
         out.append(MegolmEvent.from_dict({
-            "type": "m.room.encrypted", "event_id": f"$e{i}", "sender": f"@p{i % 5000}:ent.test",
-            "origin_server_ts": 0, "room_id": ROOM,
+            "type": "m.room.encrypted", "event_id": f"$e{i}", "sender": f"@p{i % SENDERS}:ent.test",
+            "origin_server_ts": 0, "room_id": room,
             "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": session.encrypt(json.dumps(payload)),
                         "sender_key": SENDER_KEY, "session_id": session.id, "device_id": "PARENTPHONE"}}))
     return out
@@ -76,7 +81,7 @@ async def run(n: int, *, rate: float | None) -> tuple[float, list[float], int]:
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStore(str(Path(tmp) / "b.db"))
         await store.open()
-        _, api = await homeserver_with_room(ROOM)
+        _, api = await homeserver_with_room(*ROOMS)
         bot = BenchBot(homeserver_url="http://fake.invalid", user_id=BOT, store_dir=tmp, store_key="k" * 32,
                        display_name="ENT", api=api, as_token="tok", store=store, message_hooks=[])
         client = AppserviceNioClient("http://fake.invalid", BOT, device_id="ENTBOTBENCH", store_path=tmp,
@@ -85,13 +90,16 @@ async def run(n: int, *, rate: float | None) -> tuple[float, list[float], int]:
         bot.client = client
         mod = Moderator(policies_dir=ROOT / "policies", store=store, api=api, bot=bot,
                         audit=AuditLog(store, key="k" * 32), clock=FixedTime(datetime(2026, 12, 1, 11, tzinfo=UTC)))
-        assert mod.reload() is None
-        mod.room_template = {ROOM: "class"}
+        await mod.start()
+        mod.room_template = dict.fromkeys(ROOMS, "class")
         bot.message_hooks.append(mod.on_decrypted)
-        session = OutboundGroupSession()
-        session.shared, session.max_messages = True, 10**9
-        client.olm.inbound_group_store.add(InboundGroupSession(session.session_key, SIGNING_KEY, SENDER_KEY, ROOM))
-        events = encrypted(corpus(mod.policies.profiles["default"].max_chars), n, session)
+        sessions = {}
+        for room in ROOMS:
+            session = sessions[room] = OutboundGroupSession()
+            session.shared, session.max_messages = True, 10**9
+            client.olm.inbound_group_store.add(InboundGroupSession(session.session_key, SIGNING_KEY, SENDER_KEY, room))
+        events = encrypted(corpus(mod.policies.profiles["default"].max_chars), n, sessions)
+        settle()  # as `ent-bridge run` does once started
         queue: asyncio.Queue[tuple[float, MegolmEvent]] = asyncio.Queue()
         latencies: list[float] = []
 
@@ -108,7 +116,7 @@ async def run(n: int, *, rate: float | None) -> tuple[float, list[float], int]:
         for _ in range(n):
             arrived, ev = await queue.get()
             decrypted = client.decrypt_event(ev)  # nio's Megolm decryption, as its sync loop does
-            await bot._on_text(_Room(), decrypted)
+            await bot._on_text(_Room(ev.room_id), decrypted)
             latencies.append((time.perf_counter() - arrived) * 1000)
         took = time.perf_counter() - start
         await producer

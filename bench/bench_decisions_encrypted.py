@@ -92,7 +92,14 @@ async def run(n: int, *, rate: float | None) -> tuple[float, list[float], int]:
                         audit=AuditLog(store, key="k" * 32), clock=FixedTime(datetime(2026, 12, 1, 11, tzinfo=UTC)))
         await mod.start()
         mod.room_template = dict.fromkeys(ROOMS, "class")
-        bot.message_hooks.append(mod.on_decrypted)
+        arrivals: dict[str, float] = {}
+        latencies: list[float] = []
+
+        async def timed(msg: Any) -> None:  # the bot hands messages over to rooms' lanes: timed at the decision
+            await mod.on_decrypted(msg)
+            latencies.append((time.perf_counter() - arrivals.pop(msg.event_id)) * 1000)
+
+        bot.message_hooks.append(timed)
         sessions = {}
         for room in ROOMS:
             session = sessions[room] = OutboundGroupSession()
@@ -101,7 +108,6 @@ async def run(n: int, *, rate: float | None) -> tuple[float, list[float], int]:
         events = encrypted(corpus(mod.policies.profiles["default"].max_chars), n, sessions)
         settle()  # as `ent-bridge run` does once started
         queue: asyncio.Queue[tuple[float, MegolmEvent]] = asyncio.Queue()
-        latencies: list[float] = []
 
         async def arrive() -> None:  # the bot's /sync handing events over, on an absolute schedule
             start = time.perf_counter()
@@ -115,9 +121,10 @@ async def run(n: int, *, rate: float | None) -> tuple[float, list[float], int]:
         start = time.perf_counter()
         for _ in range(n):
             arrived, ev = await queue.get()
+            arrivals[ev.event_id] = arrived
             decrypted = client.decrypt_event(ev)  # nio's Megolm decryption, as its sync loop does
             await bot._on_text(_Room(ev.room_id), decrypted)
-            latencies.append((time.perf_counter() - arrived) * 1000)
+        await bot.lanes.join()
         took = time.perf_counter() - start
         await producer
         await mod.stop()

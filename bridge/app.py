@@ -246,9 +246,9 @@ class Bridge:
         for scheduler in (self.resyncer, self.sweeper, self.policy_watch):
             if scheduler is not None:
                 await scheduler.stop()
+        await self.bot.stop()  # first: the messages it still handles need the moderator
         if self.moderator is not None:
             await self.moderator.stop()
-        await self.bot.stop()
         await self.dispatcher.stop()
         if self.runner is not None:
             await self.runner.cleanup()

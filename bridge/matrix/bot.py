@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from nio import (
 from nio.exceptions import LocalProtocolError
 
 from bridge.errors import BridgeError, MatrixError
+from bridge.lanes import RoomLanes
 from bridge.logging import get_logger
 from bridge.matrix import nio_schemas
 from bridge.matrix.appservice_api import AppserviceAPI
@@ -40,6 +42,7 @@ log = get_logger(component="bot")
 
 DEVICE_KEY = "bot_device_id"
 CROSS_SIGNING_KEY = "bot_cross_signing"
+STOP_WAIT_S = 10.0  # at stop, how long received messages still being handled are waited for
 AVATAR_KEY = "bot_avatar"  # "digest mxc://…" of the avatar set last
 
 
@@ -129,6 +132,7 @@ class Bot:
         self.reaction_hooks: list[ReactionHook] = []
         self._sync_task: asyncio.Task[None] | None = None
         self._synced = asyncio.Condition()
+        self.lanes = RoomLanes()
 
     @property
     def device_id(self) -> str:
@@ -263,13 +267,16 @@ class Bot:
         content = dict((getattr(event, "source", None) or {}).get("content") or {})
         msg = ReceivedMessage(room.room_id, event.event_id, event.sender, getattr(event, "body", ""), decrypted,
                               content)
-        await _run_hooks(self.message_hooks, msg, room_id=room.room_id, event_id=event.event_id)
+        # Queued behind the room's earlier messages: the sync loop goes on with other rooms meanwhile.
+        await self.lanes.submit(room.room_id, functools.partial(_run_hooks, self.message_hooks, msg,
+                                                                room_id=room.room_id, event_id=event.event_id))
 
     async def _on_reaction(self, room: Any, event: Any) -> None:
         if event.sender == self.user_id:
             return
         reaction = ReceivedReaction(room.room_id, event.event_id, event.sender, str(event.reacts_to), str(event.key))
-        await _run_hooks(self.reaction_hooks, reaction, room_id=room.room_id, event_id=event.event_id)
+        await self.lanes.submit(room.room_id, functools.partial(_run_hooks, self.reaction_hooks, reaction,
+                                                                room_id=room.room_id, event_id=event.event_id))
 
     async def _on_invite(self, room: Any, event: Any) -> None:
         """Someone of this homeserver opens a direct chat with the bot (for `!aide`): it joins. An
@@ -327,6 +334,13 @@ class Bot:
         except Exception as exc:  # noqa: BLE001 - stopping must go on whatever the loop died of
             log.warning("bot_sync_loop_ended_with_error", error=type(exc).__name__)
         self._sync_task = None
+        # What was received is handled before the client closes (its requests in flight included);
+        # a hook stuck on a homeserver that no longer answers doesn't keep the bridge from stopping.
+        try:
+            await asyncio.wait_for(self.lanes.join(), timeout=STOP_WAIT_S)
+        except TimeoutError:
+            log.warning("bot_stopped_with_work_pending", pending=self.lanes.pending)
+            await self.lanes.cancel()
         if self.client is not None:
             await self.client.close()
             self.client = None

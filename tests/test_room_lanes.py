@@ -1,0 +1,132 @@
+"""The bot's lanes: a decrypted message waiting on the homeserver holds up no other room's, each
+room's messages are handled in their order, and the sync loop is slowed (not memory grown) when
+too much is pending."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any, cast
+
+from bridge.lanes import RoomLanes
+from bridge.matrix.bot import Bot, ReceivedMessage
+
+
+async def test_a_waiting_room_holds_up_no_other_and_keeps_its_order() -> None:
+    lanes = RoomLanes()
+    answered = asyncio.Event()
+    seen: list[str] = []
+
+    def work(name: str, wait: bool = False) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            if wait:
+                await answered.wait()  # a redaction the homeserver is slow to answer
+            seen.append(name)
+        return run
+
+    await lanes.submit("!a", work("a1", wait=True))
+    await lanes.submit("!a", work("a2"))
+    await lanes.submit("!b", work("b1"))
+    await lanes.submit("!b", work("b2"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert seen == ["b1", "b2"]  # submit returned at once, B went on, A's second waits behind its first
+    assert lanes.pending == 2
+    answered.set()
+    await lanes.join()
+    assert seen == ["b1", "b2", "a1", "a2"]
+    assert lanes.pending == 0
+
+
+async def test_a_failure_is_its_own_and_the_lane_goes_on() -> None:
+    lanes = RoomLanes()
+    seen: list[str] = []
+
+    async def fails() -> None:
+        raise RuntimeError("boom")
+
+    async def after() -> None:
+        seen.append("after")
+
+    await lanes.submit("!a", fails)
+    await lanes.submit("!a", after)
+    await lanes.join()
+    assert seen == ["after"]
+
+
+async def test_submit_waits_when_the_limit_is_pending() -> None:
+    lanes = RoomLanes(limit=2)
+    gate = asyncio.Event()
+
+    async def held() -> None:
+        await gate.wait()
+
+    await lanes.submit("!a", held)
+    await lanes.submit("!b", held)
+    third = asyncio.ensure_future(lanes.submit("!c", held))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not third.done()  # the sync loop waits: two are pending, the limit
+    gate.set()
+    await third
+    await lanes.join()
+    assert lanes.pending == 0
+
+
+async def test_cancel_ends_stuck_work_and_frees_the_lanes() -> None:
+    lanes = RoomLanes(limit=2)
+    started = asyncio.Event()
+
+    async def stuck() -> None:
+        started.set()
+        await asyncio.Event().wait()  # a homeserver that never answers
+
+    await lanes.submit("!a", stuck)
+    await lanes.submit("!a", stuck)  # queued behind it, never started
+    await started.wait()
+    await lanes.cancel()
+    assert lanes.pending == 0
+    done: list[str] = []
+
+    async def later() -> None:
+        done.append("later")
+
+    await lanes.submit("!a", later)  # the limit's places were given back, the room's lane is free
+    await lanes.submit("!b", later)
+    await lanes.join()
+    assert done == ["later", "later"]
+
+
+async def test_the_bots_sync_loop_goes_on_while_a_rooms_hooks_wait() -> None:
+    """The bot's message callback returns once the message is queued: while moderation of room A's
+    message waits on the homeserver, room B's message (in the same sync) is handled. (Before, the
+    callback awaited the hooks, and B waited for A.)"""
+    answered = asyncio.Event()
+    handled: list[str] = []
+
+    async def hook(msg: ReceivedMessage) -> None:
+        if msg.room_id == "!a:s":
+            await answered.wait()
+        handled.append(msg.event_id)
+
+    bot = Bot(homeserver_url="http://127.0.0.1:1", user_id="@bot:s", store_dir="/nonexistent", store_key="k",
+              display_name="bot", api=cast(Any, None), as_token="t", store=cast(Any, None), message_hooks=[hook])
+
+    def event(room: str, n: int) -> tuple[Any, Any]:
+        return (SimpleNamespace(room_id=room),
+                SimpleNamespace(sender="@p:s", event_id=f"${room}{n}", body="x", decrypted=True,
+                                source={"content": {"msgtype": "m.text", "body": "x"}}))
+
+    async def one_sync() -> None:  # nio calls back each event of a sync in turn
+        for room, n in (("!a:s", 1), ("!a:s", 2), ("!b:s", 1)):
+            await bot._on_text(*event(room, n))
+
+    sync = asyncio.ensure_future(one_sync())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert handled == ["$!b:s1"]
+    assert sync.done()
+    answered.set()
+    await bot.lanes.join()
+    assert handled == ["$!b:s1", "$!a:s1", "$!a:s2"]

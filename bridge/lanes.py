@@ -1,11 +1,15 @@
-"""Work handed over as it arrives, one lane per room: a room's items in their order, rooms side by side."""
+"""Work handed over as it arrives, one lane per room (a room's items in their order, rooms side by
+side), and the positions (sync tokens) kept only once the work received before them has ended."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from bridge.logging import get_logger
+
 Work = Callable[[], Awaitable[None]]
+log = get_logger(component="lanes")
 
 
 class RoomLanes:
@@ -45,6 +49,10 @@ class RoomLanes:
         if not task.cancelled():
             task.exception()  # retrieved: a failure was the work's to report
 
+    def snapshot(self) -> frozenset[asyncio.Task[None]]:
+        """What is pending now (work submitted later is not in it)."""
+        return frozenset(self._pending)
+
     @property
     def pending(self) -> int:
         return len(self._pending)
@@ -58,3 +66,51 @@ class RoomLanes:
         for task in list(self._pending):
             task.cancel()
         await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+class Checkpoints:
+    """Why: nio saves its sync token as a sync arrives, before its messages are handled, so a bridge
+    that died meanwhile never saw them again (an insult never moderated). Here a token is saved
+    once every piece of work submitted before it has ended, tokens in their order; after work was
+    cancelled (a stop that could not wait for it) no later token is saved by this process, so the
+    next start reads those messages again. Handled at least once: a message handled just before a
+    crash may be handled again after it."""
+
+    def __init__(self, lanes: RoomLanes, save: Callable[[str], None]) -> None:
+        self._lanes = lanes
+        self._save = save
+        self._queue: asyncio.Queue[tuple[str, frozenset[asyncio.Task[None]]] | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.held = False  # set once a token was not saved: none after it is
+        self.saved: str | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    def mark(self, position: str) -> None:
+        """`position` is to be kept once what was submitted so far has ended."""
+        self._queue.put_nowait((position, self._lanes.snapshot()))
+
+    async def _run(self) -> None:
+        while (item := await self._queue.get()) is not None:
+            position, before = item
+            if before:
+                await asyncio.wait(before)
+            if self.held or any(t.cancelled() for t in before):
+                if not self.held:
+                    log.warning("sync_token_held", reason="work_cancelled")
+                self.held = True
+                continue
+            try:
+                self._save(position)
+                self.saved = position
+            except Exception as exc:  # noqa: BLE001 - a token not saved means messages read again, not lost
+                log.warning("sync_token_not_saved", error=type(exc).__name__)
+
+    async def close(self) -> None:
+        """Keep what can be kept of the positions marked so far, then end."""
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
+        await self._task
+        self._task = None

@@ -445,3 +445,55 @@ async def test_a_school_pause_on_synapse_holds_and_is_lifted_exactly_after_a_res
         assert getattr(sent, "event_id", None), sent
     finally:
         await bridge.stop()
+
+
+async def test_a_message_the_bridge_died_moderating_is_moderated_after_the_restart(homeserver: Any, data_dir: Path,
+                                                                                   tmp_path: Path, humans: Any) -> None:
+    """The bridge dies (nothing more of it runs) while an encrypted insult is being handled: the
+    next start reads it again from the bot's sync and redacts it. (nio saved the sync token as the
+    sync arrived, before the message was handled: after the restart it was never seen again.)"""
+    parent = await humans("parent")
+    config = with_people(homeserver.config(data_dir), tmp_path, {"g-anne": parent.user_id})
+    school = str(write_school(tmp_path, unique_school(tmp_path)))
+    bridge = await Bridge.create(config)
+    await bridge.start()
+    result = await run_sync(config, [school], store=bridge.store, api=bridge.api, apply=True)
+    await bridge.moderator.refresh_rooms()
+    cp = next(k for k in result.plan.desired if k.startswith("class:") and ":CP:" in k)
+    room_id = (await bridge.store.get_room(cp)).room_id
+    await sync_until(parent, lambda: room_id in parent.invited_rooms)
+    await parent.join(room_id)
+    await sync_until(parent, lambda: room_id in parent.rooms)
+    await bot_sees(bridge, room_id, parent.user_id)
+    entered = asyncio.Event()
+
+    async def dies_here(msg: Any) -> None:
+        if "c0nnard" in msg.body:
+            entered.set()
+            await asyncio.Event().wait()
+
+    bridge.bot.message_hooks.insert(0, dies_here)  # before moderation
+    resp = await parent.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "quel c0nnard"},
+                                  ignore_unverified_devices=True)
+
+    async def has_entered() -> bool:
+        return entered.is_set()
+
+    await _wait(has_entered)
+    # The process dies here: its tasks end without finishing, nothing is saved on the way out.
+    assert bridge.bot._sync_task is not None
+    bridge.bot._sync_task.cancel()
+    await bridge.bot.lanes.cancel()
+    await bridge.stop()
+
+    bridge2 = await Bridge.create(config)
+    await bridge2.start()
+    try:
+        async def redacted() -> bool:
+            ev = await bridge2.api.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/event/"
+                                                  f"{quote(resp.event_id, safe='')}", user_id=config.bot_user_id)
+            return not ev.get("content")
+
+        await _wait(redacted)
+    finally:
+        await bridge2.stop()

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any, cast
 
-from bridge.lanes import RoomLanes
+from bridge.lanes import Checkpoints, RoomLanes
 from bridge.matrix.bot import Bot, ReceivedMessage
 
 
@@ -130,3 +130,57 @@ async def test_the_bots_sync_loop_goes_on_while_a_rooms_hooks_wait() -> None:
     answered.set()
     await bot.lanes.join()
     assert handled == ["$!b:s1", "$!a:s1", "$!a:s2"]
+
+
+async def test_a_sync_token_is_saved_once_the_messages_before_it_were_handled() -> None:
+    """(nio saved it as the sync arrived: a bridge that died while moderating lost those messages.)"""
+    lanes = RoomLanes()
+    saved: list[str] = []
+    keep = Checkpoints(lanes, saved.append)
+    keep.start()
+    answered = asyncio.Event()
+
+    async def slow() -> None:
+        await answered.wait()
+
+    async def quick() -> None:
+        pass
+
+    await lanes.submit("!a", slow)
+    keep.mark("t1")
+    await lanes.submit("!b", quick)
+    keep.mark("t2")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert saved == []  # t1 waits for A's message; t2 comes after t1
+    answered.set()
+    await lanes.join()
+    await keep.close()
+    assert saved == ["t1", "t2"]
+
+
+async def test_after_cancelled_work_no_later_token_is_saved() -> None:
+    """A stop that could not wait: the next start reads those messages again."""
+    lanes = RoomLanes()
+    saved: list[str] = []
+    keep = Checkpoints(lanes, saved.append)
+    keep.start()
+    keep.mark("t0")  # nothing pending: kept at once
+
+    async def stuck() -> None:
+        await asyncio.Event().wait()
+
+    async def quick() -> None:
+        pass
+
+    for _ in range(5):
+        await asyncio.sleep(0)
+    await lanes.submit("!a", stuck)
+    keep.mark("t1")
+    await lanes.cancel()
+    await lanes.submit("!b", quick)
+    keep.mark("t2")
+    await lanes.join()
+    await keep.close()
+    assert saved == ["t0"]
+    assert keep.held

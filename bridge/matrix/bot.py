@@ -28,7 +28,7 @@ from nio import (
 from nio.exceptions import LocalProtocolError
 
 from bridge.errors import BridgeError, MatrixError
-from bridge.lanes import RoomLanes
+from bridge.lanes import Checkpoints, RoomLanes
 from bridge.logging import get_logger
 from bridge.matrix import nio_schemas
 from bridge.matrix.appservice_api import AppserviceAPI
@@ -133,6 +133,7 @@ class Bot:
         self._sync_task: asyncio.Task[None] | None = None
         self._synced = asyncio.Condition()
         self.lanes = RoomLanes()
+        self.checkpoints: Checkpoints | None = None
 
     @property
     def device_id(self) -> str:
@@ -164,11 +165,17 @@ class Bot:
         # Clients show this name (not "ent-bridge_bot") and avatar in rooms and in the user directory.
         await self.api.ensure_display_name(self.user_id, self.display_name)
         await self._ensure_avatar()
-        config = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True,
+        # The sync token is kept by `Checkpoints`, once the messages before it were handled (nio
+        # would save it as the sync arrives); it is read back here from nio's store, where it was.
+        config = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=False,
                                    pickle_key=self._store_key, request_timeout=60)
         client = AppserviceNioClient(self.homeserver_url, self.user_id, device_id=device_id,
                                      store_path=self.store_dir, config=config)
         client.restore_login(self.user_id, device_id, self._as_token)
+        if client.store is not None:
+            client.loaded_sync_token = client.store.load_sync_token() or ""
+            self.checkpoints = Checkpoints(self.lanes, client.store.save_sync_token)
+            self.checkpoints.start()
         private_files_in(Path(self.store_dir), "*.db")  # nio makes its store with the process's umask
         if client.olm is None:
             raise BridgeError("the bot's crypto store did not open (is matrix-nio[e2e] installed?)")
@@ -184,7 +191,9 @@ class Bot:
         client.add_response_callback(self._on_sync, SyncResponse)
         log.info("bot_started", user_id=self.user_id, device_id=device_id)
         if sync:
-            await client.sync(timeout=0, full_state=True)
+            first = await client.sync(timeout=0, full_state=True)
+            if isinstance(first, SyncResponse) and self.checkpoints is not None:
+                self.checkpoints.mark(first.next_batch)
             self._sync_task = asyncio.create_task(self._sync_loop(), name="bot-sync")
 
     async def _ensure_avatar(self) -> None:
@@ -254,7 +263,9 @@ class Bot:
                 log.warning("bot_sync_failed", error=type(exc).__name__)
                 await asyncio.sleep(2)
 
-    async def _on_sync(self, _response: SyncResponse) -> None:
+    async def _on_sync(self, response: SyncResponse) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.mark(response.next_batch)
         async with self._synced:
             self._synced.notify_all()
 
@@ -341,6 +352,9 @@ class Bot:
         except TimeoutError:
             log.warning("bot_stopped_with_work_pending", pending=self.lanes.pending)
             await self.lanes.cancel()
+        if self.checkpoints is not None:
+            await self.checkpoints.close()
+            self.checkpoints = None
         if self.client is not None:
             await self.client.close()
             self.client = None

@@ -82,7 +82,6 @@ class Checkpoints:
         self._queue: asyncio.Queue[tuple[str, frozenset[asyncio.Task[None]]] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.held = False  # set once a token was not saved: none after it is
-        self.saved: str | None = None
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -103,7 +102,6 @@ class Checkpoints:
                 continue
             try:
                 self._save(position)
-                self.saved = position
             except Exception as exc:  # noqa: BLE001 - a token not saved means messages read again, not lost
                 log.warning("sync_token_not_saved", error=type(exc).__name__)
 

@@ -172,13 +172,13 @@ class Bot:
         client = AppserviceNioClient(self.homeserver_url, self.user_id, device_id=device_id,
                                      store_path=self.store_dir, config=config)
         client.restore_login(self.user_id, device_id, self._as_token)
-        if client.store is not None:
-            client.loaded_sync_token = client.store.load_sync_token() or ""
-            self.checkpoints = Checkpoints(self.lanes, client.store.save_sync_token)
-            self.checkpoints.start()
         private_files_in(Path(self.store_dir), "*.db")  # nio makes its store with the process's umask
         if client.olm is None:
             raise BridgeError("the bot's crypto store did not open (is matrix-nio[e2e] installed?)")
+        if client.store is not None:  # opened with the olm machine
+            client.loaded_sync_token = client.store.load_sync_token() or ""
+            self.checkpoints = Checkpoints(self.lanes, client.store.save_sync_token)
+            self.checkpoints.start()
         self.client = client
         if client.should_upload_keys:
             await client.keys_upload()

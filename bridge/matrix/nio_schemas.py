@@ -5,6 +5,7 @@ cost of a decrypted message (about 0.3 ms each). Here each schema is compiled on
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -46,17 +47,21 @@ def _has_defaults(schema: Any) -> bool:
     return False
 
 
-def _compile(schema: Any) -> Check:
-    """The compiled check; for a schema the compiler can't take, nio's validator built once."""
-    formats: dict[str, Any] = {name: _format(name) for name in nio.schemas.Checker.checkers}
+@functools.cache
+def _formats() -> dict[str, Callable[[str], bool]]:
+    formats = {name: _format(name) for name in nio.schemas.Checker.checkers}
     formats.setdefault("room_id", lambda _value: True)  # unknown to nio's checker: not checked there either
+    return formats
+
+
+def _compiled(schema: Any) -> Check | None:
+    """The schema as compiled code, or None where nio's validator must stay."""
     if _has_defaults(schema):
-        # nio fills defaults in before it checks `required` and `enum`; the compiler checks first.
-        return nio.schemas.Validator(schema, format_checker=nio.schemas.Checker).validate  # type: ignore[no-any-return]
+        return None  # nio fills defaults in before it checks `required` and `enum`; the compiler checks first
     try:
-        compiled = fastjsonschema.compile({**schema, "$schema": DRAFT4}, formats=formats, use_default=True)
+        compiled = fastjsonschema.compile({**schema, "$schema": DRAFT4}, formats=_formats(), use_default=True)
     except fastjsonschema.JsonSchemaDefinitionException:
-        return nio.schemas.Validator(schema, format_checker=nio.schemas.Checker).validate  # type: ignore[no-any-return]
+        return None
 
     def check(instance: Any) -> None:
         try:
@@ -67,6 +72,11 @@ def _compile(schema: Any) -> Check:
             raise ValidationError(f"{exc.name}: {exc.rule}") from None
 
     return check
+
+
+def _compile(schema: Any) -> Check:
+    """The compiled check; for a schema the compiler can't take, nio's validator built once."""
+    return _compiled(schema) or nio.schemas.Validator(schema, format_checker=nio.schemas.Checker).validate
 
 
 def validate_json(instance: Any, schema: Any) -> None:

@@ -37,7 +37,8 @@ from bridge import logging as blog
 from bridge.audit import AuditLog
 from bridge.clock import FixedTime
 from bridge.heap import settle
-from bridge.matrix.bot import AppserviceNioClient, Bot
+from bridge.matrix.bot import Bot
+from bridge.matrix.nio_client import AppserviceNioClient
 from bridge.moderation import Moderator
 from bridge.store.sqlite import SqliteStore
 

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from bridge.access.snapshot import AccessSnapshot
 from bridge.clock import Clock
 from bridge.logging import get_logger
-from bridge.matrix.bot import ReceivedMessage
+from bridge.matrix.received import ReceivedMessage
 from bridge.moderation import Moderator
 from bridge.people_keys import ABSENCES_KEY
 from bridge.store.base import Store

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from bridge.logging import get_logger
-from bridge.matrix.bot import Bot, ReceivedMessage
+from bridge.matrix.bot import Bot
+from bridge.matrix.received import ReceivedMessage
 
 log = get_logger(component="admin_room")
 HELP = ("Commandes : !status (état du pont), !plan (ce qu'une synchronisation changerait), "

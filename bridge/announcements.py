@@ -13,7 +13,8 @@ from bridge.access.snapshot import AccessSnapshot
 from bridge.audit import AuditLog
 from bridge.clock import Clock
 from bridge.logging import get_logger
-from bridge.matrix.bot import Bot, ReceivedMessage, ReceivedReaction
+from bridge.matrix.bot import Bot
+from bridge.matrix.received import ReceivedMessage, ReceivedReaction
 from bridge.moderation import Moderator
 from bridge.people_keys import ANNOUNCEMENTS_KEY as KEY
 from bridge.policy.texts import strip_reply_fallback

@@ -25,7 +25,8 @@ from bridge.help_desk import HelpDesk
 from bridge.lease import ACTIVE, WriterLease, holder_name
 from bridge.logging import get_logger
 from bridge.matrix.appservice_api import AppserviceAPI
-from bridge.matrix.bot import Bot, ReceivedMessage
+from bridge.matrix.bot import Bot
+from bridge.matrix.received import ReceivedMessage
 from bridge.matrix.transport import Transport
 from bridge.metrics import Metrics
 from bridge.moderation import Moderator
@@ -113,7 +114,7 @@ class Bridge:
                   store_dir=str(config.bot.store_dir), store_key=config.bot.store_key,
                   display_name=config.bot.display_name, api=api, as_token=config.appservice.as_token,
                   store=store, message_hooks=[on_decrypted],
-                  avatar=config.bot.avatar.read_bytes() if config.bot.avatar else None)
+                  avatar=config.bot.avatar.read_bytes() if config.bot.avatar else None, clock=clock)
         def commands() -> Mapping[str, Callable[[], Awaitable[str]]]:
             return ops.commands()  # made below: the operations report through the admin room
 

@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 from bridge.access.snapshot import AccessSnapshot
 from bridge.admin_room import HELP as ADMIN_HELP
 from bridge.logging import get_logger
-from bridge.matrix.bot import Bot, ReceivedMessage
+from bridge.matrix.bot import Bot
+from bridge.matrix.received import ReceivedMessage
 
 log = get_logger(component="help")
 HELLO = {"fr": "Bonjour ! Je suis le robot de l'ENT de votre établissement.",

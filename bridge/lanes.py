@@ -1,11 +1,14 @@
 """Work handed over as it arrives, one lane per room (a room's items in their order, rooms side by
-side), and the positions (sync tokens) kept only once the work received before them has ended."""
+side), the positions (sync tokens) kept once the work received before them has ended, and the
+events handled written down so that what a restart reads again is not handled twice."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
+from typing import Protocol
 
+from bridge.clock import Clock
 from bridge.logging import get_logger
 
 Work = Callable[[], Awaitable[None]]
@@ -112,3 +115,82 @@ class Checkpoints:
         self._queue.put_nowait(None)
         await self._task
         self._task = None
+
+
+class HandledStore(Protocol):
+    """The store's record of handled event ids (the dispatcher's, shared under another prefix)."""
+
+    async def handled(self, event_ids: Collection[str]) -> set[str]: ...
+    async def events_done(self, items: list[tuple[str, int]], *, event_ids: Collection[str] = (),
+                          now_ms: int = 0) -> None: ...
+
+
+class Handled:
+    """Why: a restart reads again what came after the last token kept, and some of it had been
+    handled before the crash: an insult moderated twice is two strikes, an admin's command run
+    twice. Each handled event id is written down (many in one write, behind the handling, never in
+    its way); what a restart reads again is looked up first. The window left is the one the
+    dispatcher has too: handled, not yet written, then a crash.
+
+    The ids carry their own prefix: the dispatcher's record says an event of a homeserver
+    transaction was handled, and the bot having seen a plaintext message in its sync must never
+    make the dispatcher skip it."""
+
+    PREFIX = "bot "
+    LIMIT = 10_000  # ids waiting for a store that keeps failing: beyond, the oldest are let go
+
+    def __init__(self, store: HandledStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self._waiting: list[str] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def seen(self, event_id: str) -> bool:
+        """Handled already; when the store can't say, not (handled twice rather than never)."""
+        if event_id in self._waiting:
+            return True
+        try:
+            return bool(await self._store.handled([self.PREFIX + event_id]))
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("handled_ids_not_read", error=type(exc).__name__)
+            return False
+
+    def done(self, event_id: str) -> None:
+        self._waiting.append(event_id)
+        if len(self._waiting) > self.LIMIT:
+            del self._waiting[:len(self._waiting) - self.LIMIT]
+            log.warning("handled_ids_dropped", reason="store_failing")
+        self._wake.set()
+
+    async def _flush(self) -> None:
+        batch = list(self._waiting)
+        if not batch:
+            return
+        await self._store.events_done([], event_ids=[self.PREFIX + e for e in batch], now_ms=self._clock.now_ms())
+        del self._waiting[:len(batch)]
+
+    async def _run(self) -> None:
+        while not (self._closing and not self._waiting):
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._flush()
+            except Exception as exc:  # noqa: BLE001 - not written: kept, tried again (at stop: handled again)
+                log.warning("handled_ids_not_saved", error=type(exc).__name__, waiting=len(self._waiting))
+                if self._closing:
+                    return
+                await self._clock.sleep(1.0)
+                self._wake.set()
+
+    async def close(self) -> None:
+        """Write what is waiting (a write under way ends first), then end."""
+        if self._task is not None:
+            self._closing = True
+            self._wake.set()
+            await self._task
+            self._task = None

@@ -22,8 +22,9 @@ from bridge.audit import AuditLog
 from bridge.clock import SYSTEM, Clock
 from bridge.errors import BridgeError, MForbidden, MNotFound
 from bridge.logging import get_logger
-from bridge.matrix.bot import Bot, ReceivedMessage
+from bridge.matrix.bot import Bot
 from bridge.matrix.port import Homeserver
+from bridge.matrix.received import ReceivedMessage
 from bridge.metrics import Metrics
 from bridge.moderation_texts import CAUTION, MUTED, OUTSIDER, REPORT, WARN, WAVE
 from bridge.mutes import Mutes

@@ -13,8 +13,8 @@ from typing import Any
 from bridge.audit import AuditLog
 from bridge.clock import Clock
 from bridge.logging import get_logger
-from bridge.matrix.bot import ReceivedMessage
 from bridge.matrix.port import Homeserver
+from bridge.matrix.received import ReceivedMessage
 from bridge.moderation import Moderator
 from bridge.policy.model import PAUSE_WRITERS
 from bridge.rooms.pauses import PAUSES_KEY, decode, encode

@@ -16,7 +16,7 @@ from bridge.access.snapshot import AccessSnapshot, write_snapshot
 from bridge.app import Bridge
 from bridge.clock import FixedTime
 from bridge.directory.sources import load
-from bridge.matrix.bot import ReceivedMessage
+from bridge.matrix.received import ReceivedMessage
 from bridge.policy.model import AccessPolicy
 from bridge.reconcile.sync import run_sync
 from tests.conftest import bot_sees, sync_until, unique_school, with_people, write_school

@@ -13,7 +13,7 @@ from bridge.access.snapshot import AccessSnapshot, write_snapshot
 from bridge.app import Bridge
 from bridge.directory.sources import load
 from bridge.help_desk import NOT_A_COMMAND, ROLES, HelpDesk, help_text
-from bridge.matrix.bot import ReceivedMessage
+from bridge.matrix.received import ReceivedMessage
 from bridge.policy.model import AccessPolicy
 from bridge.reconcile.sync import run_sync
 from tests.conftest import ROOT, sync_until, unique_school, with_people, write_school

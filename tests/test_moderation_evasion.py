@@ -112,7 +112,7 @@ def test_normal_form_is_linear_on_hostile_input() -> None:
 async def test_admin_commands_come_only_from_new_text_messages() -> None:
     """An edit whose new body is `!status`, or a notice, never runs an admin command."""
     from bridge.admin_room import AdminRoom
-    from bridge.matrix.bot import ReceivedMessage
+    from bridge.matrix.received import ReceivedMessage
 
     ran: list[str] = []
     said: list[str] = []

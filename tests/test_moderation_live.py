@@ -447,13 +447,9 @@ async def test_a_school_pause_on_synapse_holds_and_is_lifted_exactly_after_a_res
         await bridge.stop()
 
 
-async def test_a_message_the_bridge_died_moderating_is_moderated_after_the_restart(homeserver: Any, data_dir: Path,
-                                                                                   tmp_path: Path, humans: Any) -> None:
-    """The bridge dies (nothing more of it runs) while an encrypted insult is being handled: the
-    next start reads it again from the bot's sync and redacts it. (nio saved the sync token as the
-    sync arrived, before the message was handled: after the restart it was never seen again.)"""
-    parent = await humans("parent")
-    config = with_people(homeserver.config(data_dir), tmp_path, {"g-anne": parent.user_id})
+async def _started_with_parent_in_cp(config: Any, tmp_path: Path, parent: Any) -> tuple[Bridge, str]:
+    """A started bridge that made the sample school's rooms; the parent joined the CP class room
+    and the bot's device sees them there."""
     school = str(write_school(tmp_path, unique_school(tmp_path)))
     bridge = await Bridge.create(config)
     await bridge.start()
@@ -465,6 +461,23 @@ async def test_a_message_the_bridge_died_moderating_is_moderated_after_the_resta
     await parent.join(room_id)
     await sync_until(parent, lambda: room_id in parent.rooms)
     await bot_sees(bridge, room_id, parent.user_id)
+    return bridge, room_id
+
+
+async def _redacted(bridge: Bridge, room_id: str, event_id: str) -> bool:
+    ev = await bridge.api.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/event/"
+                                         f"{quote(event_id, safe='')}", user_id=bridge.config.bot_user_id)
+    return not ev.get("content")
+
+
+async def test_a_message_the_bridge_died_moderating_is_moderated_after_the_restart(homeserver: Any, data_dir: Path,
+                                                                                   tmp_path: Path, humans: Any) -> None:
+    """The bridge dies (nothing more of it runs) while an encrypted insult is being handled: the
+    next start reads it again from the bot's sync and redacts it. (nio saved the sync token as the
+    sync arrived, before the message was handled: after the restart it was never seen again.)"""
+    parent = await humans("parent")
+    config = with_people(homeserver.config(data_dir), tmp_path, {"g-anne": parent.user_id})
+    bridge, room_id = await _started_with_parent_in_cp(config, tmp_path, parent)
     entered = asyncio.Event()
 
     async def dies_here(msg: Any) -> None:
@@ -489,11 +502,68 @@ async def test_a_message_the_bridge_died_moderating_is_moderated_after_the_resta
     bridge2 = await Bridge.create(config)
     await bridge2.start()
     try:
-        async def redacted() -> bool:
-            ev = await bridge2.api.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/event/"
-                                                  f"{quote(resp.event_id, safe='')}", user_id=config.bot_user_id)
-            return not ev.get("content")
+        await _wait(lambda: _redacted(bridge2, room_id, resp.event_id))
+    finally:
+        await bridge2.stop()
 
-        await _wait(redacted)
+
+async def test_messages_handled_before_a_crash_are_not_judged_again_after_it(homeserver: Any, data_dir: Path,
+                                                                              tmp_path: Path, humans: Any) -> None:
+    """A parent floods a class room (4 encrypted messages in 10 s, 3 allowed): muted once. The bridge
+    dies before its sync token is kept; the next start reads the 4 messages again and does not judge
+    them a second time (before: a second flood decision, a second strike on record)."""
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    mod = (policies / "moderation.yaml").read_text()
+    (policies / "moderation.yaml").write_text(mod.replace("max_messages: 8", "max_messages: 3"))
+    parent = await humans("parent")
+    config = with_people(homeserver.config(data_dir), tmp_path, {"g-anne": parent.user_id}, policies_dir=policies)
+    bridge, room_id = await _started_with_parent_in_cp(config, tmp_path, parent)
+    bridge.moderator.clock = FixedTime(NOON)  # out of quiet hours whenever the test runs
+    assert bridge.bot.checkpoints is not None
+    bridge.bot.checkpoints._save = lambda token: None  # it dies before any later token is kept
+    sent = [await parent.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": f"question {n}"},
+                                   ignore_unverified_devices=True) for n in range(4)]
+
+    async def floods(of: Bridge) -> int:
+        return sum("moderation_flood" in r.body for r in await of.store.audit_rows())
+
+    async def judged_and_written() -> bool:
+        ids = {f"bot {s.event_id}" for s in sent}
+        return await floods(bridge) == 1 and await bridge.store.handled(ids) == ids
+
+    await _wait(judged_and_written)
+    await bridge.stop()
+
+    bridge2 = await Bridge.create(config)
+    bridge2.moderator.clock = FixedTime(NOON)
+    await bridge2.start()  # its first sync brings the 4 messages again
+    try:
+        await bridge2.bot.lanes.join()
+        assert await floods(bridge2) == 1
+    finally:
+        await bridge2.stop()
+
+
+async def test_an_insult_followed_by_many_messages_while_the_bridge_was_down_is_redacted(
+        homeserver: Any, data_dir: Path, tmp_path: Path, humans: Any) -> None:
+    """While the bridge is stopped a parent sends an encrypted insult, then 14 more messages: the
+    first sync after the start gives only the room's last 10 (a "limited" timeline). The bot reads
+    the rest back and the insult is redacted (before: it was never seen)."""
+    parent = await humans("parent")
+    config = with_people(homeserver.config(data_dir), tmp_path, {"g-anne": parent.user_id})
+    bridge, room_id = await _started_with_parent_in_cp(config, tmp_path, parent)
+    await bridge.stop()
+    insult = await parent.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "quel c0nnard"},
+                                    ignore_unverified_devices=True)
+    for n in range(14):
+        await parent.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": f"question {n}"},
+                               ignore_unverified_devices=True)
+
+    bridge2 = await Bridge.create(config)
+    await bridge2.start()
+    try:
+        await bridge2.bot.lanes.join()
+        assert await _redacted(bridge2, room_id, insult.event_id)
     finally:
         await bridge2.stop()

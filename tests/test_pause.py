@@ -9,7 +9,7 @@ import pytest
 
 from bridge.audit import AuditLog
 from bridge.errors import MForbidden
-from bridge.matrix.bot import ReceivedMessage
+from bridge.matrix.received import ReceivedMessage
 from bridge.moderation import Moderator
 from bridge.pause import SchoolPause
 from bridge.reconcile.actions import SetPowerLevels

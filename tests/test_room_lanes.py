@@ -5,12 +5,16 @@ too much is pending."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
-from bridge.lanes import Checkpoints, RoomLanes
-from bridge.matrix.bot import Bot, ReceivedMessage
+from bridge.clock import SYSTEM
+from bridge.lanes import Checkpoints, Handled, RoomLanes
+from bridge.matrix.bot import Bot
+from bridge.matrix.received import ReceivedMessage
+from bridge.store.sqlite import SqliteStore
 
 
 async def test_a_waiting_room_holds_up_no_other_and_keeps_its_order() -> None:
@@ -184,3 +188,91 @@ async def test_after_cancelled_work_no_later_token_is_saved() -> None:
     await keep.close()
     assert saved == ["t0"]
     assert keep.held
+
+
+def _text(room: str, event_id: str) -> tuple[Any, Any]:
+    return (SimpleNamespace(room_id=room),
+            SimpleNamespace(sender="@p:s", event_id=event_id, body="x", decrypted=True,
+                            source={"content": {"msgtype": "m.text", "body": "x"}}))
+
+
+async def test_what_a_restart_reads_again_is_not_handled_twice(tmp_path: Path) -> None:
+    """The bridge handled $1, then died before its sync token was kept: the next start's first sync
+    brings $1 again (and $2, new). $1's hooks (moderation: a second strike; an admin's command run
+    again) don't run twice; $2's do. What the bot handled never tells the dispatcher an event of a
+    homeserver transaction was handled."""
+    store = SqliteStore(str(tmp_path / "b.db"))
+    await store.open()
+    seen: list[str] = []
+
+    async def hook(msg: ReceivedMessage) -> None:
+        seen.append(msg.event_id)
+
+    def bot() -> Bot:
+        made = Bot(homeserver_url="http://127.0.0.1:1", user_id="@bot:s", store_dir="/nonexistent", store_key="k",
+                   display_name="bot", api=cast(Any, None), as_token="t", store=store, message_hooks=[hook])
+        made.handled = Handled(store, SYSTEM)
+        made.handled.start()
+        return made
+
+    first = bot()
+    await first._on_text(*_text("!a:s", "$1"))
+    await first.lanes.join()
+    assert first.handled is not None
+    await first.handled.close()  # written behind the handling; then the process dies
+
+    second = bot()
+    second._replaying = True  # its first sync, from the token kept before $1
+    await second._on_text(*_text("!a:s", "$1"))
+    await second._on_text(*_text("!a:s", "$2"))
+    await second.lanes.join()
+    assert seen == ["$1", "$2"]
+    second._replaying = False  # later syncs bring only what is new: no lookup
+    await second._on_text(*_text("!a:s", "$3"))
+    await second.lanes.join()
+    assert seen == ["$1", "$2", "$3"]
+    assert await store.handled(["$1", "$2"]) == set()  # the dispatcher's record is its own
+    assert second.handled is not None
+    await second.handled.close()
+    await store.close()
+
+
+class _FailingStore:
+    def __init__(self) -> None:
+        self.failing = True
+        self.written: list[str] = []
+
+    async def handled(self, event_ids: Collection[str]) -> set[str]:
+        raise ConnectionError("the database went away")
+
+    async def events_done(self, items: list[tuple[str, int]], *, event_ids: Collection[str] = (),
+                          now_ms: int = 0) -> None:
+        if self.failing:
+            raise ConnectionError("the database went away")
+        self.written.extend(event_ids)
+
+
+async def test_a_store_that_fails_loses_no_message() -> None:
+    """Looked up on a store that fails, an event is handled (twice rather than never); ids not
+    written are kept and written once the store answers again."""
+    store = _FailingStore()
+
+    class Ticks:
+        def now_ms(self) -> int:
+            return 0
+
+        async def sleep(self, seconds: float) -> None:
+            await asyncio.sleep(0)
+
+    handled = Handled(store, cast(Any, Ticks()))
+    handled.start()
+    assert not await handled.seen("$x")
+    handled.done("$1")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert store.written == []
+    assert await handled.seen("$1")  # waiting to be written: known all the same
+    store.failing = False
+    handled.done("$2")
+    await handled.close()
+    assert store.written == ["bot $1", "bot $2"]

@@ -9,8 +9,8 @@ import sys
 
 async def _identity(args: argparse.Namespace) -> int:
     from bridge.cli.common import config_and_store
-    from bridge.matrix.bot import CROSS_SIGNING_KEY
     from bridge.matrix.cross_signing import fingerprint, unseal
+    from bridge.matrix.identity import CROSS_SIGNING_KEY
 
     async with config_and_store(args) as (config, store):
         sealed = await store.get_value(CROSS_SIGNING_KEY)

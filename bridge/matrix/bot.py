@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
-import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
-from urllib.parse import urlencode
+from typing import Any, Protocol
 
 from nio import (
-    AsyncClient,
     AsyncClientConfig,
     InviteMemberEvent,
     MegolmEvent,
@@ -27,96 +21,34 @@ from nio import (
 )
 from nio.exceptions import LocalProtocolError
 
+from bridge.clock import SYSTEM, Clock
 from bridge.errors import BridgeError, MatrixError
-from bridge.lanes import Checkpoints, RoomLanes
+from bridge.lanes import Checkpoints, Handled, HandledStore, RoomLanes
 from bridge.logging import get_logger
-from bridge.matrix import nio_schemas
+from bridge.matrix import identity, nio_schemas
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.avatar import default_avatar
-from bridge.matrix.cross_signing import CrossSigningKeys, seal, unseal
+from bridge.matrix.cross_signing import CrossSigningKeys
+from bridge.matrix.nio_client import AppserviceNioClient
+from bridge.matrix.received import MessageHook, ReactionHook, Received, ReceivedMessage, ReceivedReaction, run_hooks
 from bridge.private_files import private_dir, private_files_in
 from bridge.tasks import cancel_and_wait
 
 nio_schemas.install()
 log = get_logger(component="bot")
 
-DEVICE_KEY = "bot_device_id"
-CROSS_SIGNING_KEY = "bot_cross_signing"
 STOP_WAIT_S = 10.0  # at stop, how long received messages still being handled are waited for
-AVATAR_KEY = "bot_avatar"  # "digest mxc://…" of the avatar set last
 
 
-class KeyValue(Protocol):
-    """Where the bot keeps its device id and sealed cross-signing keys (the store implements it)."""
-
-    async def get_value(self, key: str) -> str | None: ...
-    async def set_value(self, key: str, value: str) -> None: ...
-
-
-class AppserviceNioClient(AsyncClient):
-    """nio client authenticated by the as_token: every request names the user and the device.
-
-    Synapse attaches the request to that device (MSC3202/MSC4190 masquerading), so /sync
-    delivers the device's to-device messages and key uploads land on the right device.
-    """
-
-    async def send(self, method: str, path: str, data: Any = None, headers: dict[str, str] | None = None,
-                   trace_context: Any = None, timeout: float | None = None) -> Any:
-        extra = urlencode({"user_id": self.user_id, "device_id": self.device_id})
-        path = f"{path}{'&' if '?' in path else '?'}{extra}"
-        return await super().send(method, path, data, headers, trace_context, timeout)
-
-
-@dataclass(frozen=True)
-class ReceivedMessage:
-    """What the bot learnt from a decrypted message; the body stays out of logs."""
-
-    room_id: str
-    event_id: str
-    sender: str
-    body: str
-    decrypted: bool
-    content: dict[str, Any]
-
-    @property
-    def is_new_text(self) -> bool:
-        """A new text message (a reply counts): not an edit, a notice, or a relation such as a
-        thread or an annotation. Only these are ever taken as commands."""
-        relation = self.content.get("m.relates_to")
-        return (self.content.get("msgtype") == "m.text" and "m.new_content" not in self.content
-                and not (isinstance(relation, dict) and relation.get("rel_type")))
-
-
-MessageHook = Callable[[ReceivedMessage], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class ReceivedReaction:
-    room_id: str
-    event_id: str
-    sender: str
-    reacts_to: str
-    key: str
-
-
-ReactionHook = Callable[[ReceivedReaction], Awaitable[None]]
-_Received = TypeVar("_Received", ReceivedMessage, ReceivedReaction)
-
-
-async def _run_hooks(hooks: list[Callable[[_Received], Awaitable[None]]], item: _Received, *, room_id: str,
-                     event_id: str) -> None:
-    """Each hook in turn; one that fails is logged and must not stop the sync loop, nor the others."""
-    for hook in hooks:
-        try:
-            await hook(item)
-        except Exception as exc:  # noqa: BLE001 - see above
-            log.error("bot_hook_failed", room_id=room_id, event_id=event_id, error=f"{type(exc).__name__}: {exc}")
+class BotStore(HandledStore, identity.Values, Protocol):
+    """Where the bot keeps its identity and the ids of the events it handled (the store)."""
 
 
 class Bot:
     def __init__(self, *, homeserver_url: str, user_id: str, store_dir: str, store_key: str,
-                 display_name: str, api: AppserviceAPI, as_token: str, store: KeyValue,
-                 message_hooks: list[MessageHook] | None = None, avatar: bytes | None = None) -> None:
+                 display_name: str, api: AppserviceAPI, as_token: str, store: BotStore,
+                 message_hooks: list[MessageHook] | None = None, avatar: bytes | None = None,
+                 clock: Clock = SYSTEM) -> None:
         """avatar: the image (PNG or JPEG) clients show for the bot; a drawn one by default."""
         self.avatar = avatar
         self.homeserver_url = homeserver_url
@@ -134,33 +66,21 @@ class Bot:
         self._synced = asyncio.Condition()
         self.lanes = RoomLanes()
         self.checkpoints: Checkpoints | None = None
+        self.handled: Handled | None = None
+        self.clock = clock
+        self._replaying = False  # the first sync after start: what it brings may have been handled
 
     @property
     def device_id(self) -> str:
         assert self.client is not None and self.client.device_id
         return str(self.client.device_id)
 
-    async def _device_id(self) -> str:
-        import os
-
-        device_id = await self.store.get_value(DEVICE_KEY)
-        crypto_db = os.path.join(self.store_dir, f"{self.user_id}_{device_id}.db")
-        if device_id is not None and not os.path.exists(crypto_db):  # noqa: ASYNC240 - one stat at start-up
-            # The crypto store is gone: reusing the device id would clash with the keys the
-            # homeserver has for it. A new device, signed by the same identity, replaces it.
-            log.warning("bot_crypto_store_lost", old_device_id=device_id)
-            device_id = None
-        if device_id is None:
-            device_id = "ENTBOT" + secrets.token_hex(4).upper()
-            await self.store.set_value(DEVICE_KEY, device_id)
-        return device_id
-
     async def start(self, *, sync: bool = True, reset_identity: bool = False) -> None:
         """Register the user and device if needed, open the crypto store, upload keys, sync."""
         private_dir(Path(self.store_dir))  # the crypto store: the bot's keys
         localpart = self.user_id.split(":", 1)[0][1:]
         await self.api.register_user(localpart)
-        device_id = await self._device_id()
+        device_id = await identity.device_id(self.store, self.store_dir, self.user_id)
         await self.api.ensure_device(self.user_id, device_id, display_name=self.display_name)
         # Clients show this name (not "ent-bridge_bot") and avatar in rooms and in the user directory.
         await self.api.ensure_display_name(self.user_id, self.display_name)
@@ -179,6 +99,8 @@ class Bot:
             client.loaded_sync_token = client.store.load_sync_token() or ""
             self.checkpoints = Checkpoints(self.lanes, client.store.save_sync_token)
             self.checkpoints.start()
+            self.handled = Handled(self.store, self.clock)
+            self.handled.start()
         self.client = client
         if client.should_upload_keys:
             await client.keys_upload()
@@ -191,35 +113,21 @@ class Bot:
         client.add_response_callback(self._on_sync, SyncResponse)
         log.info("bot_started", user_id=self.user_id, device_id=device_id)
         if sync:
+            # From the token kept last: what came after it may have been handled before a crash.
+            self._replaying = True
             first = await client.sync(timeout=0, full_state=True)
-            if isinstance(first, SyncResponse) and self.checkpoints is not None:
-                self.checkpoints.mark(first.next_batch)
+            if isinstance(first, SyncResponse):
+                self._replaying = False  # else the sync loop's first sync reads it again
+                if self.checkpoints is not None:
+                    self.checkpoints.mark(first.next_batch)
             self._sync_task = asyncio.create_task(self._sync_loop(), name="bot-sync")
 
     async def _ensure_avatar(self) -> None:
-        """Uploaded once per image (its digest is kept in the store): each avatar change is a new
-        membership event in every room of the bot."""
-        image = self.avatar or default_avatar()
-        digest = hashlib.sha256(image).hexdigest()[:16]
-        saved = (await self.store.get_value(AVATAR_KEY) or "").split()
-        current = await self.api.avatar_url(self.user_id)
-        if len(saved) == 2 and saved[0] == digest and saved[1] == current:
-            return
-        kind = "image/jpeg" if image[:3] == b"\xff\xd8\xff" else "image/png"
-        uri = await self.api.upload(image, content_type=kind, filename="ent-bridge-bot", as_user=self.user_id)
-        await self.api.set_avatar_url(self.user_id, uri)
-        await self.store.set_value(AVATAR_KEY, f"{digest} {uri}")
-        log.info("bot_avatar_set", uri=uri)
+        await identity.ensure_avatar(self.store, self.api, self.user_id, self.avatar or default_avatar())
 
     async def cross_signing_keys(self, *, reset: bool = False) -> CrossSigningKeys:
         """The bot's identity from the store, made (and stored, before any upload) if absent."""
-        sealed = await self.store.get_value(CROSS_SIGNING_KEY)
-        if sealed is not None and not reset:
-            return unseal(sealed, store_key=self._store_key)
-        keys = CrossSigningKeys.generate()
-        await self.store.set_value(CROSS_SIGNING_KEY, seal(keys, store_key=self._store_key))
-        log.info("bot_identity_created", master_key=keys.master_public)
-        return keys
+        return await identity.cross_signing_keys(self.store, self._store_key, reset=reset)
 
     async def ensure_cross_signing(self, *, reset: bool = False) -> CrossSigningKeys:
         """Upload the cross-signing keys (same keys again is a no-op for the homeserver; an
@@ -264,6 +172,7 @@ class Bot:
                 await asyncio.sleep(2)
 
     async def _on_sync(self, response: SyncResponse) -> None:
+        self._replaying = False  # called once this sync's messages were queued
         if self.checkpoints is not None:
             self.checkpoints.mark(response.next_batch)
         async with self._synced:
@@ -278,16 +187,28 @@ class Bot:
         content = dict((getattr(event, "source", None) or {}).get("content") or {})
         msg = ReceivedMessage(room.room_id, event.event_id, event.sender, getattr(event, "body", ""), decrypted,
                               content)
-        # Queued behind the room's earlier messages: the sync loop goes on with other rooms meanwhile.
-        await self.lanes.submit(room.room_id, functools.partial(_run_hooks, self.message_hooks, msg,
-                                                                room_id=room.room_id, event_id=event.event_id))
+        await self._submit(self.message_hooks, msg)
 
     async def _on_reaction(self, room: Any, event: Any) -> None:
         if event.sender == self.user_id:
             return
-        reaction = ReceivedReaction(room.room_id, event.event_id, event.sender, str(event.reacts_to), str(event.key))
-        await self.lanes.submit(room.room_id, functools.partial(_run_hooks, self.reaction_hooks, reaction,
-                                                                room_id=room.room_id, event_id=event.event_id))
+        await self._submit(self.reaction_hooks, ReceivedReaction(room.room_id, event.event_id, event.sender,
+                                                                 str(event.reacts_to), str(event.key)))
+
+    async def _submit(self, hooks: list[Callable[[Received], Awaitable[None]]], item: Received) -> None:
+        """Queued behind the room's earlier events: the sync loop goes on with other rooms meanwhile.
+        Read again after a restart, an event already handled is not handled twice."""
+        handled, again = self.handled, self._replaying
+
+        async def work() -> None:
+            if again and handled is not None and await handled.seen(item.event_id):
+                log.info("bot_event_already_handled", room_id=item.room_id, event_id=item.event_id)
+                return
+            await run_hooks(hooks, item, room_id=item.room_id, event_id=item.event_id)
+            if handled is not None:
+                handled.done(item.event_id)
+
+        await self.lanes.submit(item.room_id, work)
 
     async def _on_invite(self, room: Any, event: Any) -> None:
         """Someone of this homeserver opens a direct chat with the bot (for `!aide`): it joins. An
@@ -355,6 +276,9 @@ class Bot:
         if self.checkpoints is not None:
             await self.checkpoints.close()
             self.checkpoints = None
+        if self.handled is not None:
+            await self.handled.close()
+            self.handled = None
         if self.client is not None:
             await self.client.close()
             self.client = None

@@ -1,0 +1,57 @@
+"""What the bot hands its hooks: a received message or reaction, and how hooks are run."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from bridge.logging import get_logger
+
+log = get_logger(component="bot")
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """What the bot learnt from a decrypted message; the body stays out of logs."""
+
+    room_id: str
+    event_id: str
+    sender: str
+    body: str
+    decrypted: bool
+    content: dict[str, Any]
+
+    @property
+    def is_new_text(self) -> bool:
+        """A new text message (a reply counts): not an edit, a notice, or a relation such as a
+        thread or an annotation. Only these are ever taken as commands."""
+        relation = self.content.get("m.relates_to")
+        return (self.content.get("msgtype") == "m.text" and "m.new_content" not in self.content
+                and not (isinstance(relation, dict) and relation.get("rel_type")))
+
+
+MessageHook = Callable[[ReceivedMessage], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ReceivedReaction:
+    room_id: str
+    event_id: str
+    sender: str
+    reacts_to: str
+    key: str
+
+
+ReactionHook = Callable[[ReceivedReaction], Awaitable[None]]
+Received = TypeVar("Received", ReceivedMessage, ReceivedReaction)
+
+
+async def run_hooks(hooks: list[Callable[[Received], Awaitable[None]]], item: Received, *, room_id: str,
+                     event_id: str) -> None:
+    """Each hook in turn; one that fails is logged and must not stop the sync loop, nor the others."""
+    for hook in hooks:
+        try:
+            await hook(item)
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.error("bot_hook_failed", room_id=room_id, event_id=event_id, error=f"{type(exc).__name__}: {exc}")

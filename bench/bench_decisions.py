@@ -1,15 +1,18 @@
 """Moderation decisions per second and their p99 latency through the whole plaintext path, actions
 included (target: >= 2,000 decisions/s, p99 <= 20 ms for messages up to the size limit).
 
-Plaintext messages come as the homeserver sends them: PUT /transactions (from another process),
+Plaintext messages come as the homeserver sends them: PUT /transactions from another process, one
+in flight at a time with every event queued meanwhile (at most 100), as Synapse's appservice
+sender does;
 the durable inbox, the dispatcher, the engine, the audit write, and the actions (redactions,
 notices, mutes) sent through the real client to the in-memory homeserver: only the homeserver's
 answers are stubbed. The corpus mixes ordinary messages with worst cases: disguised insults, HTML,
 edits, malformed content, messages just under the policy's size limit.
 
 Two runs: one offering more than it can take (its decisions per second are the capacity), one
-offering the target rate (its latencies, queueing included). The load client paces itself on an
-absolute schedule, so the offered rate holds whatever each request costs. Encrypted messages
+offering the target rate (its latencies from each event's due time, queueing included, in the
+load client as in the bridge). The load client writes events on an absolute schedule, so the
+offered rate holds whatever each request costs. Encrypted messages
 (the bot's Megolm decryption before the same engine): bench/bench_decisions_encrypted.py.
 
     python bench/bench_decisions.py [--seconds 10]
@@ -74,25 +77,44 @@ import asyncio, json, sys, time, random
 import aiohttp
 
 async def main(url, token, seconds, rate, corpus_json):
+    # As Synapse's appservice sender: one transaction in flight at a time, carrying every event
+    # queued meanwhile (at most 100). Events are written on an absolute schedule, each stamped
+    # with the time it was due: a slow answer makes the next transaction larger, not the rate lower.
     bodies = json.loads(corpus_json)
-    sent = 0
+    queued, written, done = [], [0], asyncio.Event()
+    wake = asyncio.Event()
+
+    async def write():
+        start = time.time()
+        while time.time() - start < seconds:
+            due = int((time.time() - start) * rate)
+            while written[0] < due:
+                written[0] += 1
+                n = written[0]
+                queued.append({"type": "m.room.message", "room_id": f"!class{n % 5000 // 50}:ent.test",
+                               "event_id": f"$e{n}", "sender": f"@p{n % 5000}:ent.test",
+                               "origin_server_ts": int((start + n / rate) * 1000), "content": random.choice(bodies)})
+            wake.set()
+            await asyncio.sleep(0.002)
+        done.set()
+        wake.set()
+
+    writer = asyncio.ensure_future(write())
     async with aiohttp.ClientSession() as http:
-        start = time.perf_counter()
-        due = start  # an absolute schedule: the offered rate holds whatever each request costs
-        while time.perf_counter() - start < seconds:
-            batch = []
-            for _ in range(25):
-                sent += 1
-                batch.append({"type": "m.room.message", "room_id": f"!class{sent % 5000 // 50}:ent.test",
-                              "event_id": f"$e{sent}",
-                              "sender": f"@p{sent % 5000}:ent.test", "origin_server_ts": int(time.time() * 1000),
-                              "content": random.choice(bodies)})
-            async with http.put(f"{url}t{sent}", json={"events": batch},
+        txn = 0
+        while not (done.is_set() and not queued):
+            if not queued:
+                wake.clear()
+                await wake.wait()
+                continue
+            batch = queued[:100]
+            del queued[:100]
+            txn += 1
+            async with http.put(f"{url}t{txn}", json={"events": batch},
                                 headers={"Authorization": f"Bearer {token}"}) as resp:
                 assert resp.status == 200
-            due += 25 / rate
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-    print(sent)
+    await writer
+    print(written[0])
 
 asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]))
 """

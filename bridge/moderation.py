@@ -288,7 +288,8 @@ class Moderator:
             self.audit.record(actor="ent-bridge", action=f"moderation_{d.protection}", room=msg.room_id,
                               subject=msg.sender, reason=d.reason, detail={"actions": list(d.actions),
                                                                            "event_id": msg.event_id})
-        await self.audit.flush()
+        if outcome.decisions:  # a message with nothing to record waits for no one's write
+            await self.audit.flush()
         for decision in outcome.decisions:
             await self._act(msg, decision, mute_until_ms=outcome.mute_until_ms)
 

@@ -358,3 +358,33 @@ async def test_a_wave_mutes_the_account_in_every_room_of_the_school(shell: Any) 
     assert not muted_in(other_school)  # another school's room: not this wave's
     assert any("salons de l'établissement" in text for _, text in mod.bot.notices)
     assert any("moderation_fan_out" in r.body for r in await store.audit_rows())
+
+
+async def test_a_message_with_nothing_to_record_waits_for_no_audit_write(shell: Any) -> None:
+    """An insult's audit entry is being written (the store slow to commit): an ordinary message
+    judged meanwhile is decided without waiting for that write (it has nothing of its own on it)."""
+    mod, fake, room, parent, _clock, store = shell
+    held, release = asyncio.Event(), asyncio.Event()
+    extend = store.audit_extend
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        held.set()
+        await release.wait()
+        return await extend(*args, **kwargs)
+
+    store.audit_extend = slow
+    insult = asyncio.ensure_future(mod.on_event({
+        "type": "m.room.message", "room_id": room, "event_id": "$insult", "sender": parent,
+        "content": {"msgtype": "m.text", "body": "espèce de connard"}}))
+    await held.wait()
+    ordinary = asyncio.ensure_future(mod.on_event({
+        "type": "m.room.message", "room_id": room, "event_id": "$hello", "sender": parent,
+        "content": {"msgtype": "m.text", "body": "bonjour"}}))
+    for _ in range(200):
+        if ordinary.done():
+            break
+        await asyncio.sleep(0)
+    assert ordinary.done() and not insult.done()  # decided while the insult's write still waits
+    release.set()
+    await insult
+    assert any("moderation_banned_words" in r.body for r in await store.audit_rows())

@@ -5,6 +5,11 @@ its trouble visible in `state` (and so in /health); the draining task is supervi
 if it ever ends. A failing event is tried again after 0.5 s, 1 s, 2 s… up to an hour between
 tries, for `max_attempts` tries (hours), then kept as a dead letter that `ent-bridge events retry`
 puts back. An event already handled (by its event id) is not handled twice.
+
+Events the server has just put on record are handed over in memory as well (`notify`), so the
+common case costs no read of the inbox: it is read at start, when a postponed event is due, when
+the hand-over overflowed, after a store failure, with nothing handed over, and every `SWEEP_S`
+seconds (dead letters put back by `ent-bridge events retry`, from another process).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from bridge.tasks import cancel_and_wait
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 BATCH = 500
 LANES = 16  # rooms handled side by side in one drain
+HANDED_MAX = 5 * BATCH  # events handed over in memory and not yet taken; beyond, the inbox is read
+SWEEP_S = 10.0
 log = get_logger(component="dispatcher")
 
 
@@ -55,15 +62,50 @@ class Dispatcher:
         # Handled, not yet recorded as such (the store failed at that moment): recorded first at the
         # next drain, never handled again.
         self._unsaved: dict[tuple[str, int], str | None] = {}
+        self._handed: list[InboxItem] = []  # on record, not taken yet, in the order received
+        self._read_inbox = True  # what was on record before this process started is read first
+        self._retry_unknown = True  # when the next postponed event is due must be looked up
+        self._sweeper: asyncio.TimerHandle | None = None
 
-    def notify(self) -> None:
+    def notify(self, txn_id: str | None = None, events: list[dict[str, Any]] | None = None) -> None:
+        """New events are on record (the transaction's, handed over here), or something else
+        changed in the inbox (no arguments: it is read)."""
+        if txn_id is None or events is None:
+            self._read_inbox = True
+        elif len(self._handed) + len(events) > HANDED_MAX:
+            # Memory stays bounded: what is on record is read from there instead.
+            self._handed.clear()
+            self._read_inbox = True
+        else:
+            self._handed += [InboxItem(txn_id, i, e, 0) for i, e in enumerate(events)]
         self._wake.set()
+
+    async def _take(self) -> list[InboxItem]:
+        """The next events to handle: those handed over, or what the inbox holds now."""
+        if self._handed and not self._read_inbox:
+            items, self._handed = self._handed[:BATCH], self._handed[BATCH:]
+            return items
+        self._read_inbox = False
+        self._handed.clear()  # all on record before this read: the read finds them
+        try:
+            items = await self.store.pending_events(limit=BATCH, due_ms=self.clock.now_ms())
+        except BaseException:
+            self._read_inbox = True
+            raise
+        self._retry_unknown = True
+        # What was handed over while reading is on record too, and may be in what was read.
+        read = {(i.txn_id, i.idx) for i in items}
+        self._handed = [i for i in self._handed if (i.txn_id, i.idx) not in read]
+        if len(items) >= BATCH:
+            self._read_inbox = True  # more may be on record than this read could take
+        return items
 
     async def _handle(self, item: InboxItem) -> bool:
         try:
             for handler in self.handlers:
                 await handler(item.event)
         except Exception as exc:  # noqa: BLE001 - any handler failure is recorded, not lost
+            self._retry_unknown = True
             attempts = item.attempts + 1
             due = self.clock.now_ms() + retry_delay_ms(attempts)
             dead = await self.store.event_failed(item.txn_id, item.idx, error=f"{type(exc).__name__}: {exc}",
@@ -93,9 +135,13 @@ class Dispatcher:
         longer holds up every other room's messages, and the audit entries written meanwhile go
         to the store together."""
         await self._save()  # what a store failure kept from being recorded last time
-        items = await self.store.pending_events(limit=BATCH, due_ms=self.clock.now_ms())
+        items = await self._take()
         ids = [str(i.event["event_id"]) for i in items if isinstance(i.event.get("event_id"), str)]
-        seen = await self.store.handled(ids)
+        try:
+            seen = await self.store.handled(ids)
+        except BaseException:
+            self._read_inbox = True  # the items taken are on record: read them again from there
+            raise
         lanes: dict[str, list[InboxItem]] = {}
         for item in items:
             lanes.setdefault(str(item.event.get("room_id", "")), []).append(item)
@@ -121,16 +167,26 @@ class Dispatcher:
 
     async def _next_retry(self) -> None:
         """Wake up when the earliest postponed event is due (not the oldest one's time: an event
-        received later may be due sooner)."""
+        received later may be due sooner). Looked up only when it may have changed: after a read
+        of the inbox or a failure."""
+        if not self._retry_unknown:
+            return
         due = (await self.store.inbox_stats()).next_attempt_ms
+        self._retry_unknown = False
         if due is not None and due > self.clock.now_ms():
             delay = (due - self.clock.now_ms()) / 1000
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+            self._timer = asyncio.get_running_loop().call_later(delay, self.notify)
+
+    def _sweep(self) -> None:
+        self.notify()
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
 
     async def run(self) -> None:
-        self._wake.set()  # events left from before a restart are handled first
+        self.notify()  # events left from before a restart are handled first
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -147,7 +203,7 @@ class Dispatcher:
                 log.error("dispatcher_store_error", error=type(exc).__name__, failures=self.state.store_failures,
                           retry_in_s=delay)
                 await self.clock.sleep(delay)
-                self._wake.set()
+                self.notify()
                 continue
             if self.state.store_failures:
                 log.info("dispatcher_recovered", after_failures=self.state.store_failures)
@@ -169,6 +225,8 @@ class Dispatcher:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._sweeper):
+            if timer is not None:
+                timer.cancel()
+        self._sweeper = None
         await cancel_and_wait(self._task)

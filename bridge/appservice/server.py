@@ -42,7 +42,7 @@ class AppserviceServer:
         *,
         hs_token: str,
         store: Store,
-        on_new_events: Callable[[], None] = lambda: None,
+        on_new_events: Callable[[str, list[dict[str, Any]]], None] = lambda txn_id, events: None,
         user_query: QueryHandler | None = None,
         alias_query: QueryHandler | None = None,
         dispatcher_state: DispatcherState | None = None,
@@ -50,7 +50,8 @@ class AppserviceServer:
         metrics: Metrics | None = None,
         ready: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
-        """metrics: served at /metrics; ready: what /_matrix/mau/ready reports (problems under
+        """on_new_events: told of each new transaction's events once they are on record;
+        metrics: served at /metrics; ready: what /_matrix/mau/ready reports (problems under
         "problems", none when ready)."""
         self.metrics = metrics
         self.ready = ready
@@ -111,7 +112,7 @@ class AppserviceServer:
         (log.debug if fresh else log.info)("txn_received" if fresh else "txn_duplicate", txn_id=txn_id,
                                            events=len(events))
         if fresh:
-            self.on_new_events()
+            self.on_new_events(txn_id, kept)
         return web.json_response({})
 
     async def get_user(self, request: web.Request) -> web.Response:

@@ -34,7 +34,7 @@ async def _retry(args: argparse.Namespace) -> int:
             return 2
     async with config_and_store(args) as (_, store):
         count = await store.retry_dead(wanted)
-    print(f"{count} dead letters put back in the inbox; a running bridge handles them now, "
+    print(f"{count} dead letters put back in the inbox; a running bridge handles them within seconds, "
           "or `ent-bridge run` at its start")
     return 0
 

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import tldextract
 
+from bridge.policy import texts as text_forms
 from bridge.policy.model import BannedWords, Links, Mentions
 from bridge.policy.texts import normalise, word_form
 
@@ -17,9 +18,11 @@ _PSL = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 
 def warm() -> None:
-    """Build the suffix list's lookup tree now (tldextract builds it at the first lookup: tens of
-    milliseconds and ~17,000 objects, paid otherwise by the first message with a dot in it)."""
+    """Build the lookup tables now, not in the first message's time: the suffix list's tree
+    (tldextract builds it at the first lookup: tens of milliseconds and ~17,000 objects) and the
+    text folding's strip table."""
     _PSL("ent-bridge.example.fr")
+    text_forms.warm()
 
 
 def compile_words(words: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,0 +1,150 @@
+"""Events handed over in memory by the transaction endpoint: handled without reading the inbox,
+once each, and the inbox still read whenever memory may not hold everything on record."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.appservice import dispatch
+from bridge.appservice.dispatch import Dispatcher
+from bridge.store.base import InboxItem
+from bridge.store.sqlite import SqliteStore
+
+
+class CountingStore(SqliteStore):
+    """The real SQLite store, counting its inbox reads; `during_read` runs inside one."""
+
+    reads = 0
+    during_read: Any = None
+
+    async def pending_events(self, *, limit: int = 100, due_ms: int | None = None) -> list[InboxItem]:
+        self.reads += 1
+        items = await super().pending_events(limit=limit, due_ms=due_ms)
+        if self.during_read is not None:
+            hook, self.during_read = self.during_read, None
+            await hook()
+        return items
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> Any:
+    s = CountingStore(str(tmp_path / "t.db"))
+    await s.open()
+    yield s
+    await s.close()
+
+
+def _events(txn: str, n: int) -> list[dict[str, Any]]:
+    return [{"type": "m.room.message", "room_id": "!r:s", "event_id": f"${txn}.{i}", "sender": "@p:s",
+             "content": {"msgtype": "m.text", "body": "x"}} for i in range(n)]
+
+
+async def _received(store: CountingStore, dispatcher: Dispatcher, txn: str, n: int) -> None:
+    """As the transaction endpoint does: on record first, then handed over."""
+    events = _events(txn, n)
+    assert await store.record_transaction(txn, events, now_ms=1)
+    dispatcher.notify(txn, events)
+
+
+async def test_events_handed_over_are_handled_without_reading_the_inbox(store: CountingStore) -> None:
+    seen: list[str] = []
+
+    async def handler(event: dict[str, Any]) -> None:
+        seen.append(event["event_id"])
+
+    dispatcher = Dispatcher(store, [handler])
+    await dispatcher.drain_once()  # at start, the inbox is read (what an earlier process left)
+    assert store.reads == 1
+    await _received(store, dispatcher, "t1", 3)
+    await _received(store, dispatcher, "t2", 2)
+    assert await dispatcher.drain_once() == 5
+    assert seen == ["$t1.0", "$t1.1", "$t1.2", "$t2.0", "$t2.1"]  # in the order received
+    assert store.reads == 1
+    assert await store.pending_events() == []  # and recorded as handled
+
+
+async def test_an_event_on_record_and_handed_over_during_a_read_is_handled_once(store: CountingStore) -> None:
+    seen: list[str] = []
+
+    async def handler(event: dict[str, Any]) -> None:
+        seen.append(event["event_id"])
+
+    dispatcher = Dispatcher(store, [handler])
+    await store.record_transaction("left", _events("left", 1), now_ms=1)  # before this process
+
+    async def arrives() -> None:  # recorded and handed over while the read's answer travels back
+        await _received(store, dispatcher, "t1", 1)
+
+    store.during_read = arrives
+    await dispatcher.drain_once()
+    await dispatcher.drain_once()
+    await dispatcher.drain_once()
+    assert sorted(seen) == ["$left.0", "$t1.0"]
+
+
+async def test_an_overflowing_hand_over_is_read_from_the_inbox(store: CountingStore,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dispatch, "HANDED_MAX", 4)
+    seen: list[str] = []
+
+    async def handler(event: dict[str, Any]) -> None:
+        seen.append(event["event_id"])
+
+    dispatcher = Dispatcher(store, [handler])
+    await dispatcher.drain_once()
+    await _received(store, dispatcher, "t1", 3)
+    await _received(store, dispatcher, "t2", 3)  # over the bound: memory lets go of all of them
+    assert dispatcher._handed == []
+    await dispatcher.drain_once()
+    assert store.reads == 2 and len(seen) == 6
+
+
+async def test_a_handed_over_event_that_fails_is_retried_from_the_inbox(store: CountingStore) -> None:
+    calls: list[str] = []
+
+    async def handler(event: dict[str, Any]) -> None:
+        calls.append(event["event_id"])
+        if len(calls) == 1:
+            raise RuntimeError("homeserver down")
+
+    dispatcher = Dispatcher(store, [handler])
+    await dispatcher.drain_once()
+    await _received(store, dispatcher, "t1", 1)
+    await dispatcher.drain_once()
+    [item] = await store.pending_events()
+    assert item.attempts == 1  # postponed on record
+    await store.event_failed("t1", 0, error="x", max_attempts=20, next_attempt_ms=0)  # due now
+    dispatcher.notify()  # as the retry timer does
+    await dispatcher.drain_once()
+    assert calls == ["$t1.0", "$t1.0"] and await store.pending_events() == []
+
+
+async def test_dead_letters_put_back_by_another_process_are_handled_by_the_sweep(
+        store: CountingStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ent-bridge events retry` runs in another process: nothing is handed over, a running
+    bridge finds them when it sweeps the inbox, even while transactions keep coming."""
+    monkeypatch.setattr(dispatch, "SWEEP_S", 0.05)
+    seen: list[str] = []
+
+    async def handler(event: dict[str, Any]) -> None:
+        seen.append(event["event_id"])
+
+    await store.record_transaction("dead", _events("dead", 1), now_ms=1)
+    await store.event_failed("dead", 0, error="x", max_attempts=1)  # a dead letter at once
+    dispatcher = Dispatcher(store, [handler])
+    dispatcher.start()
+    try:
+        for n in range(2000):  # traffic goes on meanwhile
+            await _received(store, dispatcher, f"t{n}", 1)
+            if n == 3:
+                assert await store.retry_dead() == 1
+            if "$dead.0" in seen:
+                break
+            await asyncio.sleep(0.01)
+        assert "$dead.0" in seen
+    finally:
+        await dispatcher.stop()

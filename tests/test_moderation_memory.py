@@ -363,7 +363,7 @@ async def test_a_wave_mutes_the_account_in_every_room_of_the_school(shell: Any) 
 async def test_a_message_with_nothing_to_record_waits_for_no_audit_write(shell: Any) -> None:
     """An insult's audit entry is being written (the store slow to commit): an ordinary message
     judged meanwhile is decided without waiting for that write (it has nothing of its own on it)."""
-    mod, fake, room, parent, _clock, store = shell
+    mod, _fake, room, parent, _clock, store = shell
     held, release = asyncio.Event(), asyncio.Event()
     extend = store.audit_extend
 

@@ -142,6 +142,7 @@ class Dispatcher:
         except BaseException:
             self._read_inbox = True  # the items taken are on record: read them again from there
             raise
+        unsaved_ids = {e for e in self._unsaved.values() if e is not None}
         lanes: dict[str, list[InboxItem]] = {}
         for item in items:
             lanes.setdefault(str(item.event.get("room_id", "")), []).append(item)
@@ -152,11 +153,13 @@ class Dispatcher:
                 for item in queue:
                     raw_id = item.event.get("event_id")
                     event_id = raw_id if isinstance(raw_id, str) else None
-                    if event_id is not None and (event_id in seen or event_id in self._unsaved.values()):
+                    if event_id is not None and (event_id in seen or event_id in unsaved_ids):
                         log.info("event_already_handled", event_id=event_id, txn_id=item.txn_id)
                     elif not await self._handle(item):
                         continue
                     self._unsaved[(item.txn_id, item.idx)] = event_id
+                    if event_id is not None:
+                        unsaved_ids.add(event_id)
 
         await asyncio.gather(*(lane(queue) for queue in lanes.values()))
         # Handled events leave the inbox together. If the store fails here they stay in memory and

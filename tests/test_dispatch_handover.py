@@ -148,3 +148,14 @@ async def test_dead_letters_put_back_by_another_process_are_handled_by_the_sweep
         assert "$dead.0" in seen
     finally:
         await dispatcher.stop()
+
+
+async def test_a_transaction_without_events_wakes_nothing(store: CountingStore) -> None:
+    """Typing and receipts come in transactions of their own: no event went to the inbox, so the
+    dispatcher is not woken to read it."""
+    dispatcher = Dispatcher(store, [])
+    await dispatcher.drain_once()
+    dispatcher._wake.clear()
+    assert await store.record_transaction("typing", [], now_ms=1)
+    dispatcher.notify("typing", [])
+    assert not dispatcher._wake.is_set() and dispatcher._handed == []

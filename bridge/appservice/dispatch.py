@@ -72,6 +72,8 @@ class Dispatcher:
         changed in the inbox (no arguments: it is read)."""
         if txn_id is None or events is None:
             self._read_inbox = True
+        elif not events:
+            return  # ephemeral events only (typing, receipts): nothing was put in the inbox
         elif len(self._handed) + len(events) > HANDED_MAX:
             # Memory stays bounded: what is on record is read from there instead.
             self._handed.clear()

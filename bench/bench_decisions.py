@@ -3,17 +3,16 @@ included (target: >= 2,000 decisions/s, p99 <= 20 ms for messages up to the size
 
 Plaintext messages come as the homeserver sends them: PUT /transactions from another process, one
 in flight at a time with every event queued meanwhile (at most 100), as Synapse's appservice
-sender does;
-the durable inbox, the dispatcher, the engine, the audit write, and the actions (redactions,
-notices, mutes) sent through the real client to the in-memory homeserver: only the homeserver's
-answers are stubbed. The corpus mixes ordinary messages with worst cases: disguised insults, HTML,
-edits, malformed content, messages just under the policy's size limit.
+sender does; then the durable inbox, the dispatcher, the engine, the audit write, and the actions
+(redactions, notices, mutes) sent through the real client to the in-memory homeserver: only the
+homeserver's answers are stubbed. The corpus mixes ordinary messages with worst cases: disguised
+insults, HTML, edits, malformed content, messages just under the policy's size limit.
 
 Two runs: one offering more than it can take (its decisions per second are the capacity), one
 offering the target rate (its latencies from each event's due time, queueing included, in the
 load client as in the bridge). The load client writes events on an absolute schedule, so the
-offered rate holds whatever each request costs. Encrypted messages
-(the bot's Megolm decryption before the same engine): bench/bench_decisions_encrypted.py.
+offered rate holds whatever each request costs. Encrypted messages (the bot's Megolm decryption
+before the same engine): bench/bench_decisions_encrypted.py.
 
     python bench/bench_decisions.py [--seconds 10]
 """

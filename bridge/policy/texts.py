@@ -85,8 +85,9 @@ def _squeeze(spaced: bytes) -> bytes:
     return (this & int.from_bytes(repeats, "big")).to_bytes(n, "big").translate(None, b"\x00")
 
 
-def _spaced(text: str) -> str:
-    """' w1 w2 … ': the text's words in their normal form, one space apart and around."""
+def word_form(text: str) -> str:
+    """' w1 w2 … ': a text's words in their normal form, one space apart and around; a banned
+    word or phrase is looked for in this form (' conard ', ' fils de pute ')."""
     # Look-alikes are mapped before and after normalising, as TR39's skeleton does: NFKC itself
     # turns some of them into others (the lunate sigma ϲ into the final sigma ς). Every step is a
     # whole-string operation: linear, and fast on a message at the size limit.
@@ -102,14 +103,9 @@ def _spaced(text: str) -> str:
 _SINGLES = re.compile(r"(?<= )(?:[a-z0-9] ){2,}")  # one-letter tokens in a row: linear, no nesting
 
 
-def word_form(word: str) -> str:
-    """A banned word or phrase as it is looked for: ' conard ', ' fils de pute '."""
-    return _spaced(word)
-
-
 def normalise(text: str) -> str:
     """' C0NN4RD ', ' соnnаrd ' (Cyrillic), ' con\u200bnard ', ' c o n n a r d ' -> contains ' conard '."""
-    spaced = _spaced(text)
+    spaced = word_form(text)
     # Letters spaced out ("c o n n a r d") are also read joined.
     joined = [_squeeze(m.group(0).encode().translate(None, b" ")).decode() for m in _SINGLES.finditer(spaced)]
     return spaced + (" ".join(joined) + " " if joined else "")

@@ -120,7 +120,8 @@ async def test_a_failed_audit_write_is_not_reported_written_to_whoever_waited_on
 async def test_an_sqlite_transaction_is_one_hop_unless_it_reads(sqlite: SqliteStore) -> None:
     """A write-only transaction (handled events leaving the inbox) is one hop to the store's thread,
     not one per statement; a read inside sees the transaction's own writes; a failed statement
-    rolls everything back and leaves no transaction open."""
+    rolls everything back and leaves no transaction open. The inbox write and an audit entry,
+    which read inside their transaction, are scripts: one hop too."""
     db = sqlite.db
     assert isinstance(db, SqliteDatabase)
     hops = 0
@@ -141,6 +142,14 @@ async def test_an_sqlite_transaction_is_one_hop_unless_it_reads(sqlite: SqliteSt
         await tx.execute("INSERT INTO kv (key, value) VALUES ($1, $2)", "k1", "v1")
         assert await tx.fetchval("SELECT value FROM kv WHERE key = $1", "k1") == "v1"
     assert hops == 2
+    hops = 0
+    assert await sqlite.receive_transaction("t2", [_event("!a", 2)], now_ms=3) == set()
+    assert hops == 1  # the inbox write, its txn id's check and the handled ids' lookup (before: three)
+    hops = 0
+    audit = AuditLog(sqlite, key="k" * 32)
+    audit.record(actor="ent-bridge", action="moderation_links", reason="lien")
+    await audit.flush()
+    assert hops == 1  # the chain's last entry read, the new one built and written (before: two)
     with pytest.raises(Exception, match="UNIQUE"):
         async with db.transaction() as tx:
             await tx.execute("INSERT INTO kv (key, value) VALUES ($1, $2)", "k2", "v2")

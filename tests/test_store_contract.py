@@ -221,3 +221,38 @@ async def test_inbox_stats_name_the_earliest_retry(store: Any) -> None:
     await store.event_failed("new", 0, error="x", max_attempts=20, next_attempt_ms=500)
     stats = await store.inbox_stats()
     assert (stats.pending, stats.oldest_pending_ms, stats.next_attempt_ms) == (2, 1, 500)
+
+
+async def test_a_received_transaction_names_its_events_handled_before(store: Any) -> None:
+    """The inbox write also says which of the transaction's events were handled before (in
+    another transaction): the dispatcher needs no read of its own for them."""
+    assert await store.receive_transaction("t1", [{"event_id": "$a"}], now_ms=1) == set()
+    await store.events_done([("t1", 0)], event_ids=["$a"], now_ms=2)
+    events = [{"event_id": "$a"}, {"event_id": "$b"}, {"no": "id"}]
+    assert await store.receive_transaction("t2", events, now_ms=3) == {"$a"}
+    assert await store.receive_transaction("t2", events, now_ms=4) is None  # seen before: nothing stored
+    assert [(p.txn_id, p.idx) for p in await store.pending_events()] == [("t2", 0), ("t2", 1), ("t2", 2)]
+
+
+async def test_a_script_reads_its_own_writes_and_is_all_or_nothing(store: Any) -> None:
+    from bridge.store.db import Script, Stmt
+
+    def steps(fail: bool) -> Any:
+        def body() -> Script[int]:
+            yield Stmt("INSERT INTO kv (key, value) VALUES ($1, $2)", ("s1", "v1"))
+            yield Stmt("INSERT INTO kv (key, value) VALUES ($1, $2)", many=[("s2", "v2"), ("s3", "v3")])
+            rows = yield Stmt("SELECT count(*) FROM kv WHERE key LIKE $1", ("s%",), rows=True)
+            if fail:
+                raise ValueError("changed my mind")
+            return int(rows[0][0])
+        return body
+
+    with pytest.raises(ValueError, match="changed my mind"):
+        await store.db.script(steps(True))
+    assert await store.get_value("s1") is None  # nothing of it stayed
+    assert await store.db.script(steps(False)) == 3
+    assert [await store.get_value(k) for k in ("s1", "s2", "s3")] == ["v1", "v2", "v3"]
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+        await store.db.script(steps(False))  # a failing statement rolls back the others too
+    await store.set_value("after", "ok")  # and leaves the store usable
+    assert await store.get_value("after") == "ok"

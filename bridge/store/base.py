@@ -57,6 +57,11 @@ class Store(Protocol):
     async def record_transaction(self, txn_id: str, events: list[dict[str, Any]], *, now_ms: int) -> bool:
         """Store the txn and its events atomically; False when the txn id was seen before."""
         ...
+    async def receive_transaction(self, txn_id: str, events: list[dict[str, Any]], *,
+                                  now_ms: int) -> set[str] | None:
+        """As `record_transaction`, in the same database transaction telling which of its events
+        were handled before (their ids; None when the txn id was seen before)."""
+        ...
     async def pending_events(self, *, limit: int = 100, due_ms: int | None = None) -> list[InboxItem]:
         """Events not yet handled nor dead, oldest first; with `due_ms`, only those due by then."""
         ...

@@ -11,11 +11,12 @@ import functools
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from bridge.errors import StoreError
 from bridge.private_files import create_private
@@ -23,6 +24,27 @@ from bridge.private_files import create_private
 # PostgreSQL advisory locks (SQLite's BEGIN IMMEDIATE already admits one writer at a time).
 MIGRATION_LOCK = 7734001  # one migrator at a time across processes
 AUDIT_LOCK = 7734002  # one appender to the audit chain at a time: entry numbers never collide
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Stmt:
+    """One statement of a script: run once with `args`, or once per row of `many`; `rows`: its
+    rows are sent back into the script."""
+
+    sql: str
+    args: tuple[Any, ...] = ()
+    many: list[Sequence[Any]] | None = None
+    rows: bool = False
+
+
+# A transaction written as a generator: it yields its statements and is sent each one's rows (None
+# for those that return none); what it returns is the transaction's result. Why: SQLite runs it
+# whole on the store's thread, in one hop however many reads it makes (a `transaction()` makes one
+# hop per read); PostgreSQL awaits each statement.
+Script = Generator[Stmt, "list[Sequence[Any]] | None", T]
 
 
 class Connection(Protocol):
@@ -39,6 +61,10 @@ class Database(Connection, Protocol):
 
     def transaction(self, *, lock: int | None = None) -> AbstractAsyncContextManager[Connection]:
         """All or nothing; with `lock`, also one such transaction at a time across processes."""
+        ...
+
+    async def script(self, body: Callable[[], Script[T]], *, lock: int | None = None) -> T:
+        """`body()`'s statements in one transaction (all or nothing, `lock` as for `transaction`)."""
         ...
 
 
@@ -226,6 +252,38 @@ class SqliteDatabase:
                 raise
             await asyncio.shield(tx.send(lambda db: db.execute("COMMIT")))
 
+    async def script(self, body: Callable[[], Script[T]], *, lock: int | None = None) -> T:
+        # One hop: once started on the thread it runs to its COMMIT or ROLLBACK whatever happens
+        # to the caller; cancelled before it started, it never runs.
+        async with self._lock:
+            result: T = await self.call(lambda db: _run_script(db, body))
+            return result
+
+
+def _run_script(db: sqlite3.Connection, body: Callable[[], Script[T]]) -> T:
+    """On the store's thread: the whole script between BEGIN IMMEDIATE and COMMIT."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        steps = body()
+        result: list[Sequence[Any]] | None = None
+        try:
+            while True:
+                stmt = steps.send(result)
+                sql = sqlite_sql(stmt.sql)
+                if stmt.many is not None:
+                    db.executemany(sql, stmt.many)
+                    result = None
+                else:
+                    cursor = db.execute(sql, stmt.args)
+                    result = cursor.fetchall() if stmt.rows else None
+        except StopIteration as end:
+            value: T = end.value
+        db.execute("COMMIT")
+        return value
+    except BaseException:
+        _rollback(db)
+        raise
+
 
 class _PgConnection:
     def __init__(self, conn: Any) -> None:
@@ -285,3 +343,24 @@ class PostgresDatabase(_PgConnection):
             if lock is not None:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", lock)
             yield _PgConnection(conn)
+
+    async def script(self, body: Callable[[], Script[T]], *, lock: int | None = None) -> T:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if lock is not None:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", lock)
+            steps = body()
+            result: list[Sequence[Any]] | None = None
+            try:
+                while True:
+                    stmt = steps.send(result)
+                    if stmt.many is not None:
+                        await conn.executemany(stmt.sql, stmt.many)
+                        result = None
+                    elif stmt.rows:
+                        result = list(await conn.fetch(stmt.sql, *stmt.args))
+                    else:
+                        await conn.execute(stmt.sql, *stmt.args)
+                        result = None
+            except StopIteration as end:
+                value: T = end.value
+                return value

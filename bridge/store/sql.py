@@ -7,10 +7,19 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from bridge.store.base import AuditRow, InboxItem, InboxStats, RoomRecord
-from bridge.store.db import AUDIT_LOCK, MIGRATION_LOCK, Database
+from bridge.store.db import AUDIT_LOCK, MIGRATION_LOCK, Database, Script, Stmt
 from bridge.store.migrations import migrations
 
 _MAX_MS = 2 ** 62  # "any time": every event not dead is due
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i:i + 500] for i in range(0, len(ids), 500)]  # bounded statements on both engines
+
+
+def _handled_query(ids: list[str]) -> Stmt:
+    marks = ", ".join(f"${n + 1}" for n in range(len(ids)))
+    return Stmt(f"SELECT event_id FROM handled_events WHERE event_id IN ({marks})", tuple(ids), rows=True)  # noqa: S608 - placeholders only
 
 
 def _compact(value: Any) -> str:
@@ -47,14 +56,24 @@ class SqlStore:
     # --- transactions and the inbox -----------------------------------------------------------
 
     async def record_transaction(self, txn_id: str, events: list[dict[str, Any]], *, now_ms: int) -> bool:
-        async with self.db.transaction() as tx:
-            inserted = await tx.fetchval("INSERT INTO transactions VALUES ($1, $2, $3) ON CONFLICT DO NOTHING "
-                                         "RETURNING 1", txn_id, now_ms, len(events))
+        return await self.receive_transaction(txn_id, events, now_ms=now_ms) is not None
+
+    async def receive_transaction(self, txn_id: str, events: list[dict[str, Any]], *,
+                                  now_ms: int) -> set[str] | None:
+        def steps() -> Script[set[str] | None]:
+            inserted = yield Stmt("INSERT INTO transactions VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
+                                  (txn_id, now_ms, len(events)), rows=True)
             if not inserted:
-                return False
-            await tx.executemany("INSERT INTO inbox (txn_id, idx, event_json) VALUES ($1, $2, $3)",
-                                 [(txn_id, i, _compact(ev)) for i, ev in enumerate(events)])
-        return True
+                return None
+            yield Stmt("INSERT INTO inbox (txn_id, idx, event_json) VALUES ($1, $2, $3)",
+                       many=[(txn_id, i, _compact(ev)) for i, ev in enumerate(events)])
+            ids = [e["event_id"] for e in events if isinstance(e.get("event_id"), str)]
+            found: set[str] = set()
+            for chunk in _chunks(ids):
+                found.update(str(r[0]) for r in (yield _handled_query(chunk)) or ())
+            return found
+
+        return await self.db.script(steps)
 
     async def pending_events(self, *, limit: int = 100, due_ms: int | None = None) -> list[InboxItem]:
         rows = await self.db.fetch(
@@ -71,16 +90,10 @@ class SqlStore:
                                  [(e, now_ms) for e in event_ids])
 
     async def handled(self, event_ids: Collection[str]) -> set[str]:
-        if not event_ids:
-            return set()
         found: set[str] = set()
-        ids = list(event_ids)
-        for i in range(0, len(ids), 500):  # bounded statements on both engines
-            chunk = ids[i:i + 500]
-            marks = ", ".join(f"${n + 1}" for n in range(len(chunk)))
-            rows = await self.db.fetch(f"SELECT event_id FROM handled_events WHERE event_id IN ({marks})",  # noqa: S608 - placeholders only
-                                       *chunk)
-            found.update(str(r[0]) for r in rows)
+        for chunk in _chunks(list(event_ids)):
+            query = _handled_query(chunk)
+            found.update(str(r[0]) for r in await self.db.fetch(query.sql, *query.args))
         return found
 
     async def event_failed(self, txn_id: str, idx: int, *, error: str, max_attempts: int,
@@ -254,13 +267,19 @@ class SqlStore:
         """Append to the chain in one transaction that holds the chain's lock: `build` gets the
         last row (or, after a prune emptied the table, the anchor kept under `anchor_key`) and
         returns the rows to insert. Two processes never take the same entry number."""
-        async with self.db.transaction(lock=AUDIT_LOCK) as tx:
-            row = await tx.fetchrow("SELECT seq, ts, body, mac FROM audit ORDER BY seq DESC LIMIT 1")
-            anchor = None if row is not None else await tx.fetchval("SELECT value FROM kv WHERE key = $1", anchor_key)
-            rows = build(None if row is None else AuditRow(*row), None if anchor is None else str(anchor))
-            await tx.executemany("INSERT INTO audit (seq, ts, body, mac) VALUES ($1, $2, $3, $4)",
-                                 [(r.seq, r.ts, r.body, r.mac) for r in rows])
-        return rows
+        def steps() -> Script[list[AuditRow]]:
+            last = yield Stmt("SELECT seq, ts, body, mac FROM audit ORDER BY seq DESC LIMIT 1", rows=True)
+            anchor = None
+            if not last:
+                found = yield Stmt("SELECT value FROM kv WHERE key = $1", (anchor_key,), rows=True)
+                anchor = str(found[0][0]) if found else None
+            rows = build(AuditRow(*last[0]) if last else None, anchor)
+            yield Stmt("INSERT INTO audit (seq, ts, body, mac) VALUES ($1, $2, $3, $4)",
+                       many=[(r.seq, r.ts, r.body, r.mac) for r in rows])
+            return rows
+
+        # One hop on SQLite (its thread also builds the rows: a few HMACs).
+        return await self.db.script(steps, lock=AUDIT_LOCK)
 
     async def audit_rows(self, *, after_seq: int = 0) -> list[AuditRow]:
         rows = await self.db.fetch("SELECT seq, ts, body, mac FROM audit WHERE seq > $1 ORDER BY seq", after_seq)

@@ -159,3 +159,74 @@ async def test_a_transaction_without_events_wakes_nothing(store: CountingStore) 
     assert await store.record_transaction("typing", [], now_ms=1)
     dispatcher.notify("typing", [])
     assert not dispatcher._wake.is_set() and dispatcher._handed == []
+
+
+async def test_a_transaction_is_handled_while_an_earlier_ones_slow_event_still_is(store: CountingStore) -> None:
+    """The run loop does not wait for a batch to end before taking the next transaction: a room
+    waiting on a slow homeserver holds up no later transaction of another room, and the slow
+    room's own later events keep their turn behind it."""
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def handler(event: dict[str, Any]) -> None:
+        if event["event_id"] == "$slow.0":
+            await release.wait()
+        seen.append(event["event_id"])
+
+    dispatcher = Dispatcher(store, [handler])
+    dispatcher.start()
+    try:
+        slow = [{**e, "room_id": "!slow:s"} for e in _events("slow", 1)]
+        assert await store.record_transaction("slow", slow, now_ms=1)
+        dispatcher.notify("slow", slow)
+        later = [{**_events("later", 1)[0], "room_id": "!slow:s"}, *_events("other", 1)]
+        later[1]["event_id"] = "$other.0"
+        assert await store.record_transaction("later", later, now_ms=2)
+        dispatcher.notify("later", later)
+        for _ in range(2000):
+            if seen:
+                break
+            await asyncio.sleep(0.005)
+        assert seen == ["$other.0"]  # the other room's event, while the slow one still waits
+        release.set()
+        for _ in range(2000):
+            if len(seen) == 3:
+                break
+            await asyncio.sleep(0.005)
+        assert seen == ["$other.0", "$slow.0", "$later.0"]  # the slow room's in their order
+        for _ in range(2000):
+            if not await store.pending_events():
+                break
+            await asyncio.sleep(0.005)
+        assert await store.pending_events() == []
+    finally:
+        await dispatcher.stop()
+
+
+async def test_events_handed_over_as_handled_before_are_not_handled_again_nor_looked_up(
+        store: CountingStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inbox write said which events were handled before (another transaction carried them):
+    they are skipped, with no lookup of the dispatcher's own."""
+    seen: list[str] = []
+    lookups: list[list[str]] = []
+    handled = store.handled
+
+    async def counted(ids: Any) -> set[str]:
+        lookups.append(list(ids))
+        return await handled(ids)
+
+    monkeypatch.setattr(store, "handled", counted)
+
+    async def handler(event: dict[str, Any]) -> None:
+        seen.append(event["event_id"])
+
+    dispatcher = Dispatcher(store, [handler])
+    await dispatcher.drain_once()
+    lookups.clear()
+    events = _events("t1", 2)
+    before = await store.receive_transaction("t1", events, now_ms=1)
+    dispatcher.notify("t1", events, {"$t1.0"})  # as if the store had found it handled
+    assert before == set()
+    await dispatcher.drain_once()
+    assert seen == ["$t1.1"] and lookups == []
+    assert await store.pending_events() == []

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.appservice.dispatch import DispatcherState
+from bridge.appservice.handling import DispatcherState
 from bridge.errors import BridgeError
 from bridge.logging import get_logger
 from bridge.metrics import CONTENT_TYPE, Metrics
@@ -42,7 +42,7 @@ class AppserviceServer:
         *,
         hs_token: str,
         store: Store,
-        on_new_events: Callable[[str, list[dict[str, Any]]], None] = lambda txn_id, events: None,
+        on_new_events: Callable[[str, list[dict[str, Any]], set[str]], None] = lambda txn_id, events, handled: None,
         user_query: QueryHandler | None = None,
         alias_query: QueryHandler | None = None,
         dispatcher_state: DispatcherState | None = None,
@@ -50,7 +50,8 @@ class AppserviceServer:
         metrics: Metrics | None = None,
         ready: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
-        """on_new_events: told of each new transaction's events once they are on record;
+        """on_new_events: told of each new transaction's events once they are on record (and of
+        those of their ids handled before, in another transaction);
         metrics: served at /metrics; ready: what /_matrix/mau/ready reports (problems under
         "problems", none when ready)."""
         self.metrics = metrics
@@ -104,15 +105,16 @@ class AppserviceServer:
         # to-device messages through /sync, and typing/receipts are not worth keeping.
         started = time.perf_counter()
         kept = [e for e in events if isinstance(e, dict)]
-        fresh = await self.store.record_transaction(txn_id, kept, now_ms=int(time.time() * 1000))
+        handled = await self.store.receive_transaction(txn_id, kept, now_ms=int(time.time() * 1000))
+        fresh = handled is not None
         if self.metrics is not None:
             self.metrics.transaction.observe(time.perf_counter() - started)
             for event in kept if fresh else ():
                 self.metrics.events.labels(str(event.get("type"))[:100]).inc()
         (log.debug if fresh else log.info)("txn_received" if fresh else "txn_duplicate", txn_id=txn_id,
                                            events=len(events))
-        if fresh:
-            self.on_new_events(txn_id, kept)
+        if handled is not None:
+            self.on_new_events(txn_id, kept, handled)
         return web.json_response({})
 
     async def get_user(self, request: web.Request) -> web.Response:

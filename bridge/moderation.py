@@ -10,7 +10,6 @@ Every decision goes to the audit log with the protection and reason, never the m
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
@@ -28,7 +27,7 @@ from bridge.matrix.received import ReceivedMessage
 from bridge.metrics import Metrics
 from bridge.moderation_texts import CAUTION, MUTED, OUTSIDER, REPORT, WARN, WAVE
 from bridge.mutes import Mutes
-from bridge.policy.engine import QUIET_NOTICE, Decision, Message
+from bridge.policy.engine import QUIET_NOTICE, Decision, Message, read_content
 from bridge.policy.holder import PolicyHolder, PolicySet
 from bridge.policy.memory import ModerationMemory
 from bridge.policy.model import Policies
@@ -39,7 +38,7 @@ from bridge.rooms.templates import keyless_templates
 from bridge.store.base import Store
 
 log = get_logger(component="moderation")
-INLINE_CHARS = 2000  # messages shorter than this are judged on the event loop (well under a millisecond)
+INLINE_CHARS = 2000  # messages shorter than this are read on the event loop (well under a millisecond)
 
 
 def _weight(content: Any, limit: int) -> int:
@@ -92,7 +91,6 @@ class Moderator:
         self.mutes = Mutes(api=api, store=store, audit=audit, memory=self.memory, clock=clock, actor=self.actor)
         self.report = report  # posts to the district's admin room, when there is one
         self._engine_thread: ThreadPoolExecutor | None = None
-        self._judging = asyncio.Lock()
 
     @property
     def clock(self) -> Clock:
@@ -270,17 +268,19 @@ class Moderator:
             return  # content the policy says not to look at is not looked at
         message = Message(msg.room_id, msg.event_id, msg.sender, await self._power(msg.room_id, msg.sender),
                           msg.content)
-        judge = functools.partial(self.memory.judge, profile, message, now=self.clock.now(),
-                                  compiled_words=self._words.get(profile.name))
-        # The memory (counts, strikes) sees one message at a time, in arrival order. A long message
-        # is read on the engine's own thread, so the event loop keeps answering the homeserver
-        # meanwhile; a short one (the common case: tens of microseconds) is read here, as a hop
-        # to a thread would cost more than reading it.
-        async with self._judging:
-            if _weight(msg.content, INLINE_CHARS) < INLINE_CHARS:
-                outcome = judge()
-            else:
-                outcome = await asyncio.get_running_loop().run_in_executor(self._engine(), judge)
+        words = self._words.get(profile.name)
+        read = None
+        exempt = message.sender_power >= profile.exempt_power  # read by nobody: see evaluate
+        if msg.content and not exempt and _weight(msg.content, INLINE_CHARS) >= INLINE_CHARS:
+            # A long message is read on the engine's own thread, so the event loop keeps answering
+            # the homeserver and judging other messages meanwhile; a short one (the common case:
+            # tens of microseconds) is read here, as the hop to a thread would cost more. Reading
+            # depends on nothing but the message: only the judgement below touches the memory.
+            read = await asyncio.get_running_loop().run_in_executor(
+                self._engine(), read_content, profile, msg.content, words)
+        # The memory (counts, strikes) is only touched here, on the event loop, one message at a
+        # time: no lock, no await between reading it and updating it.
+        outcome = self.memory.judge(profile, message, now=self.clock.now(), compiled_words=words, read=read)
         # Every decision about the message is on record before anything is done (one write for
         # them all): an action that then fails (and is retried with the event) is never an action
         # nobody can account for.

@@ -40,23 +40,31 @@ class Decision:
 
 
 def evaluate(profile: Profile, msg: Message, *, now: datetime, recent_ms: Sequence[int] = (),
-             compiled_words: tuple[str, ...] | None = None) -> list[Decision]:
-    """Decisions for one message. Moderators and admins (power >= exempt_power) are exempt."""
+             compiled_words: tuple[str, ...] | None = None, read: list[Decision] | None = None) -> list[Decision]:
+    """Decisions for one message. Moderators and admins (power >= exempt_power) are exempt.
+    `read`: what `read_content` found in it, when that was done beforehand (elsewhere)."""
     if msg.sender_power >= profile.exempt_power:
         return []
     out: list[Decision] = []
     if msg.content:  # empty where the policy forgoes content inspection: metadata rules only
-        try:
-            out += _content(profile, msg.content, compiled_words)
-        except Malformed as exc:
-            # Fail closed: content of the wrong shape is not guessed at, it is taken down.
-            out.append(Decision("malformed", MALFORMED_ACTIONS, f"message mal formé ({exc})"))
+        out += read_content(profile, msg.content, compiled_words) if read is None else read
     now_ms = int(now.timestamp() * 1000)
     if profile.flood and (why := other.flood(recent_ms, now_ms, profile.flood)):
         out.append(Decision("flood", profile.flood.action, why, {"mute_minutes": profile.flood.mute_minutes}))
     if profile.quiet_hours and not out and other.in_quiet_hours(now, profile.quiet_hours):
         out.append(Decision("quiet_hours", profile.quiet_hours.action, "hors des heures de travail"))
     return out
+
+
+def read_content(profile: Profile, content: dict[str, Any],
+                 compiled_words: tuple[str, ...] | None = None) -> list[Decision]:
+    """The decisions of the protections that read a message: it depends on nothing else (no
+    memory, no time), so a long message can be read on another thread than the one judging."""
+    try:
+        return _content(profile, content, compiled_words)
+    except Malformed as exc:
+        # Fail closed: content of the wrong shape is not guessed at, it is taken down.
+        return [Decision("malformed", MALFORMED_ACTIONS, f"message mal formé ({exc})")]
 
 
 def _content(profile: Profile, content: dict[str, Any], compiled_words: tuple[str, ...] | None) -> list[Decision]:

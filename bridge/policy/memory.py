@@ -40,25 +40,26 @@ class ModerationMemory:
         self._waved_until: dict[str, int] = {}  # sender -> end of the mute a wave earned
 
     def judge(self, profile: Profile, msg: Message, *, now: datetime,
-              compiled_words: tuple[str, ...] | None = None) -> Outcome:
+              compiled_words: tuple[str, ...] | None = None, read: list[Decision] | None = None) -> Outcome:
         """The same event handed over again (its actions failed and the dispatcher retries it) is
         judged once: the same outcome comes back, to be acted on again (the actions are
-        idempotent), with no second strike and no second flood count."""
+        idempotent), with no second strike and no second flood count. `read`: the message's
+        content already read (`engine.read_content`)."""
         if (known := self._judged.get(msg.event_id)) is not None:
             return known
-        outcome = self._judge(profile, msg, now=now, compiled_words=compiled_words)
+        outcome = self._judge(profile, msg, now=now, compiled_words=compiled_words, read=read)
         self._judged[msg.event_id] = outcome
         if len(self._judged) > JUDGED_KEEP:
             self._judged.popitem(last=False)
         return outcome
 
     def _judge(self, profile: Profile, msg: Message, *, now: datetime,
-               compiled_words: tuple[str, ...] | None) -> Outcome:
+               compiled_words: tuple[str, ...] | None, read: list[Decision] | None) -> Outcome:
         key = (msg.room_id, msg.sender)
         now_ms = int(now.timestamp() * 1000)
         recent = self._recent[key]
         recent.append(now_ms)
-        decisions = evaluate(profile, msg, now=now, recent_ms=list(recent), compiled_words=compiled_words)
+        decisions = evaluate(profile, msg, now=now, recent_ms=list(recent), compiled_words=compiled_words, read=read)
         decisions += self._fan_out(profile, msg, now_ms)
         if any(d.protection != "quiet_hours" for d in decisions):
             strikes = self._strikes[key]

@@ -29,7 +29,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from bench_decisions import BOT, PER_ROOM, ROOMS, SENDERS, TARGET_P99_MS, TARGET_RATE, corpus, homeserver_with_room, p99
+from bench_decisions import BOT, PER_ROOM, ROOMS, TARGET_P99_MS, TARGET_RATE, corpus, homeserver_with_room, p99, sender
 from nio import AsyncClientConfig, MegolmEvent
 from nio.crypto import InboundGroupSession, OutboundGroupSession
 
@@ -54,7 +54,8 @@ class BenchBot(Bot):
     """The bridge's bot, its nio client opened on a crypto store offline; its notices go out in
     clear (encrypting them needs the room's devices: not what this measures)."""
 
-    async def send_notice(self, room_id: str, text: str, *, html: str | None = None, txn_id: str | None = None) -> str:
+    async def send_notice(self, room_id: str, text: str, *, html: str | None = None, txn_id: str | None = None,
+                          extra: dict[str, Any] | None = None) -> str:
         return await self.api.send_event(room_id, "m.room.message", {"msgtype": "m.notice", "body": text},
                                          as_user=self.user_id, txn_id=txn_id or f"n{time.perf_counter_ns()}")
 
@@ -64,11 +65,11 @@ def encrypted(contents: list[dict[str, Any]], n: int, sessions: dict[str, Outbou
     Megolm session a room, as each room's members share one)."""
     out = []
     for i in range(n):
-        room = ROOMS[i % SENDERS // PER_ROOM]
+        room = ROOMS[sender(i) // PER_ROOM]
         session = sessions[room]
         payload = {"type": "m.room.message", "room_id": room, "content": contents[i % len(contents)]}
         out.append(MegolmEvent.from_dict({
-            "type": "m.room.encrypted", "event_id": f"$e{i}", "sender": f"@p{i % SENDERS}:ent.test",
+            "type": "m.room.encrypted", "event_id": f"$e{i}", "sender": f"@p{sender(i)}:ent.test",
             "origin_server_ts": 0, "room_id": room,
             "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": session.encrypt(json.dumps(payload)),
                         "sender_key": SENDER_KEY, "session_id": session.id, "device_id": "PARENTPHONE"}}))

@@ -25,7 +25,7 @@ from bridge.tasks import cancel_and_wait
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 Taken = tuple[InboxItem, bool]  # an event to handle, and whether it was handled before
 Key = tuple[str, int]  # (txn id, index in it)
-LANES = 64  # events handled at once, each of a different room
+LANES = 256  # events handled at once, each of a different room (as many as the bot's lanes hold)
 RECENT_MAX = 10_000  # ids of the events handled last, looked up before handling one
 log = get_logger(component="dispatcher")
 

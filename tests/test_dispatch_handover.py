@@ -230,3 +230,24 @@ async def test_events_handed_over_as_handled_before_are_not_handled_again_nor_lo
     await dispatcher.drain_once()
     assert seen == ["$t1.1"] and lookups == []
     assert await store.pending_events() == []
+
+
+async def test_a_handler_cancelled_from_within_leaves_nothing_waited_on(store: CountingStore) -> None:
+    """A handler that ends by a cancellation of its own (not the dispatcher stopping) ends its
+    room's turn: the events it held stay on record, and nothing waits for them forever."""
+    seen: list[str] = []
+
+    async def handler(event: dict[str, Any]) -> None:
+        if event["event_id"] == "$t1.0":
+            raise asyncio.CancelledError
+        seen.append(event["event_id"])
+
+    dispatcher = Dispatcher(store, [handler])
+    await dispatcher.drain_once()
+    await _received(store, dispatcher, "t1", 2)
+    other = [{**_events("t2", 1)[0], "room_id": "!other:s"}]
+    assert await store.record_transaction("t2", other, now_ms=1)
+    dispatcher.notify("t2", other)
+    assert await asyncio.wait_for(dispatcher.drain_once(), timeout=60) == 3  # returns (the bound: a hang fails)
+    assert seen == ["$t2.0"]
+    assert [(i.txn_id, i.idx) for i in await store.pending_events()] == [("t1", 0), ("t1", 1)]

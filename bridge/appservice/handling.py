@@ -97,11 +97,13 @@ class Handling:
                 finally:
                     self._taken.discard(key)
         except Exception as exc:  # noqa: BLE001 - the store failed: these stay on record, read again
+            self._fail(exc)
+        finally:
+            # Whatever ended this room's turn (a store failure, a cancellation), what it still held
+            # is on record and is read again from there: nobody waits on it here.
             for item, _ in queue:
                 self._taken.discard((item.txn_id, item.idx))
             queue.clear()
-            self._fail(exc)
-        finally:
             del self._queues[room_id]
             if not self._taken:
                 self._idle.set()

@@ -153,6 +153,8 @@ class Bridge:
                                       clock=clock, language=config.rooms.language) if moderator else None
         if announcements is not None:
             bot.reaction_hooks.append(announcements.on_reaction)
+        if moderator is not None:
+            bot.gap_unread = moderator.gap_unread
         pause = SchoolPause(moderator=moderator, api=api, store=store, audit=audit, admins=frozenset(config.admins),
                             clock=clock, language=config.rooms.language) if moderator else None
         hooks = tuple(h for h in (moderator.on_decrypted if moderator else None,

@@ -25,7 +25,7 @@ from bridge.matrix.bot import Bot
 from bridge.matrix.port import Homeserver
 from bridge.matrix.received import ReceivedMessage
 from bridge.metrics import Metrics
-from bridge.moderation_texts import CAUTION, MUTED, OUTSIDER, REPORT, WARN, WAVE
+from bridge.moderation_texts import CAUTION, MUTED, OUTSIDER, REPORT, UNREAD, UNREAD_WHY, WARN, WAVE
 from bridge.mutes import Mutes
 from bridge.policy.engine import QUIET_NOTICE, Decision, Message, read_content
 from bridge.policy.holder import PolicyHolder, PolicySet
@@ -144,6 +144,24 @@ class Moderator:
             user=user, room=label, protection=protection, reason=reason, actions=", ".join(actions))
         await self.bot.send_notice(target, text, txn_id=txn_id)
         return True
+
+    async def gap_unread(self, room_id: str, read: int, why: str) -> None:
+        """The bot could not read back all that a managed room received while the bridge was down
+        (the newest `read` were): on record, and the school's moderators are asked to read it."""
+        if not await self.is_managed(room_id):
+            return
+        lang = self.language if self.language in UNREAD else "fr"
+        reason = UNREAD_WHY[lang].get(why, why).format(read=read)
+        self.audit.record(actor="ent-bridge", action="moderation_unread", room=room_id, reason=reason,
+                          detail={"events_read": read, "why": why})
+        await self.audit.flush()
+        target = self.reports_room.get(self.room_school.get(room_id, ""))
+        room = self.bot.client.rooms.get(room_id) if self.bot.client else None
+        label = room.display_name if room is not None else f"{self.room_template.get(room_id, '?')} {room_id}"
+        if target is not None and target != room_id:
+            await self.bot.send_notice(target, UNREAD[lang].format(room=label, reason=reason))
+        log.warning("moderation_unread", room_id=room_id, why=why, events_read=read,
+                    to_school_moderators=target is not None)
 
     async def outsider_removed(self, room_id: str, user: str, reason: str) -> None:
         """Say in the room why someone vanished from it, and tell the school's moderators."""

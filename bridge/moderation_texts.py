@@ -15,3 +15,11 @@ REPORT = {"fr": "Signalement : {user} dans « {room} » — règle {protection} 
           "en": "Report: {user} in “{room}” — rule {protection} ({reason}). Actions: {actions}."}
 OUTSIDER = {"fr": "{user} a été retiré(e) de ce salon : {reason}.",
             "en": "{user} was removed from this room: {reason}."}
+# Messages sent while the bridge was stopped or behind, that it could not read back.
+UNREAD = {"fr": "Des messages de « {room} » n'ont pas été vérifiés par la modération ({reason}) : "
+                "merci de relire ce salon.",
+          "en": "Messages in “{room}” were not checked by moderation ({reason}): please read this room."}
+UNREAD_WHY = {"fr": {"too_long": "plus de {read} messages envoyés pendant une interruption du pont",
+                     "not_read": "le serveur n'a pas rendu les messages envoyés pendant une interruption du pont"},
+              "en": {"too_long": "over {read} messages sent while the bridge was down",
+                     "not_read": "the server did not return the messages sent while the bridge was down"}}

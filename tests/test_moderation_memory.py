@@ -398,3 +398,19 @@ async def test_a_message_with_nothing_to_record_waits_for_no_audit_write(shell: 
     release.set()
     await insult
     assert any("moderation_banned_words" in r.body for r in await store.audit_rows())
+
+
+async def test_messages_the_bot_could_not_read_back_are_audited_and_reported_to_the_school(shell: Any) -> None:
+    """A managed room whose missed messages could not all be read back: on record, and its
+    school's moderators are asked to read the room; a room the bridge doesn't run says nothing."""
+    mod, _fake, room, _parent, _clock, store = shell
+    mod.room_school = {room: "0750001A", "!mods:ent.test": "0750001A"}
+    mod.reports_room = {"0750001A": "!mods:ent.test"}
+    await mod.gap_unread(room, 5000, "too_long")
+    [(target, text)] = mod.bot.notices
+    assert target == "!mods:ent.test" and "plus de 5000 messages" in text and "relire" in text
+    [row] = [r.body for r in await store.audit_rows() if "moderation_unread" in r.body]
+    assert '"why":"too_long"' in row and room in row
+    mod._unmanaged["!dm:ent.test"] = 2**62  # known not to be the bridge's
+    await mod.gap_unread("!dm:ent.test", 10, "not_read")
+    assert len(mod.bot.notices) == 1

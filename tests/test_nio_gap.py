@@ -67,3 +67,24 @@ async def test_a_huge_gap_stops_at_its_bound_and_a_refusal_ends_the_read(monkeyp
     assert len(asked) == 3
     refused, _ = _client([RoomMessagesError("M_FORBIDDEN")])
     assert await refused._read_gap(ROOM, "t0", "s") == []
+
+
+async def test_what_cannot_be_read_back_is_told(monkeypatch: Any) -> None:
+    """A gap over the bound, or refused: those messages were not moderated, and the bot says so
+    (the moderator reports it) rather than only logging it."""
+    monkeypatch.setattr(nio_client, "GAP_PAGES", 2)
+    told: list[tuple[str, int, str]] = []
+
+    async def gap_unread(room_id: str, read: int, why: str) -> None:
+        told.append((room_id, read, why))
+
+    long, _ = _client([_page([_message(n)], f"t{n}", f"t{n + 1}") for n in range(3)])
+    long.gap_unread = gap_unread
+    assert len(await long._read_gap(ROOM, "t0", "s")) == 2
+    refused, _ = _client([_page([_message(9)], "t0", "t1"), RoomMessagesError("M_UNKNOWN")])
+    refused.gap_unread = gap_unread
+    assert [e.event_id for e in await refused._read_gap(ROOM, "t0", "s")] == ["$m9"]
+    whole, _ = _client([_page([_message(1)], "t0", None)])
+    whole.gap_unread = gap_unread
+    await whole._read_gap(ROOM, "t0", "s")
+    assert told == [(ROOM, 2, "too_long"), (ROOM, 1, "not_read")]  # nothing for the gap read whole

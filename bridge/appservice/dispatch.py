@@ -120,7 +120,7 @@ class Dispatcher:
         """Handle every event due now once, record them handled; returns how many were taken.
 
         A room's events are handled in their order, one after the other; different rooms are
-        handled side by side (up to `LANES` at once). Why: acting on a message waits on the
+        handled side by side (up to `handling.LANES` at once). Why: acting on a message waits on the
         homeserver (a redaction, a notice) and on the store (the audit entry); one room's wait
         holds up no other room's messages. (The run loop does not wait here between takes: the
         next transaction's events are queued while the earlier ones are still being handled.)"""

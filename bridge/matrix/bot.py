@@ -29,7 +29,7 @@ from bridge.matrix import identity, nio_schemas
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.avatar import default_avatar
 from bridge.matrix.cross_signing import CrossSigningKeys
-from bridge.matrix.nio_client import AppserviceNioClient
+from bridge.matrix.nio_client import AppserviceNioClient, GapUnread
 from bridge.matrix.received import MessageHook, ReactionHook, Received, ReceivedMessage, ReceivedReaction, run_hooks
 from bridge.private_files import private_dir, private_files_in
 from bridge.tasks import cancel_and_wait
@@ -61,6 +61,7 @@ class Bot:
         self.store = store
         self.client: AppserviceNioClient | None = None
         self.message_hooks: list[MessageHook] = list(message_hooks or [])
+        self.gap_unread: GapUnread | None = None  # told of a room whose missed messages could not be read back
         self.reaction_hooks: list[ReactionHook] = []
         self._sync_task: asyncio.Task[None] | None = None
         self._synced = asyncio.Condition()
@@ -92,6 +93,7 @@ class Bot:
         client = AppserviceNioClient(self.homeserver_url, self.user_id, device_id=device_id,
                                      store_path=self.store_dir, config=config)
         client.restore_login(self.user_id, device_id, self._as_token)
+        client.gap_unread = self.gap_unread
         private_files_in(Path(self.store_dir), "*.db")  # nio makes its store with the process's umask
         if client.olm is None:
             raise BridgeError("the bot's crypto store did not open (is matrix-nio[e2e] installed?)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -12,7 +13,9 @@ from bridge.logging import get_logger
 log = get_logger(component="bot")
 
 GAP_PAGE = 100    # events a /messages request reads back
-GAP_PAGES = 50    # at most 5,000 events read back into one room's gap; beyond, a warning names it
+GAP_PAGES = 50    # at most 5,000 events read back into one room's gap; beyond, the room is reported
+# Told of a room whose gap was not read whole: (room id, events read, "too_long" or "not_read").
+GapUnread = Callable[[str, int, str], Awaitable[None]]
 
 
 class AppserviceNioClient(AsyncClient):
@@ -24,7 +27,11 @@ class AppserviceNioClient(AsyncClient):
     A sync gives at most a few events a room (the timeline is "limited" beyond): those before are
     read back with /messages, down to the previous sync's token, and handled first, so a burst
     of messages while the bot was busy or stopped is moderated whole instead of its last ten.
+    What can't be read back (over `GAP_PAGES` pages, or refused) is told to `gap_unread`: those
+    messages were not moderated, and people must know.
     """
+
+    gap_unread: GapUnread | None = None
 
     async def send(self, method: str, path: str, data: Any = None, headers: dict[str, str] | None = None,
                    trace_context: Any = None, timeout: float | None = None) -> Any:
@@ -51,6 +58,7 @@ class AppserviceNioClient(AsyncClient):
                                             limit=GAP_PAGE)
             if not isinstance(page, RoomMessagesResponse):
                 log.warning("bot_gap_not_read", room_id=room_id, error=str(getattr(page, "message", page))[:200])
+                await self._unread(room_id, len(found), "not_read")
                 break
             for event in page.chunk:
                 if isinstance(event, RoomMemberEvent) and event.state_key == self.user_id \
@@ -64,5 +72,14 @@ class AppserviceNioClient(AsyncClient):
             start = page.end
         else:
             log.warning("bot_gap_too_long", room_id=room_id, events=len(found))
+            await self._unread(room_id, len(found), "too_long")
         log.info("bot_gap_read", room_id=room_id, events=len(found))
         return found[::-1]
+
+    async def _unread(self, room_id: str, read: int, why: str) -> None:
+        if self.gap_unread is None:
+            return
+        try:
+            await self.gap_unread(room_id, read, why)
+        except Exception as exc:  # noqa: BLE001 - the sync goes on; the warning above stays
+            log.error("bot_gap_report_failed", room_id=room_id, error=type(exc).__name__)

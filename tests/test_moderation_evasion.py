@@ -21,8 +21,8 @@ PROFILE = load_policies(ROOT / "policies").profiles["default"]
 WORDS = compile_words(PROFILE.banned_words.words) if PROFILE.banned_words else ()
 
 
-def decide(content: dict[str, Any]) -> set[str]:
-    msg = Message("!r:s", "$e", "@parent:s", 0, content)
+def decide(content: dict[str, Any], etype: str = "m.room.message") -> set[str]:
+    msg = Message("!r:s", "$e", "@parent:s", 0, content, etype)
     return {d.protection for d in evaluate(PROFILE, msg, now=NOON, recent_ms=[0], compiled_words=WORDS)}
 
 
@@ -60,6 +60,38 @@ def text(body: str, **extra: Any) -> dict[str, Any]:
     ("media with url and no msgtype", {"body": "x", "url": "mxc://s/a", "info": {"mimetype": "application/x-msdownload"}},
      "media"),
     ("huge message", text("a." * 12_000), "size"),
+    ("variation selector inside", text("quel con\ufe0fnard"), "banned_words"),
+    ("grapheme joiner inside", text("quel con\u034fnard"), "banned_words"),
+    ("Hangul filler inside", text("quel con\u3164nard"), "banned_words"),
+    ("Greek omicron and alpha", text("quel cοnnαrd"), "banned_words"),
+    ("letters no decomposition undoes", text("quel cønnard"), "banned_words"),
+    ("squared letters", text("🅲🅾🅽🅽🅰🆁🅳"), "banned_words"),
+    ("small capitals", text("ᴄᴏɴɴᴀʀᴅ"), "banned_words"),
+    ("regional indicators", text("🇨 🇴 🇳 🇳 🇦 🇷 🇩"), "banned_words"),
+    ("circled letters", text("ⓒⓞⓝⓝⓐⓡⓓ"), "banned_words"),
+    ("a quote that is no reply", text("> quel connard\n\nbonjour"), "banned_words"),
+    ("a reply fallback in HTML, in no reply", text("bonjour", format="org.matrix.custom.html",
+                                                  formatted_body="<mx-reply>quel connard</mx-reply> bonjour"),
+     "banned_words"),
+    ("in one paragraph of several", text("bonjour", format="org.matrix.custom.html",
+                                         formatted_body="<p>quel connard</p><p>bonjour</p>"), "banned_words"),
+    ("before a line break", text("bonjour", format="org.matrix.custom.html",
+                                 formatted_body="quel connard<br>bonjour"), "banned_words"),
+    ("in a table cell", text("bonjour", format="org.matrix.custom.html",
+                             formatted_body="<table><tr><td>connard</td><td>x</td></tr></table>"), "banned_words"),
+    ("in a tooltip", text("bonjour", format="org.matrix.custom.html",
+                          formatted_body='<span title="quel connard">bonjour</span>'), "banned_words"),
+    ("extensible event text", text("bonjour", **{"m.text": [{"body": "quel connard"}]}), "banned_words"),
+    ("extensible event text, unstable", {"org.matrix.msc1767.text": "quel connard"}, "banned_words"),
+    ("malformed extensible text", text("bonjour", **{"m.text": 3}), "malformed"),
+    ("bare domain in fullwidth", text("va sur ｅｖｉｌ．ｒｕ"), "links"),
+    ("bare domain, ideographic dot", text("va sur evil。ru"), "links"),
+    ("followed by an exclamation mark", text("quel connard!"), "banned_words"),
+    ("after an exclamation mark", text("oh!connard"), "banned_words"),
+    ("plural", text("des connards"), "banned_words"),
+    ("feminine", text("quelle abrutie"), "banned_words"),
+    ("feminine plural", text("bande de salopes"), "banned_words"),
+    ("plural, disguised", text("des c0nn4rdsss"), "banned_words"),
 ])
 def test_evasions_are_caught(name: str, content: dict[str, Any], protection: str) -> None:
     assert protection in decide(content), name
@@ -69,7 +101,12 @@ def test_evasions_are_caught(name: str, content: dict[str, Any], protection: str
     text("Bonjour, Lina sera absente demain matin."),
     text("Le site de l'académie : www.ac-lyon.fr"),
     text("voir https://www.education.gouv.fr/x"),
-    text("> <@a:s> quel connard\n\nnon, restons polis"),  # the quoted fallback is someone else's text
+    text("> <@a:s> quel connard\n\nnon, restons polis",  # a reply's quoted fallback is someone else's text
+         **{"m.relates_to": {"m.in_reply_to": {"event_id": "$x"}}}),
+    text("Bonjour, à demain ! Ça va très bien, ŒUVRE, cœur, Noël, garçon"),  # letters with accents
+    text("Le portail : www.ac-lyon．fr"),  # an allowed domain, written with a fullwidth dot
+    text("Bonjour ! Merci !! À demain, 10h30 salle 4 :)"),
+    text("Les cônes de signalisation sont dans la cour"),
     text("version 1.2 du document, fichier rapport.txt"),  # not public suffixes: not links
     text("Je suis à l'ordinateur, computer science"),
 ])
@@ -78,7 +115,8 @@ def test_ordinary_messages_pass(content: dict[str, Any]) -> None:
 
 
 def test_reply_fallback_html_is_left_out() -> None:
-    texts, _ = message_texts({"body": "ok", "formatted_body": "<mx-reply><blockquote>connard</blockquote></mx-reply>ok"})
+    texts, _ = message_texts({"body": "ok", "formatted_body": "<mx-reply><blockquote>connard</blockquote></mx-reply>ok",
+                              "m.relates_to": {"m.in_reply_to": {"event_id": "$x"}}})
     assert "connard" not in " ".join(texts)
 
 

@@ -29,6 +29,10 @@ class Message:
     sender: str
     sender_power: int
     content: dict[str, Any]
+    type: str = "m.room.message"  # a reaction is read (its key), not counted: see evaluate
+
+
+REACTION = "m.reaction"
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,11 @@ def evaluate(profile: Profile, msg: Message, *, now: datetime, recent_ms: Sequen
     out: list[Decision] = []
     if msg.content:  # empty where the policy forgoes content inspection: metadata rules only
         out += read_content(profile, msg.content, compiled_words) if read is None else read
+    if msg.type == REACTION:
+        # A reaction shows its key under a message: read like a message's words, but no message
+        # of its own (three thumbs up are no flood, and at night no one is to be told "read
+        # tomorrow").
+        return out
     now_ms = int(now.timestamp() * 1000)
     if profile.flood and (why := other.flood(recent_ms, now_ms, profile.flood)):
         out.append(Decision("flood", profile.flood.action, why, {"mute_minutes": profile.flood.mute_minutes}))

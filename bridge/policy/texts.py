@@ -1,9 +1,10 @@
 """Every text a message shows, and its normal form for matching (pure, linear in the input's size).
 
-What a reader sees comes from more than `body`: the HTML of `formatted_body` (its text and its
-links), an edit's `m.new_content`, a file's name, a poll's question and answers. A reply's quoted
-fallback is someone else's text and is left out. Content of the wrong shape is not guessed at:
-`Malformed` is raised, and the engine treats it as a rule of its own (fail closed).
+What a reader sees comes from more than `body`: the HTML of `formatted_body` (its text, its
+tooltips and its links), an edit's `m.new_content`, a file's name, a poll's question and answers,
+an extensible event's text, a reaction's key. A reply's quoted fallback (only a reply has one) is
+someone else's text and is left out. Content of the wrong shape is not guessed at: `Malformed` is
+raised, and the engine treats it as a rule of its own (fail closed).
 
 The normal form defeats the usual disguises: compatibility forms (NFKC: fullwidth, ligatures),
 invisible format characters (zero-width, soft hyphen, bidi controls), look-alike letters
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
@@ -24,7 +26,9 @@ from lxml import etree
 from lxml import html as lxml_html
 
 POLL_KEYS = ("m.poll.start", "org.matrix.msc3381.poll.start")
-_LEET = str.maketrans({"4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "0": "o", "5": "s", "$": "s", "7": "t"})
+EXTENSIBLE_KEYS = ("m.text", "org.matrix.msc1767.text", "org.matrix.msc1767.message")
+_LEET = str.maketrans({"4": "a", "@": "a", "3": "e", "€": "e", "1": "i", "!": "i", "0": "o", "5": "s", "$": "s",
+                       "7": "t"})
 _ALNUM = b"abcdefghijklmnopqrstuvwxyz0123456789"
 # Every byte but a lowercase letter or a digit reads as a word break (a space).
 _BREAKS = bytes(c if c in _ALNUM else 0x20 for c in range(256))
@@ -35,9 +39,16 @@ class Malformed(ValueError):
     """A message whose content doesn't have the shape the spec gives it."""
 
 
+# A Latin letter by its Unicode name, whatever its decoration: Ø, ł and đ (which no decomposition
+# takes back to o, l and d), 🅰 and 🄰, ʀ (small capital), and the regional indicators 🇦…🇿 that
+# some clients draw as boxed letters.
+_LETTER_NAME = re.compile(r"(?:LATIN|REGIONAL INDICATOR SYMBOL)\b.*\bLETTER (?:SMALL CAPITAL )?([A-Z])(?: WITH .*)?$")
+
+
 def _confusable_map() -> dict[int, str]:
     """Each non-ASCII character that Unicode lists as confusable with one ASCII letter or digit,
-    to that letter or digit (from the confusables data the `confusable-homoglyphs` package ships)."""
+    to that letter or digit (from the confusables data the `confusable-homoglyphs` package ships);
+    then, for the rest, the Latin letter its name says it is."""
     out: dict[int, str] = {}
     for char, glyphs in confusables.confusables_data.items():
         if len(char) != 1 or ord(char) < 128:
@@ -47,6 +58,9 @@ def _confusable_map() -> dict[int, str]:
             if len(c) == 1 and c.isascii() and c.isalnum():
                 out[ord(char)] = c.lower()
                 break
+    for c in range(0x80, 0x20000):  # the planes where letters are
+        if c not in out and (m := _LETTER_NAME.search(unicodedata.name(chr(c), ""))):
+            out[c] = m.group(1).lower()
     return out
 
 
@@ -58,12 +72,21 @@ _CONFUSABLE = _confusable_map()
 _ASSIGNED = (range(0x40000), range(0xE0000, 0xF0000))
 
 
+def _invisible(char: str) -> bool:
+    """Drawn as nothing, or as nothing but a blank: format characters (zero-width, soft hyphen,
+    bidi controls: category Cf), marks (accents, but also the variation selectors and the
+    grapheme joiner, which attach to no base: categories Mn and Me), and the Hangul fillers
+    (letters by category, blanks on screen)."""
+    category = unicodedata.category(char)
+    return (category in ("Cf", "Mn", "Me") or bool(unicodedata.combining(char))
+            or (category == "Lo" and "HANGUL" in (name := unicodedata.name(char, "")) and "FILLER" in name))
+
+
 @functools.cache
 def _strip_table() -> dict[int, None]:
-    """Invisible format characters (zero-width, soft hyphen, bidi controls: category Cf) and
-    combining marks (accents), removed in one `str.translate` (C speed, computed once)."""
-    return {c: None for block in _ASSIGNED for c in block
-            if unicodedata.category(chr(c)) == "Cf" or unicodedata.combining(chr(c))}
+    """Every invisible character (`_invisible`), removed in one `str.translate` (C speed, computed
+    once)."""
+    return {c: None for block in _ASSIGNED for c in block if _invisible(chr(c))}
 
 
 def warm() -> None:
@@ -85,33 +108,73 @@ def _squeeze(spaced: bytes) -> bytes:
     return (this & int.from_bytes(repeats, "big")).to_bytes(n, "big").translate(None, b"\x00")
 
 
-def word_form(text: str) -> str:
-    """' w1 w2 … ': a text's words in their normal form, one space apart and around; a banned
-    word or phrase is looked for in this form (' conard ', ' fils de pute ')."""
+def _unicode_fold(text: str) -> str:
+    """Lower case, with look-alikes, compatibility forms, invisible characters and accents folded."""
     # Look-alikes are mapped before and after normalising, as TR39's skeleton does: NFKC itself
     # turns some of them into others (the lunate sigma ϲ into the final sigma ς). Every step is a
     # whole-string operation: linear, and fast on a message at the size limit.
     text = unicodedata.normalize("NFKC", text.translate(_CONFUSABLE))
-    text = unicodedata.normalize("NFKD", text).translate(_strip_table()).translate(_CONFUSABLE)
-    folded = text.lower().translate(_LEET)
+    return unicodedata.normalize("NFKD", text).translate(_strip_table()).translate(_CONFUSABLE).lower()
+
+
+def _words(folded: str) -> str:
     # What is still not ASCII after folding is no letter of a banned word: a word break, as is
     # punctuation ("?" from the encoding, then a space from the table).
-    spaced = _squeeze(b" " + folded.encode("ascii", "replace").translate(_BREAKS) + b" ")
-    return spaced.decode("ascii")
+    return _squeeze(b" " + folded.encode("ascii", "replace").translate(_BREAKS) + b" ").decode("ascii")
+
+
+def word_form(text: str) -> str:
+    """' w1 w2 … ': a text's words in their normal form, one space apart and around; a banned
+    word or phrase is looked for in this form (' conard ', ' fils de pute ')."""
+    return _words(_unicode_fold(text).translate(_LEET))
 
 
 _SINGLES = re.compile(r"(?<= )(?:[a-z0-9] ){2,}")  # one-letter tokens in a row: linear, no nesting
+FORMS_APART = " | "  # between two readings of a text: no phrase is found across it
 
 
 def normalise(text: str) -> str:
-    """' C0NN4RD ', ' соnnаrd ' (Cyrillic), ' con\u200bnard ', ' c o n n a r d ' -> contains ' conard '."""
-    spaced = word_form(text)
-    # Letters spaced out ("c o n n a r d") are also read joined.
-    joined = [_squeeze(m.group(0).encode().translate(None, b" ")).decode() for m in _SINGLES.finditer(spaced)]
-    return spaced + (" ".join(joined) + " " if joined else "")
+    """' C0NN4RD ', ' соnnаrd ' (Cyrillic), ' con\u200bnard ', ' c o n n a r d ', ' connard ! ' ->
+    contains ' conard '.
+
+    A text with leetspeak's characters in it is read twice: with them as letters ("c0nn4rd") and as
+    what they also are, punctuation ("connard !", "connard!", where "!" is no i)."""
+    folded = _unicode_fold(text)
+    leet = folded.translate(_LEET)
+    readings = []
+    for form in (leet, folded) if leet != folded else (leet,):
+        spaced = _words(form)
+        # Letters spaced out ("c o n n a r d") are also read joined.
+        joined = [_squeeze(m.group(0).encode().translate(None, b" ")).decode()
+                  for m in _SINGLES.finditer(spaced)]
+        readings.append(spaced + (" ".join(joined) + " " if joined else ""))
+    return FORMS_APART.join(readings)
 
 
-def _html(html: str) -> tuple[str, list[str]]:
+# Elements a client draws apart from what surrounds them: their text is read between line breaks
+# ("<p>quel connard</p><p>bonjour</p>" is two lines on screen, not "connardbonjour"). The text is
+# written out by libxml2's XSLT processor: C from the tree to the string, whatever the markup.
+_BLOCKS = "p|div|br|li|ul|ol|blockquote|pre|hr|h1|h2|h3|h4|h5|h6|table|caption|tr|td|th|details|summary|dl|dt|dd"
+_TEXT_XSLT = f"""<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+<xsl:output method="text" encoding="UTF-8"/>
+<xsl:template match="{_BLOCKS}"><xsl:text>&#10;</xsl:text><xsl:apply-templates/><xsl:text>&#10;</xsl:text>
+</xsl:template>
+</xsl:stylesheet>"""
+# The attributes that link (href, src) or show text (title: a tooltip; alt: a picture's text), in
+# one walk of the tree.
+_ATTRIBUTES = "//@*[name()='href' or name()='src' or name()='title' or name()='alt']"
+_LINKING = frozenset({"href", "src"})
+_compiled = threading.local()  # lxml's compiled XSLT and XPath are not for two threads at once
+
+
+def _readers() -> tuple[Any, Any]:
+    readers = getattr(_compiled, "readers", None)
+    if readers is None:
+        readers = _compiled.readers = (etree.XSLT(etree.XML(_TEXT_XSLT)), etree.XPath(_ATTRIBUTES))
+    return readers
+
+
+def _html(html: str, *, reply: bool) -> tuple[str, list[str]]:
     """Text and link targets of an HTML body, by libxml2's HTML parser (C: linear, and a
     twentieth of the time of the standard library's); a reply's quoted fallback (<mx-reply>)
     left out. What the parser can't read is read as plain text: never skipped."""
@@ -119,11 +182,17 @@ def _html(html: str) -> tuple[str, list[str]]:
         root = lxml_html.fragment_fromstring(html, create_parent="div")
     except (etree.ParserError, ValueError):
         return html, []
-    for quoted in list(root.iter("mx-reply")):
-        quoted.drop_tree()  # its tail (what follows the quote) stays
+    if reply:
+        for quoted in list(root.iter("mx-reply")):
+            quoted.drop_tree()  # its tail (what follows the quote) stays
+    text_of, attributes = _readers()
     # XPath hands back the attributes' values alone: no Python object for each element.
-    hrefs = [str(v) for v in root.xpath("//@href | //@src") if v]
-    return str(root.text_content()), hrefs
+    hrefs: list[str] = []
+    shown = [str(text_of(root))]
+    for value in attributes(root):
+        if value:
+            (hrefs if value.attrname in _LINKING else shown).append(str(value))
+    return "\n".join(shown), hrefs
 
 
 def _str(content: Mapping[str, Any], key: str) -> str:
@@ -146,14 +215,19 @@ def strip_reply_fallback(body: str) -> str:
     return "\n".join(lines[i:])
 
 
-def _one(content: Mapping[str, Any], texts: list[str], hrefs: list[str]) -> None:
-    texts.append(strip_reply_fallback(_str(content, "body")))
+def _one(content: Mapping[str, Any], texts: list[str], hrefs: list[str], *, reply: bool) -> None:
+    body = _str(content, "body")
+    # Only a reply has a fallback to leave out: a message that merely starts with "> " shows it all.
+    texts.append(strip_reply_fallback(body) if reply else body)
     html = _str(content, "formatted_body")
     if html:
-        text, targets = _html(html)
+        text, targets = _html(html, reply=reply)
         texts.append(text)
         hrefs.extend(targets)
     texts.append(_str(content, "filename"))
+    for key in EXTENSIBLE_KEYS:  # extensible events (MSC1767): the text some clients show instead
+        if key in content:
+            texts.extend(_text_blocks(content[key], key))
     for key in POLL_KEYS:
         poll = content.get(key)
         if poll is None:
@@ -167,6 +241,20 @@ def _one(content: Mapping[str, Any], texts: list[str], hrefs: list[str]) -> None
             texts.extend(_poll_texts(part, key))
 
 
+def _is_reply(content: Mapping[str, Any]) -> bool:
+    relation = content.get("m.relates_to")
+    return isinstance(relation, Mapping) and isinstance(relation.get("m.in_reply_to"), Mapping)
+
+
+def _text_blocks(value: Any, key: str) -> list[str]:
+    """MSC1767's text: a string, or a list of {body, mimetype} renderings of the same text."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(t, Mapping) for t in value):
+        return [_str(t, "body") for t in value]
+    raise Malformed(f"{key} has the wrong shape")
+
+
 def _poll_texts(part: Any, key: str) -> list[str]:
     """A poll's question or answer: `body`, or `m.text` as a string or a list of {body} (MSC1767)."""
     if part is None:
@@ -174,13 +262,8 @@ def _poll_texts(part: Any, key: str) -> list[str]:
     if not isinstance(part, Mapping):
         raise Malformed(f"{key} has a question or answer that is not an object")
     out = [_str(part, "body")]
-    text = part.get("m.text")
-    if isinstance(text, str):
-        out.append(text)
-    elif isinstance(text, list):
-        out += [str(t.get("body", "")) for t in text if isinstance(t, Mapping)]
-    elif text is not None:
-        raise Malformed(f"{key} has an m.text of the wrong shape")
+    if part.get("m.text") is not None:
+        out += _text_blocks(part["m.text"], f"{key} m.text")
     return out
 
 
@@ -191,12 +274,16 @@ def message_texts(content: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         raise Malformed("content is not an object")
     texts: list[str] = []
     hrefs: list[str] = []
-    _one(content, texts, hrefs)
+    reply = _is_reply(content)
+    _one(content, texts, hrefs, reply=reply)
+    relation = content.get("m.relates_to")
+    if isinstance(relation, Mapping) and "key" in relation:  # a reaction's key: shown under the message
+        texts.append(_str(relation, "key"))
     new = content.get("m.new_content")
     if new is not None:
         if not isinstance(new, Mapping):
             raise Malformed("m.new_content is not an object")
-        _one(new, texts, hrefs)
+        _one(new, texts, hrefs, reply=reply)
     mentions = content.get("m.mentions")
     if mentions is not None and (not isinstance(mentions, Mapping)
                                  or not isinstance(mentions.get("user_ids", []), list)

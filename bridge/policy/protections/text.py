@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,6 +15,7 @@ from bridge.policy.model import BannedWords, Links, Mentions
 from bridge.policy.texts import normalise, word_form
 
 _EDGE = "<>()[]{}\"'.,;:!?«»“”‘’"
+_DOTS = str.maketrans({"\u3002": ".", "\uff61": "."})  # the ideographic full stops, a dot in a domain name
 # The Public Suffix List as the package ships it: no download, ever (suffix_list_urls=()).
 _PSL = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
@@ -25,15 +28,37 @@ def warm() -> None:
     text_forms.warm()
 
 
+# A banned word is also banned in its plural and feminine forms ("connards", "abrutie", "salopes"):
+# French inflects, and a word list can't be asked to spell out every form.
+INFLECTIONS = ("", "s", "e", "es")
+
+
 def compile_words(words: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(sorted({word_form(w) for w in words if word_form(w).strip()}))
+    """The normal forms looked for: each phrase as written, each single word with its inflections."""
+    forms: set[str] = set()
+    for w in words:
+        base = word_form(w)
+        if not base.strip():
+            continue
+        single = base.count(" ") == 2  # ' conard '
+        forms.update(word_form(w + ending) for ending in INFLECTIONS) if single else forms.add(base)
+    return tuple(sorted(forms))
+
+
+@functools.lru_cache(maxsize=64)
+def _split(compiled: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The single words (looked up among a text's words) apart from the phrases (searched for)."""
+    return (frozenset(e[1:-1] for e in compiled if e.count(" ") == 2),
+            tuple(e for e in compiled if e.count(" ") != 2))
 
 
 def banned_word(texts: list[str], settings: BannedWords, *, compiled: tuple[str, ...] | None = None) -> str | None:
     normal = " ".join(normalise(t) for t in texts)
-    for expr in compiled if compiled is not None else compile_words(settings.words):
-        if expr in normal:
-            return "langage contraire à la charte"
+    words, phrases = _split(compiled if compiled is not None else compile_words(settings.words))
+    # One set of the text's words for all the single words: a search of the whole text per word
+    # form would cost more than every other step at the size limit.
+    if not words.isdisjoint(normal.split()) or any(p in normal for p in phrases):
+        return "langage contraire à la charte"
     return None
 
 
@@ -44,6 +69,8 @@ def hosts(texts: list[str], hrefs: list[str]) -> list[str]:
     found: list[str] = []
     for raw in [w for t in texts for w in t.split()] + hrefs:
         token = raw.strip(_EDGE)
+        if not token.isascii():  # 'ｅｖｉｌ．ｒｕ', 'evil。ru': what a browser reads as a name (UTS #46)
+            token = unicodedata.normalize("NFKC", token).translate(_DOTS)
         if "://" in token:
             host = urlsplit(token).hostname or ""
         elif "." in token:

@@ -23,9 +23,9 @@ from bridge.errors import BridgeError, MForbidden, MNotFound
 from bridge.logging import get_logger
 from bridge.matrix.bot import Bot
 from bridge.matrix.port import Homeserver
-from bridge.matrix.received import ReceivedMessage
+from bridge.matrix.received import MESSAGE_TYPES, ReceivedMessage
 from bridge.metrics import Metrics
-from bridge.moderation_texts import CAUTION, MUTED, OUTSIDER, REPORT, UNREAD, UNREAD_WHY, WARN, WAVE
+from bridge.moderation_texts import CAUTION, MUTED, OUTSIDER, REPORT, UNREAD, UNREAD_WHY, WARN, WARN_REACTION, WAVE
 from bridge.mutes import Mutes
 from bridge.policy.engine import QUIET_NOTICE, Decision, Message, read_content
 from bridge.policy.holder import PolicyHolder, PolicySet
@@ -236,18 +236,18 @@ class Moderator:
             return
         if event.get("sender") in (self.bot.user_id, self.keyless):
             return
-        if etype in ("m.room.encrypted", "m.room.message", "m.sticker"):
+        if etype == "m.room.encrypted" or etype in MESSAGE_TYPES:
             await self._learn(room_id)
         if etype == "m.room.encrypted" and self.keyless_room(room_id):
             await self.on_message(ReceivedMessage(room_id, str(event.get("event_id")), str(event.get("sender")),
                                                   "", True, {}))
             return
-        if etype not in ("m.room.message", "m.sticker"):  # a sticker is a picture like any other
+        if etype not in MESSAGE_TYPES:  # messages, stickers, reactions and polls: all words on screen
             return
-        content = event.get("content") or {}
-        await self.on_message(ReceivedMessage(str(event.get("room_id")), str(event.get("event_id")),
-                                              str(event.get("sender")), str(content.get("body", "")), False,
-                                              dict(content)))
+        content = dict(event.get("content") or {})  # an object: the homeserver takes no other content
+        body = content.get("body")
+        await self.on_message(ReceivedMessage(room_id, str(event.get("event_id")), str(event.get("sender")),
+                                              body if isinstance(body, str) else "", False, content, str(etype)))
 
     async def is_managed(self, room_id: str) -> bool:
         """A room the bridge runs (learnt from its marker the first time it is asked about)."""
@@ -285,7 +285,7 @@ class Moderator:
         if profile is None or (not profile.content_inspection and msg.content):
             return  # content the policy says not to look at is not looked at
         message = Message(msg.room_id, msg.event_id, msg.sender, await self._power(msg.room_id, msg.sender),
-                          msg.content)
+                          msg.content, msg.type)
         words = self._words.get(profile.name)
         read = None
         exempt = message.sender_power >= profile.exempt_power  # read by nobody: see evaluate
@@ -324,7 +324,8 @@ class Moderator:
                 await self.api.redact(msg.room_id, msg.event_id, as_user=self.actor(msg.room_id), reason=d.reason,
                                       txn_id=txn)
             elif action == "warn":
-                texts = WARN if "redact" in d.actions else CAUTION  # never say "removed" when it wasn't
+                # Never say "removed" when it wasn't, nor "message" of a reaction.
+                texts = (WARN_REACTION if msg.type == "m.reaction" else WARN) if "redact" in d.actions else CAUTION
                 await self._notice(msg.room_id, texts.get(lang, texts["fr"]).format(user=msg.sender, reason=d.reason),
                                    txn_id=txn)
             elif action == "notice":  # at most one automatic answer per evening (the memory's rule)

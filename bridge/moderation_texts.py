@@ -4,6 +4,8 @@ from __future__ import annotations
 
 WARN = {"fr": "{user} : votre message a été retiré ({reason}). Merci de respecter la charte.",
         "en": "{user}: your message was removed ({reason}). Please follow the charter."}
+WARN_REACTION = {"fr": "{user} : votre réaction a été retirée ({reason}). Merci de respecter la charte.",
+                 "en": "{user}: your reaction was removed ({reason}). Please follow the charter."}
 # A warning when the message stays (flood: the sender is muted, nothing is removed).
 CAUTION = {"fr": "{user} : attention ({reason}). Merci de respecter la charte.",
            "en": "{user}: careful ({reason}). Please follow the charter."}

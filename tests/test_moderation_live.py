@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import secrets
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -342,6 +344,81 @@ async def test_disguises_other_fields_and_malformed_content_are_caught_live(home
         audit = [r.body for r in await bridge.store.audit_rows()]
         assert any("moderation_malformed" in b for b in audit) and any("moderation_size" in b for b in audit)
         assert not any("connard" in b or "a.a.a." in b for b in audit)  # never the content
+    finally:
+        await bridge.stop()
+
+
+async def test_reactions_polls_emotes_and_what_nio_cannot_parse_are_moderated_live(
+        homeserver: Any, data_dir: Path, tmp_path: Path, humans: Any) -> None:
+    """In an encrypted class room, with a real client: an insult as an encrypted reaction's key, as a
+    plaintext reaction's key (the homeserver's transaction), in an emote, in a poll, in a message
+    whose HTML is of the wrong type (nio's schema check refuses it), and a program sent by an
+    unencrypted `url`. Before, each of these reached the room's members and no moderation: nio
+    gave the bot no message class for them, and the transactions carried only messages."""
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    mod = (policies / "moderation.yaml").read_text()
+    assert "threshold: 3\n" in mod
+    # Six offences in a row: no mute for them, which would refuse the next ones' sending.
+    (policies / "moderation.yaml").write_text(mod.replace("threshold: 3\n", "threshold: 50\n"))
+    parent = await humans("parent")
+    config = with_people(homeserver.config(data_dir), tmp_path, {"g-anne": parent.user_id}, policies_dir=policies)
+    school = str(write_school(tmp_path, unique_school(tmp_path)))
+    bridge = await Bridge.create(config)
+    await bridge.start()
+    try:
+        result = await run_sync(config, [school], store=bridge.store, api=bridge.api, apply=True)
+        await bridge.moderator.refresh_rooms()
+        bridge.moderator.clock = FixedTime(NOON)
+        cp = next(k for k in result.plan.desired if k.startswith("class:") and ":CP:" in k)
+        room_id = (await bridge.store.get_room(cp)).room_id
+        await sync_until(parent, lambda: room_id in parent.invited_rooms)
+        await parent.join(room_id)
+        await sync_until(parent, lambda: room_id in parent.rooms)
+        await bot_sees(bridge, room_id, parent.user_id)
+
+        async def send(etype: str, content: dict[str, Any]) -> str:
+            resp = await parent.room_send(room_id, etype, content, ignore_unverified_devices=True)
+            return str(resp.event_id)
+
+        async def send_plaintext(etype: str, content: dict[str, Any]) -> str:
+            path = (f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/{etype}/"
+                    f"plain{secrets.token_hex(4)}")
+            resp = await parent.send("PUT", path, json.dumps(content),
+                                     headers={"Authorization": f"Bearer {parent.access_token}"})
+            return str((await resp.json())["event_id"])
+
+        async def redacted(event_id: str) -> bool:
+            ev = await bridge.api.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/event/"
+                                                 f"{quote(event_id, safe='')}", user_id=config.bot_user_id)
+            return not ev.get("content")
+
+        original = await send("m.room.message", {"msgtype": "m.text", "body": "bonjour à tous"})
+        thumbs = await send("m.reaction", {"m.relates_to": {"rel_type": "m.annotation", "event_id": original,
+                                                            "key": "👍"}})
+        taken_down = [
+            await send("m.reaction", {"m.relates_to": {"rel_type": "m.annotation", "event_id": original,
+                                                       "key": "connards"}}),
+            await send_plaintext("m.reaction", {"m.relates_to": {"rel_type": "m.annotation", "event_id": original,
+                                                                 "key": "bande de salopes"}}),
+            await send("m.room.message", {"msgtype": "m.emote", "body": "trouve la maîtresse abrutie"}),
+            await send("org.matrix.msc3381.poll.start", {"org.matrix.msc3381.poll.start": {
+                "kind": "org.matrix.msc3381.poll.disclosed", "max_selections": 1,
+                "question": {"org.matrix.msc1767.text": "Qui est le plus gros connard ?"},
+                "answers": [{"id": "a", "org.matrix.msc1767.text": "oui"}]},
+                "org.matrix.msc1767.text": "Qui est le plus gros connard ?"}),
+            await send("m.room.message", {"msgtype": "m.text", "body": "quel connard", "format":
+                                          "org.matrix.custom.html", "formatted_body": 3}),
+            await send("m.room.message", {"msgtype": "m.file", "body": "jeu.exe", "url": "mxc://ent.test/x",
+                                          "info": {"mimetype": "application/x-msdownload"}}),
+        ]
+        for event_id in taken_down:
+            await _wait(lambda e=event_id: redacted(e))
+        assert not await redacted(original) and not await redacted(thumbs)
+        audit = [r.body for r in await bridge.store.audit_rows()]
+        assert sum("moderation_banned_words" in b for b in audit) == 4
+        assert any("moderation_malformed" in b for b in audit) and any("moderation_media" in b for b in audit)
+        assert not any("connard" in b or "salope" in b for b in audit)  # never the content
     finally:
         await bridge.stop()
 

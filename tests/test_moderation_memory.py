@@ -72,6 +72,25 @@ def test_quiet_hours_answer_once_per_evening_and_per_person() -> None:
     assert mem.judge(PROFILE, _msg("merci"), now=NOON + timedelta(days=2)).decisions == ()  # daytime
 
 
+def _reaction(key: str) -> Message:
+    return Message("!r:s", f"$e{next(_EVENTS)}", "@p:s", 0,
+                   {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$m", "key": key}}, "m.reaction")
+
+
+def test_a_reaction_is_read_but_not_counted_as_a_message() -> None:
+    """Ten thumbs up in ten seconds are no flood, and a reaction at night gets no "read tomorrow"
+    answer; a reaction's key is still read like a message's words, and counts as a strike."""
+    mem = ModerationMemory()
+    assert all(mem.judge(PROFILE, _reaction("👍"), now=NOON + timedelta(seconds=i)).decisions == ()
+               for i in range(10))
+    assert mem.judge(PROFILE, _reaction("👍"), now=EVENING).decisions == ()
+    first = mem.judge(PROFILE, _reaction("zut"), now=NOON + timedelta(seconds=20))
+    assert [d.protection for d in first.decisions] == ["banned_words"]
+    second = mem.judge(PROFILE, _reaction("ZUTS"), now=NOON + timedelta(seconds=21))  # a plural too
+    assert [d.protection for d in second.decisions] == ["banned_words", "strikes"]
+    assert mem.judge(PROFILE, _msg("bonjour"), now=NOON + timedelta(seconds=22)).decisions == ()  # no flood
+
+
 def test_exempt_power_is_never_judged() -> None:
     mem = ModerationMemory()
     teacher = Message("!r:s", "$t", "@t:s", 50, {"msgtype": "m.text", "body": "zut " * 3})
@@ -130,6 +149,31 @@ async def test_banned_word_is_redacted_warned_and_audited_without_content(shell:
     assert any(parent in text for _, text in mod.bot.notices)
     rows = [r.body for r in await store.audit_rows()]
     assert any("moderation_banned_words" in b for b in rows) and not any("connard" in b for b in rows)
+
+
+async def test_reactions_and_polls_from_the_homeservers_transactions_are_moderated(shell: Any) -> None:
+    """In a room without encryption, reactions and polls come with the transactions, as messages do:
+    an insult as a reaction's key or in a poll's question is taken down, and the warning says what
+    was removed."""
+    mod, fake, room, parent, _clock, store = shell
+    reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$m", "key": "connards"}}
+    poll = {"org.matrix.msc3381.poll.start": {"question": {"body": "qui est le plus gros connard ?"},
+                                              "answers": [{"id": "a", "org.matrix.msc1767.text": "oui"}]}}
+    thumbs = {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$m", "key": "👍"}}
+    sent = {}
+    for name, etype, content in (("reaction", "m.reaction", reaction),
+                                 ("poll", "org.matrix.msc3381.poll.start", poll), ("thumbs", "m.reaction", thumbs)):
+        sent[name] = fake.store.send_message(fake.room(room), parent, etype, content)["event_id"]
+        await mod.on_event({"type": etype, "room_id": room, "event_id": sent[name], "sender": parent,
+                            "content": content})
+    timeline = {e["event_id"]: e for e in fake.room(room).timeline}
+    assert timeline[sent["reaction"]]["content"] == {} and timeline[sent["poll"]]["content"] == {}
+    assert timeline[sent["thumbs"]]["content"] == thumbs
+    notices = [text for _, text in mod.bot.notices]
+    assert any("votre réaction a été retirée" in t for t in notices)
+    assert any("votre message a été retiré" in t for t in notices)  # the poll
+    rows = [r.body for r in await store.audit_rows()]
+    assert sum("moderation_banned_words" in b for b in rows) == 2
 
 
 async def test_flood_mutes_then_the_clock_lifts_it(shell: Any) -> None:

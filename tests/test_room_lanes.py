@@ -120,11 +120,11 @@ async def test_the_bots_sync_loop_goes_on_while_a_rooms_hooks_wait() -> None:
     def event(room: str, n: int) -> tuple[Any, Any]:
         return (SimpleNamespace(room_id=room),
                 SimpleNamespace(sender="@p:s", event_id=f"${room}{n}", body="x", decrypted=True,
-                                source={"content": {"msgtype": "m.text", "body": "x"}}))
+                                source={"type": "m.room.message", "content": {"msgtype": "m.text", "body": "x"}}))
 
     async def one_sync() -> None:  # nio calls back each event of a sync in turn
         for room, n in (("!a:s", 1), ("!a:s", 2), ("!b:s", 1)):
-            await bot._on_text(*event(room, n))
+            await bot._on_event(*event(room, n))
 
     sync = asyncio.ensure_future(one_sync())
     for _ in range(20):
@@ -193,7 +193,7 @@ async def test_after_cancelled_work_no_later_token_is_saved() -> None:
 def _text(room: str, event_id: str) -> tuple[Any, Any]:
     return (SimpleNamespace(room_id=room),
             SimpleNamespace(sender="@p:s", event_id=event_id, body="x", decrypted=True,
-                            source={"content": {"msgtype": "m.text", "body": "x"}}))
+                            source={"type": "m.room.message", "content": {"msgtype": "m.text", "body": "x"}}))
 
 
 async def test_what_a_restart_reads_again_is_not_handled_twice(tmp_path: Path) -> None:
@@ -216,19 +216,19 @@ async def test_what_a_restart_reads_again_is_not_handled_twice(tmp_path: Path) -
         return made
 
     first = bot()
-    await first._on_text(*_text("!a:s", "$1"))
+    await first._on_event(*_text("!a:s", "$1"))
     await first.lanes.join()
     assert first.handled is not None
     await first.handled.close()  # written behind the handling; then the process dies
 
     second = bot()
     second._replaying = True  # its first sync, from the token kept before $1
-    await second._on_text(*_text("!a:s", "$1"))
-    await second._on_text(*_text("!a:s", "$2"))
+    await second._on_event(*_text("!a:s", "$1"))
+    await second._on_event(*_text("!a:s", "$2"))
     await second.lanes.join()
     assert seen == ["$1", "$2"]
     second._replaying = False  # later syncs bring only what is new: no lookup
-    await second._on_text(*_text("!a:s", "$3"))
+    await second._on_event(*_text("!a:s", "$3"))
     await second.lanes.join()
     assert seen == ["$1", "$2", "$3"]
     assert await store.handled(["$1", "$2"]) == set()  # the dispatcher's record is its own

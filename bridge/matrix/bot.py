@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from nio import (
     AsyncClientConfig,
+    BadEvent,
+    Event,
     InviteMemberEvent,
     MegolmEvent,
     ReactionEvent,
-    RoomEncryptedMedia,
-    RoomMessageMedia,
-    RoomMessageNotice,
-    RoomMessageText,
     RoomSendResponse,
     SyncResponse,
 )
@@ -30,13 +27,21 @@ from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.avatar import default_avatar
 from bridge.matrix.cross_signing import CrossSigningKeys
 from bridge.matrix.nio_client import AppserviceNioClient, GapUnread
-from bridge.matrix.received import MessageHook, ReactionHook, Received, ReceivedMessage, ReceivedReaction, run_hooks
+from bridge.matrix.received import (
+    MESSAGE_TYPES,
+    MessageHook,
+    ReactionHook,
+    ReceivedMessage,
+    ReceivedReaction,
+    run_hooks,
+)
 from bridge.private_files import private_dir, private_files_in
 from bridge.tasks import cancel_and_wait
 
 nio_schemas.install()
 log = get_logger(component="bot")
 
+ROOM_EVENTS = (Event, BadEvent)  # what nio parsed into a class, and what it found of the wrong shape
 STOP_WAIT_S = 10.0  # at stop, how long received messages still being handled are waited for
 
 
@@ -107,11 +112,12 @@ class Bot:
         if client.should_upload_keys:
             await client.keys_upload()
         await self.ensure_cross_signing(reset=reset_identity)
-        client.add_event_callback(self._on_text, (RoomMessageText, RoomMessageNotice, RoomMessageMedia,
-                                                  RoomEncryptedMedia))
+        # Every event, nio's schema passed or not (BadEvent): a decrypted message nio finds of the
+        # wrong shape, of a type or msgtype it has no class for (an emote, a poll, a sticker), is
+        # still someone's words on screen, and still moderated.
+        client.add_event_callback(self._on_event, ROOM_EVENTS)
         client.add_event_callback(self._on_undecryptable, MegolmEvent)
         client.add_event_callback(self._on_invite, InviteMemberEvent)
-        client.add_event_callback(self._on_reaction, ReactionEvent)
         client.add_response_callback(self._on_sync, SyncResponse)
         log.info("bot_started", user_id=self.user_id, device_id=device_id)
         if sync:
@@ -180,37 +186,40 @@ class Bot:
         async with self._synced:
             self._synced.notify_all()
 
-    async def _on_text(self, room: Any, event: Any) -> None:
-        if event.sender == self.user_id:
+    async def _on_event(self, room: Any, event: Any) -> None:
+        source = getattr(event, "source", None) or {}
+        etype = source.get("type")
+        if etype not in MESSAGE_TYPES or event.sender == self.user_id:
             return
         decrypted = bool(getattr(event, "decrypted", False))
-        log.info("bot_message_received", room_id=room.room_id, event_id=event.event_id,
-                 sender=event.sender, decrypted=decrypted)
-        content = dict((getattr(event, "source", None) or {}).get("content") or {})
-        msg = ReceivedMessage(room.room_id, event.event_id, event.sender, getattr(event, "body", ""), decrypted,
-                              content)
-        await self._submit(self.message_hooks, msg)
+        log.info("bot_message_received", room_id=room.room_id, event_id=event.event_id, sender=event.sender,
+                 decrypted=decrypted, type=etype, parsed=not isinstance(event, BadEvent))
+        content = source.get("content")
+        content = dict(content) if isinstance(content, dict) else {}
+        body = content.get("body")
+        msg = ReceivedMessage(room.room_id, event.event_id, event.sender, body if isinstance(body, str) else "",
+                              decrypted, content, str(etype))
+        reaction = ReceivedReaction(room.room_id, event.event_id, event.sender, str(event.reacts_to),
+                                    str(event.key)) if isinstance(event, ReactionEvent) else None
+        await self._submit(msg, reaction)
 
-    async def _on_reaction(self, room: Any, event: Any) -> None:
-        if event.sender == self.user_id:
-            return
-        await self._submit(self.reaction_hooks, ReceivedReaction(room.room_id, event.event_id, event.sender,
-                                                                 str(event.reacts_to), str(event.key)))
-
-    async def _submit(self, hooks: list[Callable[[Received], Awaitable[None]]], item: Received) -> None:
+    async def _submit(self, msg: ReceivedMessage, reaction: ReceivedReaction | None) -> None:
         """Queued behind the room's earlier events: the sync loop goes on with other rooms meanwhile.
-        Read again after a restart, an event already handled is not handled twice."""
+        Read again after a restart, an event already handled is not handled twice (one record for
+        the message hooks and the reaction hooks alike: both or neither run again)."""
         handled, again = self.handled, self._replaying
 
         async def work() -> None:
-            if again and handled is not None and await handled.seen(item.event_id):
-                log.info("bot_event_already_handled", room_id=item.room_id, event_id=item.event_id)
+            if again and handled is not None and await handled.seen(msg.event_id):
+                log.info("bot_event_already_handled", room_id=msg.room_id, event_id=msg.event_id)
                 return
-            await run_hooks(hooks, item, room_id=item.room_id, event_id=item.event_id)
+            await run_hooks(self.message_hooks, msg, room_id=msg.room_id, event_id=msg.event_id)
+            if reaction is not None:
+                await run_hooks(self.reaction_hooks, reaction, room_id=msg.room_id, event_id=msg.event_id)
             if handled is not None:
-                handled.done(item.event_id)
+                handled.done(msg.event_id)
 
-        await self.lanes.submit(item.room_id, work)
+        await self.lanes.submit(msg.room_id, work)
 
     async def _on_invite(self, room: Any, event: Any) -> None:
         """Someone of this homeserver opens a direct chat with the bot (for `!aide`): it joins. An

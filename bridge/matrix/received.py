@@ -10,6 +10,10 @@ from bridge.logging import get_logger
 
 log = get_logger(component="bot")
 
+# The events a room shows as someone's words: what moderation reads, whatever shape they come in.
+POLL_TYPES = ("m.poll.start", "org.matrix.msc3381.poll.start")
+MESSAGE_TYPES = frozenset({"m.room.message", "m.sticker", "m.reaction", *POLL_TYPES})
+
 
 @dataclass(frozen=True)
 class ReceivedMessage:
@@ -21,13 +25,15 @@ class ReceivedMessage:
     body: str
     decrypted: bool
     content: dict[str, Any]
+    type: str = "m.room.message"  # or a sticker, a reaction, a poll (MESSAGE_TYPES)
 
     @property
     def is_new_text(self) -> bool:
         """A new text message (a reply counts): not an edit, a notice, or a relation such as a
         thread or an annotation. Only these are ever taken as commands."""
         relation = self.content.get("m.relates_to")
-        return (self.content.get("msgtype") == "m.text" and "m.new_content" not in self.content
+        return (self.type == "m.room.message" and self.content.get("msgtype") == "m.text"
+                and isinstance(self.content.get("body"), str) and "m.new_content" not in self.content
                 and not (isinstance(relation, dict) and relation.get("rel_type")))
 
 

@@ -27,7 +27,7 @@ from bridge.matrix.received import MESSAGE_TYPES, ReceivedMessage
 from bridge.metrics import Metrics
 from bridge.moderation_texts import CAUTION, MUTED, OUTSIDER, REPORT, UNREAD, UNREAD_WHY, WARN, WARN_REACTION, WAVE
 from bridge.mutes import Mutes
-from bridge.policy.engine import QUIET_NOTICE, Decision, Message, read_content
+from bridge.policy.engine import QUIET_NOTICE, REACTION, Decision, Message, read_content
 from bridge.policy.holder import PolicyHolder, PolicySet
 from bridge.policy.memory import ModerationMemory
 from bridge.policy.model import Policies
@@ -245,9 +245,8 @@ class Moderator:
         if etype not in MESSAGE_TYPES:  # messages, stickers, reactions and polls: all words on screen
             return
         content = dict(event.get("content") or {})  # an object: the homeserver takes no other content
-        body = content.get("body")
-        await self.on_message(ReceivedMessage(room_id, str(event.get("event_id")), str(event.get("sender")),
-                                              body if isinstance(body, str) else "", False, content, str(etype)))
+        await self.on_message(ReceivedMessage.of(room_id, str(event.get("event_id")), str(event.get("sender")),
+                                                 str(etype), content, decrypted=False))
 
     async def is_managed(self, room_id: str) -> bool:
         """A room the bridge runs (learnt from its marker the first time it is asked about)."""
@@ -325,7 +324,7 @@ class Moderator:
                                       txn_id=txn)
             elif action == "warn":
                 # Never say "removed" when it wasn't, nor "message" of a reaction.
-                texts = (WARN_REACTION if msg.type == "m.reaction" else WARN) if "redact" in d.actions else CAUTION
+                texts = (WARN_REACTION if msg.type == REACTION else WARN) if "redact" in d.actions else CAUTION
                 await self._notice(msg.room_id, texts.get(lang, texts["fr"]).format(user=msg.sender, reason=d.reason),
                                    txn_id=txn)
             elif action == "notice":  # at most one automatic answer per evening (the memory's rule)

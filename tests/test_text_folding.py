@@ -33,8 +33,8 @@ def _reference(text: str) -> str:
     """The normal form: the reading with leetspeak's characters as letters, and, when there are
     any, the reading without."""
     strip = texts._strip_table()
-    text = unicodedata.normalize("NFKC", text.translate(texts._CONFUSABLE))
-    text = unicodedata.normalize("NFKD", text).translate(strip).translate(texts._CONFUSABLE).lower()
+    text = unicodedata.normalize("NFKC", text.translate(texts._confusable_map()))
+    text = unicodedata.normalize("NFKD", text).translate(strip).translate(texts._confusable_map()).lower()
     leet = text.translate(texts._LEET)
     return texts.FORMS_APART.join(_reading(t) for t in ((leet, text) if leet != text else (leet,)))
 

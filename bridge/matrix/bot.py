@@ -195,10 +195,8 @@ class Bot:
         log.info("bot_message_received", room_id=room.room_id, event_id=event.event_id, sender=event.sender,
                  decrypted=decrypted, type=etype, parsed=not isinstance(event, BadEvent))
         content = source.get("content")
-        content = dict(content) if isinstance(content, dict) else {}
-        body = content.get("body")
-        msg = ReceivedMessage(room.room_id, event.event_id, event.sender, body if isinstance(body, str) else "",
-                              decrypted, content, str(etype))
+        msg = ReceivedMessage.of(room.room_id, event.event_id, event.sender, str(etype),
+                                 dict(content) if isinstance(content, dict) else {}, decrypted=decrypted)
         reaction = ReceivedReaction(room.room_id, event.event_id, event.sender, str(event.reacts_to),
                                     str(event.key)) if isinstance(event, ReactionEvent) else None
         await self._submit(msg, reaction)

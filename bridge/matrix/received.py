@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bridge.logging import get_logger
+from bridge.policy.engine import REACTION
+from bridge.policy.texts import POLL_KEYS
 
 log = get_logger(component="bot")
 
 # The events a room shows as someone's words: what moderation reads, whatever shape they come in.
-POLL_TYPES = ("m.poll.start", "org.matrix.msc3381.poll.start")
-MESSAGE_TYPES = frozenset({"m.room.message", "m.sticker", "m.reaction", *POLL_TYPES})
+MESSAGE_TYPES = frozenset({"m.room.message", "m.sticker", REACTION, *POLL_KEYS})
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,13 @@ class ReceivedMessage:
     decrypted: bool
     content: dict[str, Any]
     type: str = "m.room.message"  # or a sticker, a reaction, a poll (MESSAGE_TYPES)
+
+    @classmethod
+    def of(cls, room_id: str, event_id: str, sender: str, etype: str, content: dict[str, Any], *,
+           decrypted: bool) -> ReceivedMessage:
+        """From an event's parts, as they came: a body that is no string is no body."""
+        body = content.get("body")
+        return cls(room_id, event_id, sender, body if isinstance(body, str) else "", decrypted, content, etype)
 
     @property
     def is_new_text(self) -> bool:

@@ -33,6 +33,11 @@ def warm() -> None:
 INFLECTIONS = ("", "s", "e", "es")
 
 
+def _single(form: str) -> bool:
+    """A normal form of one word (' conard '), not of a phrase (' fils de pute ')."""
+    return form.count(" ") == 2
+
+
 def compile_words(words: tuple[str, ...]) -> tuple[str, ...]:
     """The normal forms looked for: each phrase as written, each single word with its inflections."""
     forms: set[str] = set()
@@ -40,16 +45,14 @@ def compile_words(words: tuple[str, ...]) -> tuple[str, ...]:
         base = word_form(w)
         if not base.strip():
             continue
-        single = base.count(" ") == 2  # ' conard '
-        forms.update(word_form(w + ending) for ending in INFLECTIONS) if single else forms.add(base)
+        forms.update(word_form(w + ending) for ending in INFLECTIONS) if _single(base) else forms.add(base)
     return tuple(sorted(forms))
 
 
 @functools.lru_cache(maxsize=64)
 def _split(compiled: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
     """The single words (looked up among a text's words) apart from the phrases (searched for)."""
-    return (frozenset(e[1:-1] for e in compiled if e.count(" ") == 2),
-            tuple(e for e in compiled if e.count(" ") != 2))
+    return frozenset(e[1:-1] for e in compiled if _single(e)), tuple(e for e in compiled if not _single(e))
 
 
 def banned_word(texts: list[str], settings: BannedWords, *, compiled: tuple[str, ...] | None = None) -> str | None:

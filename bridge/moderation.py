@@ -10,6 +10,7 @@ Every decision goes to the audit log with the protection and reason, never the m
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
@@ -25,14 +26,15 @@ from bridge.matrix.bot import Bot
 from bridge.matrix.port import Homeserver
 from bridge.matrix.received import MESSAGE_TYPES, ReceivedMessage
 from bridge.metrics import Metrics
-from bridge.moderation_texts import CAUTION, MUTED, OUTSIDER, REPORT, UNREAD, UNREAD_WHY, WARN, WARN_REACTION, WAVE
+from bridge.moderation_texts import CAUTION, MUTED, OUTSIDER, REPORT, UNREAD, UNREAD_WHY, WARN, WARN_OF, WAVE
 from bridge.mutes import Mutes
-from bridge.policy.engine import QUIET_NOTICE, REACTION, Decision, Message, read_content
+from bridge.policy.engine import QUIET_NOTICE, Decision, Message, read_content
 from bridge.policy.holder import PolicyHolder, PolicySet
 from bridge.policy.memory import ModerationMemory
 from bridge.policy.model import Policies
 from bridge.policy.protections.text import compile_words
 from bridge.policy.protections.text import warm as warm_links
+from bridge.policy.shown_state import SHOWN_STATE
 from bridge.rooms.desired import ROOM_STATE_TYPE
 from bridge.rooms.templates import keyless_templates
 from bridge.store.base import Store
@@ -236,13 +238,14 @@ class Moderator:
             return
         if event.get("sender") in (self.bot.user_id, self.keyless):
             return
-        if etype == "m.room.encrypted" or etype in MESSAGE_TYPES:
+        shown = etype in MESSAGE_TYPES or etype in SHOWN_STATE  # words on screen, whatever the event
+        if etype == "m.room.encrypted" or shown:
             await self._learn(room_id)
         if etype == "m.room.encrypted" and self.keyless_room(room_id):
             await self.on_message(ReceivedMessage(room_id, str(event.get("event_id")), str(event.get("sender")),
                                                   "", True, {}))
             return
-        if etype not in MESSAGE_TYPES:  # messages, stickers, reactions and polls: all words on screen
+        if not shown:  # messages, stickers, reactions, polls; names, reasons, topics
             return
         content = dict(event.get("content") or {})  # an object: the homeserver takes no other content
         await self.on_message(ReceivedMessage.of(room_id, str(event.get("event_id")), str(event.get("sender")),
@@ -281,8 +284,10 @@ class Moderator:
     async def on_message(self, msg: ReceivedMessage) -> None:
         await self._learn(msg.room_id)
         profile = self._profile(msg.room_id)
-        if profile is None or (not profile.content_inspection and msg.content):
-            return  # content the policy says not to look at is not looked at
+        if profile is None or (not profile.content_inspection and msg.content and msg.type not in SHOWN_STATE):
+            # Content the policy says not to look at is not looked at. Names and topics are no
+            # one's private words: the homeserver keeps them in the clear and shows them to all.
+            return
         message = Message(msg.room_id, msg.event_id, msg.sender, await self._power(msg.room_id, msg.sender),
                           msg.content, msg.type)
         words = self._words.get(profile.name)
@@ -294,7 +299,7 @@ class Moderator:
             # tens of microseconds) is read here, as the hop to a thread would cost more. Reading
             # depends on nothing but the message: only the judgement below touches the memory.
             read = await asyncio.get_running_loop().run_in_executor(
-                self._engine(), read_content, profile, msg.content, words)
+                self._engine(), functools.partial(read_content, profile, msg.content, words, kind=msg.type))
         # The memory (counts, strikes) is only touched here, on the event loop, one message at a
         # time: no lock, no await between reading it and updating it.
         outcome = self.memory.judge(profile, message, now=self.clock.now(), compiled_words=words, read=read)
@@ -323,8 +328,8 @@ class Moderator:
                 await self.api.redact(msg.room_id, msg.event_id, as_user=self.actor(msg.room_id), reason=d.reason,
                                       txn_id=txn)
             elif action == "warn":
-                # Never say "removed" when it wasn't, nor "message" of a reaction.
-                texts = (WARN_REACTION if msg.type == REACTION else WARN) if "redact" in d.actions else CAUTION
+                # Never say "removed" when it wasn't, nor "message" of a reaction or a name.
+                texts = WARN_OF.get(msg.type, WARN) if "redact" in d.actions else CAUTION
                 await self._notice(msg.room_id, texts.get(lang, texts["fr"]).format(user=msg.sender, reason=d.reason),
                                    txn_id=txn)
             elif action == "notice":  # at most one automatic answer per evening (the memory's rule)

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from bridge.policy.engine import REACTION
+
 WARN = {"fr": "{user} : votre message a été retiré ({reason}). Merci de respecter la charte.",
         "en": "{user}: your message was removed ({reason}). Please follow the charter."}
 WARN_REACTION = {"fr": "{user} : votre réaction a été retirée ({reason}). Merci de respecter la charte.",
                  "en": "{user}: your reaction was removed ({reason}). Please follow the charter."}
+WARN_MEMBER = {"fr": "{user} : votre nom affiché dans ce salon (ou le motif donné) a été retiré ({reason}). "
+                     "Merci de respecter la charte.",
+               "en": "{user}: your display name in this room (or the reason you gave) was removed ({reason}). "
+                     "Please follow the charter."}
+WARN_ROOM = {"fr": "{user} : le nom ou le sujet du salon que vous avez écrit a été retiré ({reason}). "
+                   "Merci de respecter la charte.",
+             "en": "{user}: the room name or topic you wrote was removed ({reason}). Please follow the charter."}
+# What a warning says was removed, by event type (a message otherwise).
+WARN_OF = {REACTION: WARN_REACTION, "m.room.member": WARN_MEMBER, "m.room.name": WARN_ROOM,
+           "m.room.topic": WARN_ROOM}
 # A warning when the message stays (flood: the sender is muted, nothing is removed).
 CAUTION = {"fr": "{user} : attention ({reason}). Merci de respecter la charte.",
            "en": "{user}: careful ({reason}). Please follow the charter."}

@@ -259,3 +259,24 @@ async def test_redacting_an_event_the_room_does_not_have(side: Side) -> None:
     room = await side.api.create_room(as_user=side.bot, body=_body())
     await side.api.redact(room, "$no-such-event", as_user=side.bot, reason="x")
 
+
+
+async def test_a_member_renames_themself_and_a_redaction_takes_the_name_back(side: Side) -> None:
+    """A per-room display name needs no power (it is one's own membership); redacting that
+    membership keeps the member in and takes the name away (the spec's redaction algorithm)."""
+    room = await side.api.create_room(as_user=side.bot, body=_body())
+    member = await side.user("member")
+    await side.api.invite(room, member, as_user=side.bot)
+    await side.api.join(room, as_user=member)
+    renamed = await side.api.set_state(room, "m.room.member", member, {"membership": "join", "displayname": "Directrice"},
+                                       as_user=member)
+    shown = await side.api.get_state(room, "m.room.member", member, as_user=side.bot)
+    assert shown["displayname"] == "Directrice"
+    await side.api.redact(room, renamed, as_user=side.bot, reason="nom affiché retiré")
+    assert await side.api.get_state(room, "m.room.member", member, as_user=side.bot) == {"membership": "join"}
+    assert await side.api.membership(room, member, as_user=side.bot) == "join"
+    await side.api.send_event(room, "m.room.message", {"msgtype": "m.text", "body": "toujours là"}, as_user=member,
+                              txn_id=secrets.token_hex(6))
+    with pytest.raises(MForbidden):  # someone else's name is not one's own to change
+        await side.api.set_state(room, "m.room.member", side.bot, {"membership": "join", "displayname": "x"},
+                                 as_user=member)

@@ -414,6 +414,61 @@ async def test_reactions_polls_emotes_and_what_nio_cannot_parse_are_moderated_li
         await bridge.stop()
 
 
+async def test_an_insulting_display_name_or_leave_reason_is_taken_back_live(homeserver: Any, data_dir: Path,
+                                                                             tmp_path: Path, humans: Any) -> None:
+    """In an encrypted class room on Synapse, a parent gives themself an insulting per-room name,
+    then an ordinary one, then leaves with an insult as the reason: both insults are redacted (the
+    name is gone from the room's state, the parent stays a member until leaving), the ordinary
+    name stays. Joining every room of their children at once is no wave of messages: no mute."""
+    parent = await humans("parent")
+    config = with_people(homeserver.config(data_dir), tmp_path, {"g-anne": parent.user_id})
+    bridge, room_id = await _started_with_parent_in_cp(config, tmp_path, parent)
+    try:
+        for other in list(parent.invited_rooms):  # her other children's rooms, the school's
+            await parent.join(other)
+        member_path = (f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state/m.room.member/"
+                       f"{quote(parent.user_id, safe='')}")
+
+        async def rename(name: str) -> str:
+            resp = await parent.send("PUT", member_path, json.dumps({"membership": "join", "displayname": name}),
+                                     headers={"Authorization": f"Bearer {parent.access_token}"})
+            return str((await resp.json())["event_id"])
+
+        async def redacted(event_id: str) -> bool:
+            ev = await bridge.api.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/event/"
+                                                 f"{quote(event_id, safe='')}", user_id=bridge.config.bot_user_id)
+            return "redacted_because" in (ev.get("unsigned") or {})
+
+        async def shown_name() -> Any:
+            state = await bridge.api.get_state(room_id, "m.room.member", parent.user_id, as_user=config.bot_user_id)
+            return state.get("displayname")
+
+        insult = await rename("Maman de C0NNARDS")
+        await _wait(lambda: redacted(insult))
+        assert await shown_name() is None
+        assert await bridge.api.membership(room_id, parent.user_id, as_user=config.bot_user_id) == "join"
+        fine = await rename("Anne (maman de Lina)")
+        await _wait(lambda: _shown_is(shown_name, "Anne (maman de Lina)"))
+        left = await parent.send("POST", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/leave",
+                                 json.dumps({"reason": "bande de salopes"}),
+                                 headers={"Authorization": f"Bearer {parent.access_token}"})
+        assert left.status == 200
+        leave = (await bridge.api.get_state(room_id, "m.room.member", parent.user_id, as_user=config.bot_user_id,
+                                            whole_event=True))["event_id"]
+        await _wait(lambda: redacted(leave))
+        assert not await redacted(fine)
+        audit = [r.body for r in await bridge.store.audit_rows()]
+        assert sum("moderation_banned_words" in b for b in audit) == 2
+        assert not any("moderation_fan_out" in b or "moderation_flood" in b for b in audit)
+        assert not any("connard" in b.lower() or "salope" in b for b in audit)  # never the words themselves
+    finally:
+        await bridge.stop()
+
+
+async def _shown_is(read: Any, name: str) -> bool:
+    return bool(await read() == name)
+
+
 async def test_a_wave_from_one_account_mutes_it_in_every_room_of_the_school(homeserver: Any, data_dir: Path,
                                                                             tmp_path: Path, humans: Any) -> None:
     """Anne (Lina's and Tom's mother) writes one message in each of her rooms within minutes, as a

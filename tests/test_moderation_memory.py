@@ -91,6 +91,34 @@ def test_a_reaction_is_read_but_not_counted_as_a_message() -> None:
     assert mem.judge(PROFILE, _msg("bonjour"), now=NOON + timedelta(seconds=22)).decisions == ()  # no flood
 
 
+def _state(etype: str, content: dict[str, Any], *, room: str = "!r:s") -> Message:
+    return Message(room, f"$e{next(_EVENTS)}", "@p:s", 0, content, etype)
+
+
+def test_names_reasons_and_topics_are_read_but_not_counted_as_messages() -> None:
+    """A per-room display name, a leave reason, a room's name and (rich) topic are held to the
+    words and links rules; a parent joining twenty rooms in a minute, at night, is neither a
+    flood nor a wave nor someone to answer "read tomorrow"."""
+    profile = Profile("p", banned_words=BannedWords(("zut",), ("redact", "warn")),
+                      flood=Flood(max_messages=3, per_seconds=10, action=("mute", "warn"), mute_minutes=5),
+                      fan_out=FanOut(), quiet_hours=QuietHours(), strikes=Strikes(threshold=9))
+    mem = ModerationMemory()
+    joins = [mem.judge(profile, _state("m.room.member", {"membership": "join", "displayname": "Léa Martin"},
+                                       room=f"!r{i}:s"), now=EVENING + timedelta(seconds=i)) for i in range(20)]
+    assert all(o.decisions == () for o in joins)
+    cases = [("m.room.member", {"membership": "join", "displayname": "Z\u200bUTS"}),
+             ("m.room.member", {"membership": "leave", "reason": "bande de zuts"}),
+             ("m.room.name", {"name": "la classe des zut"}),
+             ("m.room.topic", {"topic": "zut !"}),
+             ("m.room.topic", {"topic": "Sorties", "m.topic": {"m.text": [{"body": "<b>zut</b>"}]}})]
+    for etype, content in cases:
+        judged = mem.judge(profile, _state(etype, content), now=NOON)
+        assert [d.protection for d in judged.decisions] == ["banned_words"], (etype, content)
+    assert [d.protection for d in mem.judge(profile, _state("m.room.member", {"membership": "join", "displayname":
+                                                                              5}), now=NOON).decisions] == ["malformed"]
+    assert mem.judge(profile, _msg("bonjour"), now=NOON).decisions == ()  # none of it was a message
+
+
 def test_exempt_power_is_never_judged() -> None:
     mem = ModerationMemory()
     teacher = Message("!r:s", "$t", "@t:s", 50, {"msgtype": "m.text", "body": "zut " * 3})
@@ -174,6 +202,28 @@ async def test_reactions_and_polls_from_the_homeservers_transactions_are_moderat
     assert any("votre message a été retiré" in t for t in notices)  # the poll
     rows = [r.body for r in await store.audit_rows()]
     assert sum("moderation_banned_words" in b for b in rows) == 2
+
+
+async def test_an_insulting_display_name_is_taken_back_and_the_member_stays(shell: Any) -> None:
+    """A per-room display name comes with the transactions (state is never encrypted): an insult
+    or a link there is redacted, which leaves the parent a member with no name but their id; an
+    ordinary name stays, and the warning says what was removed."""
+    mod, fake, room, parent, _clock, store = shell
+    names = {"insult": "Ce c0nnard de prof", "link": "Promo sur evil.ru", "fine": "Léa Martin (maman de Hugo)"}
+    sent = {}
+    for what, name in names.items():
+        content = {"membership": "join", "displayname": name}
+        sent[what] = fake.store.send_state(fake.room(room), parent, "m.room.member", parent, content)["event_id"]
+        await mod.on_event({"type": "m.room.member", "room_id": room, "event_id": sent[what], "sender": parent,
+                            "state_key": parent, "content": content})
+    timeline = {e["event_id"]: e for e in fake.room(room).timeline}
+    assert timeline[sent["insult"]]["content"] == {"membership": "join"} == timeline[sent["link"]]["content"]
+    assert timeline[sent["fine"]]["content"]["displayname"] == names["fine"]
+    assert fake.room(room).membership(parent) == "join"
+    assert sum("votre nom affiché dans ce salon" in text for _, text in mod.bot.notices) == 2
+    rows = [r.body for r in await store.audit_rows()]
+    assert sum("moderation_banned_words" in b for b in rows) == 1 and sum("moderation_links" in b for b in rows) == 1
+    assert not any(names["insult"] in b or names["link"] in b for b in rows)  # nor the names themselves
 
 
 async def test_flood_mutes_then_the_clock_lifts_it(shell: Any) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from bridge.policy.model import Profile
 from bridge.policy.protections import other, text
+from bridge.policy.shown_state import SHOWN_STATE, state_texts
 from bridge.policy.texts import Malformed, message_texts
 
 MALFORMED_ACTIONS = ("redact", "report")
@@ -29,10 +30,12 @@ class Message:
     sender: str
     sender_power: int
     content: dict[str, Any]
-    type: str = "m.room.message"  # a reaction is read (its key), not counted: see evaluate
+    type: str = "m.room.message"  # a reaction or a name is read, not counted: see evaluate
 
 
 REACTION = "m.reaction"
+# Read like a message, but no message of its own: a reaction's key, a member's name, a topic.
+NOT_MESSAGES = frozenset({REACTION, *SHOWN_STATE})
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,11 @@ def evaluate(profile: Profile, msg: Message, *, now: datetime, recent_ms: Sequen
         return []
     out: list[Decision] = []
     if msg.content:  # empty where the policy forgoes content inspection: metadata rules only
-        out += read_content(profile, msg.content, compiled_words) if read is None else read
-    if msg.type == REACTION:
-        # A reaction shows its key under a message: read like a message's words, but no message
-        # of its own (three thumbs up are no flood, and at night no one is to be told "read
+        out += read_content(profile, msg.content, compiled_words, kind=msg.type) if read is None else read
+    if msg.type in NOT_MESSAGES:
+        # A reaction shows its key under a message, a member's name beside their messages: read
+        # like a message's words, but no message of their own (three thumbs up are no flood, a
+        # parent joining twenty rooms is no wave, and at night no one is to be told "read
         # tomorrow").
         return out
     now_ms = int(now.timestamp() * 1000)
@@ -65,11 +69,14 @@ def evaluate(profile: Profile, msg: Message, *, now: datetime, recent_ms: Sequen
     return out
 
 
-def read_content(profile: Profile, content: dict[str, Any],
-                 compiled_words: tuple[str, ...] | None = None) -> list[Decision]:
-    """The decisions of the protections that read a message: it depends on nothing else (no
-    memory, no time), so a long message can be read on another thread than the one judging."""
+def read_content(profile: Profile, content: dict[str, Any], compiled_words: tuple[str, ...] | None = None,
+                 *, kind: str = "m.room.message") -> list[Decision]:
+    """The decisions of the protections that read a message (or the state event `kind` names):
+    it depends on nothing else (no memory, no time), so a long message can be read on another
+    thread than the one judging."""
     try:
+        if kind in SHOWN_STATE:
+            return _words_and_links(profile, state_texts(kind, content), [], compiled_words)
         return _content(profile, content, compiled_words)
     except Malformed as exc:
         # Fail closed: content of the wrong shape is not guessed at, it is taken down.
@@ -78,20 +85,29 @@ def read_content(profile: Profile, content: dict[str, Any],
 
 def _content(profile: Profile, content: dict[str, Any], compiled_words: tuple[str, ...] | None) -> list[Decision]:
     """The protections that read the message (every text it shows); raises Malformed."""
-    out: list[Decision] = []
     texts, hrefs = message_texts(content)
-    size = sum(len(t) for t in texts) + sum(len(h) for h in hrefs)
-    if size > profile.max_chars:
-        # Not read further: a huge message costs nothing to refuse, and no rule is skipped by it.
-        return [Decision("size", SIZE_ACTIONS, f"message trop long ({size} caractères > {profile.max_chars})")]
-    if profile.banned_words and (why := text.banned_word(texts, profile.banned_words, compiled=compiled_words)):
-        out.append(Decision("banned_words", profile.banned_words.action, why))
-    if profile.links and (why := text.links(texts, hrefs, profile.links)):
-        out.append(Decision("links", profile.links.action, why))
+    out = _words_and_links(profile, texts, hrefs, compiled_words)
+    if out and out[0].protection == "size":
+        return out
     if profile.mentions and (why := text.mentions(content, texts, profile.mentions, is_moderator=False)):
         out.append(Decision("mentions", profile.mentions.action, why))
     if profile.media and (why := other.media(content, profile.media)):
         out.append(Decision("media", profile.media.action, why))
+    return out
+
+
+def _words_and_links(profile: Profile, texts: list[str], hrefs: list[str],
+                     compiled_words: tuple[str, ...] | None) -> list[Decision]:
+    """Size, banned words and links: what every text a room shows is held to."""
+    size = sum(len(t) for t in texts) + sum(len(h) for h in hrefs)
+    if size > profile.max_chars:
+        # Not read further: a huge message costs nothing to refuse, and no rule is skipped by it.
+        return [Decision("size", SIZE_ACTIONS, f"message trop long ({size} caractères > {profile.max_chars})")]
+    out: list[Decision] = []
+    if profile.banned_words and (why := text.banned_word(texts, profile.banned_words, compiled=compiled_words)):
+        out.append(Decision("banned_words", profile.banned_words.action, why))
+    if profile.links and (why := text.links(texts, hrefs, profile.links)):
+        out.append(Decision("links", profile.links.action, why))
     return out
 
 

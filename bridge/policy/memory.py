@@ -12,7 +12,7 @@ from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from bridge.policy.engine import REACTION, Decision, Message, evaluate, strike_escalation
+from bridge.policy.engine import NOT_MESSAGES, Decision, Message, evaluate, strike_escalation
 from bridge.policy.model import Profile
 
 QUIET_ANSWER_EVERY_MS = 12 * 3_600_000  # one automatic answer per evening, not one per message
@@ -58,7 +58,7 @@ class ModerationMemory:
         key = (msg.room_id, msg.sender)
         now_ms = int(now.timestamp() * 1000)
         recent = self._recent[key]
-        counted = msg.type != REACTION  # a reaction is no message: neither a flood's nor a wave's
+        counted = msg.type not in NOT_MESSAGES  # a reaction, a name: neither a flood's nor a wave's
         if counted:
             recent.append(now_ms)
         decisions = evaluate(profile, msg, now=now, recent_ms=list(recent), compiled_words=compiled_words, read=read)

@@ -199,7 +199,8 @@ def _html(html: str, *, reply: bool) -> tuple[str, list[str]]:
     return "\n".join(shown), hrefs
 
 
-def _str(content: Mapping[str, Any], key: str) -> str:
+def string_at(content: Mapping[str, Any], key: str) -> str:
+    """content[key], a string or nothing ("" for absent or null); raises Malformed otherwise."""
     value = content.get(key)
     if value is None:
         return ""
@@ -220,18 +221,18 @@ def strip_reply_fallback(body: str) -> str:
 
 
 def _one(content: Mapping[str, Any], texts: list[str], hrefs: list[str], *, reply: bool) -> None:
-    body = _str(content, "body")
+    body = string_at(content, "body")
     # Only a reply has a fallback to leave out: a message that merely starts with "> " shows it all.
     texts.append(strip_reply_fallback(body) if reply else body)
-    html = _str(content, "formatted_body")
+    html = string_at(content, "formatted_body")
     if html:
         text, targets = _html(html, reply=reply)
         texts.append(text)
         hrefs.extend(targets)
-    texts.append(_str(content, "filename"))
+    texts.append(string_at(content, "filename"))
     for key in EXTENSIBLE_KEYS:  # extensible events (MSC1767): the text some clients show instead
         if key in content:
-            texts.extend(_text_blocks(content[key], key))
+            texts.extend(text_blocks(content[key], key))
     for key in POLL_KEYS:
         poll = content.get(key)
         if poll is None:
@@ -250,12 +251,12 @@ def _is_reply(content: Mapping[str, Any]) -> bool:
     return isinstance(relation, Mapping) and isinstance(relation.get("m.in_reply_to"), Mapping)
 
 
-def _text_blocks(value: Any, key: str) -> list[str]:
+def text_blocks(value: Any, key: str) -> list[str]:
     """MSC1767's text: a string, or a list of {body, mimetype} renderings of the same text."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and all(isinstance(t, Mapping) for t in value):
-        return [_str(t, "body") for t in value]
+        return [string_at(t, "body") for t in value]
     raise Malformed(f"{key} has the wrong shape")
 
 
@@ -265,9 +266,9 @@ def _poll_texts(part: Any, key: str) -> list[str]:
         return []
     if not isinstance(part, Mapping):
         raise Malformed(f"{key} has a question or answer that is not an object")
-    out = [_str(part, "body")]
+    out = [string_at(part, "body")]
     if part.get("m.text") is not None:
-        out += _text_blocks(part["m.text"], f"{key} m.text")
+        out += text_blocks(part["m.text"], f"{key} m.text")
     return out
 
 
@@ -282,7 +283,7 @@ def message_texts(content: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     _one(content, texts, hrefs, reply=reply)
     relation = content.get("m.relates_to")
     if isinstance(relation, Mapping) and "key" in relation:  # a reaction's key: shown under the message
-        texts.append(_str(relation, "key"))
+        texts.append(string_at(relation, "key"))
     new = content.get("m.new_content")
     if new is not None:
         if not isinstance(new, Mapping):

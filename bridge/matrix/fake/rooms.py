@@ -111,6 +111,11 @@ class RoomStore:
 
     def send_state(self, room: Room, sender: str, etype: str, key: str, content: dict[str, Any]) -> dict[str, Any]:
         self.joined(room, sender)
+        if etype == MEMBER:
+            # One's own membership, staying in: a new display name or avatar, which needs no power.
+            if key != sender or content.get("membership") != "join":
+                raise forbidden("You may only change your own profile in this room")
+            return self.append(room, sender, etype, content, state_key=key)
         if room.power(sender) < room.required_for_event(etype, is_state=True):
             raise forbidden(f"You don't have permission to post that to the room. user_level "
                             f"({room.power(sender)}) < send_level ({room.required_for_event(etype, is_state=True)})")
@@ -177,13 +182,26 @@ class RoomStore:
         if (target is None or target["sender"] != sender) and room.power(sender) < room.required("redact"):
             raise forbidden("You don't have permission to redact events")
         if target is not None:
-            target["content"] = {}
+            # The spec's redaction algorithm: what the room's authorisation needs stays (for a
+            # state event, the current state is its redacted copy: a member stays a member).
+            keep = _KEPT_ON_REDACTION.get(target["type"], ()) if "state_key" in target else ()
+            target["content"] = {k: v for k, v in target["content"].items() if k in keep}
             target.setdefault("unsigned", {})["redacted_because"] = {"sender": sender}
         return self.append(room, sender, "m.room.redaction", {"reason": reason}, extra={"redacts": event_id})
 
     def visible_state(self, room: Room, user: str) -> list[dict[str, Any]]:
         self.joined(room, user)
         return [_client(ev) for ev in room.state.values()]
+
+
+# The content keys a redaction keeps, by event type (room versions 11 and 12).
+_KEPT_ON_REDACTION: dict[str, tuple[str, ...]] = {
+    MEMBER: ("membership", "join_authorised_via_users_server"),
+    "m.room.join_rules": ("join_rule", "allow"),
+    "m.room.history_visibility": ("history_visibility",),
+    "m.room.power_levels": ("ban", "events", "events_default", "invite", "kick", "redact", "state_default", "users",
+                            "users_default"),
+}
 
 
 def _client(ev: dict[str, Any]) -> dict[str, Any]:

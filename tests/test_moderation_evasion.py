@@ -92,6 +92,18 @@ def text(body: str, **extra: Any) -> dict[str, Any]:
     ("feminine", text("quelle abrutie"), "banned_words"),
     ("feminine plural", text("bande de salopes"), "banned_words"),
     ("plural, disguised", text("des c0nn4rdsss"), "banned_words"),
+    ("split by one space", text("quel con nard"), "banned_words"),
+    ("split after two letters", text("une vraie sa lope"), "banned_words"),
+    ("split by a braille blank", text("quel con\u2800nard"), "banned_words"),
+    ("split, disguised", text("quel c0n n4rd"), "banned_words"),
+    ("brackets for an o", text("quel c()nnard"), "banned_words"),
+    ("a pipe for an l", text("quel sa|aud"), "banned_words"),
+    ("a javascript: link", text("clique", format="org.matrix.custom.html",
+                                formatted_body='<a href="javascript:alert(1)">ici</a>'), "links"),
+    ("a javascript: link, disguised", text("clique", format="org.matrix.custom.html",
+                                           formatted_body='<a href=" Java&#9;Script:alert(1)">ici</a>'), "links"),
+    ("a data: link", text("clique", format="org.matrix.custom.html",
+                          formatted_body='<a href="data:text/html;base64,PHNjcmlwdD4=">ici</a>'), "links"),
 ])
 def test_evasions_are_caught(name: str, content: dict[str, Any], protection: str) -> None:
     assert protection in decide(content), name
@@ -109,6 +121,10 @@ def test_evasions_are_caught(name: str, content: dict[str, Any], protection: str
     text("Les cônes de signalisation sont dans la cour"),
     text("version 1.2 du document, fichier rapport.txt"),  # not public suffixes: not links
     text("Je suis à l'ordinateur, computer science"),
+    text("Il a pu te le dire hier, la mer de glace, en cas de pluie"),  # short words side by side
+    text("Choix (a|b) : () vide, [] aussi, {} encore"),  # brackets and pipes that draw no letter
+    text("voir", format="org.matrix.custom.html",
+         formatted_body='<a href="mailto:secretariat@ac-lyon.fr">écrire</a> <a href="#haut">haut</a>'),
 ])
 def test_ordinary_messages_pass(content: dict[str, Any]) -> None:
     assert decide(content) == set()

@@ -29,6 +29,8 @@ POLL_KEYS = ("m.poll.start", "org.matrix.msc3381.poll.start")
 EXTENSIBLE_KEYS = ("m.text", "org.matrix.msc1767.text", "org.matrix.msc1767.message")
 _LEET = str.maketrans({"4": "a", "@": "a", "3": "e", "€": "e", "1": "i", "!": "i", "0": "o", "5": "s", "$": "s",
                        "7": "t"})
+# Letters drawn with punctuation: "c()nnard", "sa|ope" (a pipe reads as an l, as in "sa|aud").
+_DRAWN = (("()", "o"), ("[]", "o"), ("{}", "o"), ("|", "l"))
 _ALNUM = b"abcdefghijklmnopqrstuvwxyz0123456789"
 # Every byte but a lowercase letter or a digit reads as a word break (a space).
 _BREAKS = bytes(c if c in _ALNUM else 0x20 for c in range(256))
@@ -130,7 +132,14 @@ def _words(folded: str) -> str:
 def word_form(text: str) -> str:
     """' w1 w2 … ': a text's words in their normal form, one space apart and around; a banned
     word or phrase is looked for in this form (' conard ', ' fils de pute ')."""
-    return _words(_unicode_fold(text).translate(_LEET))
+    return _words(_leet(_unicode_fold(text)))
+
+
+def _leet(folded: str) -> str:
+    for drawn, letter in _DRAWN:
+        if drawn in folded:  # rare: most texts pay one search per pair, not a copy
+            folded = folded.replace(drawn, letter)
+    return folded.translate(_LEET)
 
 
 _SINGLES = re.compile(r"(?<= )(?:[a-z0-9] ){2,}")  # one-letter tokens in a row: linear, no nesting
@@ -144,7 +153,7 @@ def normalise(text: str) -> str:
     A text with leetspeak's characters in it is read twice: with them as letters ("c0nn4rd") and as
     what they also are, punctuation ("connard !", "connard!", where "!" is no i)."""
     folded = _unicode_fold(text)
-    leet = folded.translate(_LEET)
+    leet = _leet(folded)
     readings = []
     for form in (leet, folded) if leet != folded else (leet,):
         spaced = _words(form)

@@ -55,12 +55,22 @@ def _split(compiled: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
     return frozenset(e[1:-1] for e in compiled if _single(e)), tuple(e for e in compiled if not _single(e))
 
 
+def _halves_joined(tokens: list[str]) -> list[str]:
+    """Each two neighbouring words read as one ("con nard" -> conard), in the normal form (a letter
+    repeated across the gap once). Only where the whole is 6 letters or more: short words side by
+    side are everyday French ("il a pu te voir" is no "pute")."""
+    return [a + b[1:] if a[-1] == b[0] else a + b for a, b in zip(tokens, tokens[1:])
+            if len(a) >= 2 and len(b) >= 2 and len(a) + len(b) >= 6]
+
+
 def banned_word(texts: list[str], settings: BannedWords, *, compiled: tuple[str, ...] | None = None) -> str | None:
     normal = " ".join(normalise(t) for t in texts)
     words, phrases = _split(compiled if compiled is not None else compile_words(settings.words))
     # One set of the text's words for all the single words: a search of the whole text per word
     # form would cost more than every other step at the size limit.
-    if not words.isdisjoint(normal.split()) or any(p in normal for p in phrases):
+    tokens = normal.split()
+    if (not words.isdisjoint(tokens) or any(p in normal for p in phrases)
+            or not words.isdisjoint(_halves_joined(tokens))):
         return "langage contraire à la charte"
     return None
 
@@ -103,7 +113,27 @@ def _domain_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     return False
 
 
+# What an HTML link may be besides a web address: an e-mail address, a Matrix link, a section of
+# the message. Anything else (javascript:, data:, file:, vbscript:) runs or opens something on
+# click, whatever a client's sanitiser may or may not keep.
+# (A picture's mxc:// is no exception to the allow-list below: an inline picture skips the media
+# rule's file types, and a school may not have listed its homeserver's domain.)
+_SAFE_SCHEMES = frozenset({"http", "https", "mailto", "matrix", "mxc"})
+_SCHEME = re.compile(r"([a-z][a-z0-9+.-]*):")
+_URL_BLANKS = str.maketrans({c: None for c in range(0x21)} | {0x7F: None})
+
+
+def _scheme(href: str) -> str | None:
+    """The scheme a browser reads in an href: blanks and control characters anywhere are skipped
+    (" Java\tScript:" is javascript:), case folded; None for a relative link."""
+    m = _SCHEME.match(href.translate(_URL_BLANKS).lower())
+    return m.group(1) if m else None
+
+
 def links(texts: list[str], hrefs: list[str], settings: Links) -> str | None:
+    for href in hrefs:
+        if (scheme := _scheme(href)) is not None and scheme not in _SAFE_SCHEMES:
+            return f"lien d'un type non autorisé ({scheme}:)"
     for host in hosts(texts, hrefs):
         if not settings.allow_domains or not _domain_allowed(host, settings.allow_domains):
             return f"lien vers un site non autorisé ({host})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import unicodedata
 from typing import Any
@@ -59,7 +60,7 @@ def _halves_joined(tokens: list[str]) -> list[str]:
     """Each two neighbouring words read as one ("con nard" -> conard), in the normal form (a letter
     repeated across the gap once). Only where the whole is 6 letters or more: short words side by
     side are everyday French ("il a pu te voir" is no "pute")."""
-    return [a + b[1:] if a[-1] == b[0] else a + b for a, b in zip(tokens, tokens[1:])
+    return [a + b[1:] if a[-1] == b[0] else a + b for a, b in itertools.pairwise(tokens)
             if len(a) >= 2 and len(b) >= 2 and len(a) + len(b) >= 6]
 
 

@@ -164,7 +164,8 @@ def test_normal_form_is_linear_on_hostile_input() -> None:
 
 
 async def test_admin_commands_come_only_from_new_text_messages() -> None:
-    """An edit whose new body is `!status`, or a notice, never runs an admin command."""
+    """An edit whose new body is `!status`, a notice, or a malformed message (which moderation
+    takes down) never runs an admin command."""
     from bridge.admin_room import AdminRoom
     from bridge.matrix.received import ReceivedMessage
 
@@ -190,6 +191,8 @@ async def test_admin_commands_come_only_from_new_text_messages() -> None:
             "m.relates_to": {"rel_type": "m.replace", "event_id": "$old"}}
     await room.on_message(message(edit))
     await room.on_message(message({"msgtype": "m.notice", "body": "!status"}))
+    await room.on_message(message({"msgtype": "m.text", "body": "!status", "formatted_body": 3}))
+    await room.on_message(message({"msgtype": "m.text", "body": "!status", "m.mentions": "x"}))
     assert ran == [] and said == []
     await room.on_message(message({"msgtype": "m.text", "body": "!status"}))
     assert ran == ["status"] and said == ["ok"]

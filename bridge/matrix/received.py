@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeVar
 
 from bridge.logging import get_logger
 from bridge.policy.engine import REACTION
-from bridge.policy.texts import POLL_KEYS
+from bridge.policy.texts import POLL_KEYS, Malformed, message_texts
 
 log = get_logger(component="bot")
 
@@ -35,14 +36,22 @@ class ReceivedMessage:
         body = content.get("body")
         return cls(room_id, event_id, sender, body if isinstance(body, str) else "", decrypted, content, etype)
 
-    @property
+    @cached_property
     def is_new_text(self) -> bool:
         """A new text message (a reply counts): not an edit, a notice, or a relation such as a
-        thread or an annotation. Only these are ever taken as commands."""
+        thread or an annotation, and of the shape the spec gives it. Only these are ever taken as
+        commands: what moderation takes down as malformed is nobody's command. (Asked by each
+        hook in turn: worked out once.)"""
         relation = self.content.get("m.relates_to")
-        return (self.type == "m.room.message" and self.content.get("msgtype") == "m.text"
+        if not (self.type == "m.room.message" and self.content.get("msgtype") == "m.text"
                 and isinstance(self.content.get("body"), str) and "m.new_content" not in self.content
-                and not (isinstance(relation, dict) and relation.get("rel_type")))
+                and not (isinstance(relation, dict) and relation.get("rel_type"))):
+            return False
+        try:
+            message_texts(self.content)
+        except Malformed:
+            return False
+        return True
 
 
 MessageHook = Callable[[ReceivedMessage], Awaitable[None]]

@@ -28,11 +28,11 @@ from bridge.matrix.received import MESSAGE_TYPES, ReceivedMessage
 from bridge.metrics import Metrics
 from bridge.moderation_texts import CAUTION, MUTED, OUTSIDER, REPORT, UNREAD, UNREAD_WHY, WARN, WARN_OF, WAVE
 from bridge.mutes import Mutes
-from bridge.policy.engine import QUIET_NOTICE, Decision, Message, read_content
+from bridge.policy.engine import MEMBER, QUIET_NOTICE, Decision, Message, read_content
 from bridge.policy.holder import PolicyHolder, PolicySet
 from bridge.policy.memory import ModerationMemory
 from bridge.policy.model import Policies
-from bridge.policy.protections.text import compile_words
+from bridge.policy.protections.text import compile_words, staff_name
 from bridge.policy.protections.text import warm as warm_links
 from bridge.policy.shown_state import SHOWN_STATE
 from bridge.rooms.desired import ROOM_STATE_TYPE
@@ -275,6 +275,28 @@ class Moderator:
                 return
         self._unmanaged[room_id] = self.clock.now_ms() + 600_000
 
+    async def _staff_names(self, room_id: str, exempt_power: int) -> frozenset[str]:
+        """The display names of the room's members who are exempt from moderation (its staff, the
+        bridge's own users), in the form names are compared in."""
+        state = await self.api.room_state(room_id, as_user=self.actor(room_id))
+        levels: dict[str, Any] = {}
+        creators: set[str] = set()
+        for ev in state:
+            if ev.get("type") == "m.room.power_levels":
+                levels = ev.get("content") or {}
+            elif ev.get("type") == "m.room.create":  # from room version 12, creators outrank everyone
+                creators = {str(ev.get("sender")), *((ev.get("content") or {}).get("additional_creators") or [])}
+        users, default = levels.get("users") or {}, levels.get("users_default", 0)
+        names = set()
+        for ev in state:
+            content = ev.get("content") or {}
+            user, name = str(ev.get("state_key")), content.get("displayname")
+            if (ev.get("type") == MEMBER and content.get("membership") in ("join", "invite") and isinstance(name, str)
+                    and (user in creators or int(users.get(user, default)) >= exempt_power)):
+                names.add(staff_name(name))
+        names.discard("")
+        return frozenset(names)
+
     async def on_decrypted(self, msg: ReceivedMessage) -> None:
         """From the bot: only what it decrypted. Plaintext messages come with the homeserver's
         transactions (on_event), durably; the bot's sync sees them too, and must not count twice."""
@@ -293,7 +315,11 @@ class Moderator:
         words = self._words.get(profile.name)
         read = None
         exempt = message.sender_power >= profile.exempt_power  # read by nobody: see evaluate
-        if msg.content and not exempt and _weight(msg.content, INLINE_CHARS) >= INLINE_CHARS:
+        if msg.type == MEMBER and not exempt and profile.names and isinstance(msg.content.get("displayname"), str):
+            # A new name is held to the names the room's staff show now (a join or a rename: rare).
+            staff = await self._staff_names(msg.room_id, profile.exempt_power)
+            read = read_content(profile, msg.content, words, kind=msg.type, staff_names=staff)
+        elif msg.content and not exempt and _weight(msg.content, INLINE_CHARS) >= INLINE_CHARS:
             # A long message is read on the engine's own thread, so the event loop keeps answering
             # the homeserver and judging other messages meanwhile; a short one (the common case:
             # tens of microseconds) is read here, as the hop to a thread would cost more. Reading

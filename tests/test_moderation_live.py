@@ -414,12 +414,13 @@ async def test_reactions_polls_emotes_and_what_nio_cannot_parse_are_moderated_li
         await bridge.stop()
 
 
-async def test_an_insulting_display_name_or_leave_reason_is_taken_back_live(homeserver: Any, data_dir: Path,
+async def test_an_insulting_or_posing_display_name_or_leave_reason_is_taken_back_live(homeserver: Any, data_dir: Path,
                                                                              tmp_path: Path, humans: Any) -> None:
     """In an encrypted class room on Synapse, a parent gives themself an insulting per-room name,
-    then an ordinary one, then leaves with an insult as the reason: both insults are redacted (the
-    name is gone from the room's state, the parent stays a member until leaving), the ordinary
-    name stays. Joining every room of their children at once is no wave of messages: no mute."""
+    then a staff title, then an ordinary name, then leaves with an insult as the reason. The
+    insults and the title are redacted (the name is gone from the room's state, the parent stays
+    a member until leaving); the ordinary name stays. Joining every room of their children at
+    once is no wave of messages: no mute."""
     parent = await humans("parent")
     config = with_people(homeserver.config(data_dir), tmp_path, {"g-anne": parent.user_id})
     bridge, room_id = await _started_with_parent_in_cp(config, tmp_path, parent)
@@ -446,6 +447,8 @@ async def test_an_insulting_display_name_or_leave_reason_is_taken_back_live(home
         insult = await rename("Maman de C0NNARDS")
         await _wait(lambda: redacted(insult))
         assert await shown_name() is None
+        posing = await rename("Mme la Directrice")
+        await _wait(lambda: redacted(posing))
         assert await bridge.api.membership(room_id, parent.user_id, as_user=config.bot_user_id) == "join"
         fine = await rename("Anne (maman de Lina)")
         await _wait(lambda: _shown_is(shown_name, "Anne (maman de Lina)"))
@@ -459,6 +462,7 @@ async def test_an_insulting_display_name_or_leave_reason_is_taken_back_live(home
         assert not await redacted(fine)
         audit = [r.body for r in await bridge.store.audit_rows()]
         assert sum("moderation_banned_words" in b for b in audit) == 2
+        assert sum("moderation_names" in b for b in audit) == 1
         assert not any("moderation_fan_out" in b or "moderation_flood" in b for b in audit)
         assert not any("connard" in b.lower() or "salope" in b for b in audit)  # never the words themselves
     finally:

@@ -119,6 +119,28 @@ def test_names_reasons_and_topics_are_read_but_not_counted_as_messages() -> None
     assert mem.judge(profile, _msg("bonjour"), now=NOON).decisions == ()  # none of it was a message
 
 
+def test_a_name_posing_as_the_staff_is_refused() -> None:
+    """A staff title, in any disguise, plural or feminine, or the very name a moderator of the room
+    shows (by the same folding as words: "Mme Durαnd" is "Mme Durand"); ordinary names pass, and
+    a title inside a longer word is no title ("Laurent", "Profeta")."""
+    from bridge.policy.engine import read_content
+    from bridge.policy.model import Names
+    from bridge.policy.protections.text import staff_name
+
+    profile = Profile("p", names=Names())
+    staff = frozenset({staff_name("Mme Durand"), staff_name("Jean-Paul Morel")})
+
+    def verdict(name: str) -> list[str]:
+        content = {"membership": "join", "displayname": name}
+        return [d.protection for d in read_content(profile, content, kind="m.room.member", staff_names=staff)]
+
+    for posing in ("Mme la Directrice", "DIRECTEUR", "PR0F de maths", "la maîtresse", "Le C.P.E.", "Les profs",
+                   "Mme Durαnd", "mme  durand", "JEAN PAUL MOREL", "Secrétariat du collège", "ENT"):
+        assert verdict(posing) == ["names"], posing
+    for fine in ("Anne Martin (maman de Lina)", "Laurent Vincent", "Giulia Profeta", "Paul Morel", "Mme Durant"):
+        assert verdict(fine) == [], fine
+
+
 def test_exempt_power_is_never_judged() -> None:
     mem = ModerationMemory()
     teacher = Message("!r:s", "$t", "@t:s", 50, {"msgtype": "m.text", "body": "zut " * 3})
@@ -209,7 +231,7 @@ async def test_an_insulting_display_name_is_taken_back_and_the_member_stays(shel
     or a link there is redacted, which leaves the parent a member with no name but their id; an
     ordinary name stays, and the warning says what was removed."""
     mod, fake, room, parent, _clock, store = shell
-    names = {"insult": "Ce c0nnard de prof", "link": "Promo sur evil.ru", "fine": "Léa Martin (maman de Hugo)"}
+    names = {"insult": "Ce c0nnard de voisin", "link": "Promo sur evil.ru", "fine": "Léa Martin (maman de Hugo)"}
     sent = {}
     for what, name in names.items():
         content = {"membership": "join", "displayname": name}
@@ -224,6 +246,29 @@ async def test_an_insulting_display_name_is_taken_back_and_the_member_stays(shel
     rows = [r.body for r in await store.audit_rows()]
     assert sum("moderation_banned_words" in b for b in rows) == 1 and sum("moderation_links" in b for b in rows) == 1
     assert not any(names["insult"] in b or names["link"] in b for b in rows)  # nor the names themselves
+
+
+async def test_a_parent_taking_the_teachers_name_in_a_room_loses_it(shell: Any) -> None:
+    """The teacher (a moderator of the room) shows "Claire Durand"; the parent renames themself
+    "Claire Durand" in that room: redacted, and the school's moderators are told (report)."""
+    mod, fake, room, parent, _clock, store = shell
+    teacher = "@teacher:ent.test"
+    fake.register(teacher)
+    levels = fake.room(room).content("m.room.power_levels") or {}
+    fake.store.send_state(fake.room(room), mod.bot.user_id, "m.room.power_levels", "",
+                          {**levels, "users": {**(levels.get("users") or {}), teacher: 50}})
+    fake.store.invite(fake.room(room), mod.bot.user_id, teacher, None)
+    fake.store.join(fake.room(room), teacher)
+    fake.store.send_state(fake.room(room), teacher, "m.room.member", teacher,
+                          {"membership": "join", "displayname": "Claire Durand"})
+    content = {"membership": "join", "displayname": "CLAIRE DURAND"}
+    event_id = fake.store.send_state(fake.room(room), parent, "m.room.member", parent, content)["event_id"]
+    await mod.on_event({"type": "m.room.member", "room_id": room, "event_id": event_id, "sender": parent,
+                        "state_key": parent, "content": content})
+    assert fake.room(room).content("m.room.member", parent) == {"membership": "join"}
+    assert fake.room(room).content("m.room.member", teacher)["displayname"] == "Claire Durand"  # hers stays
+    rows = [r.body for r in await store.audit_rows()]
+    assert sum("moderation_names" in b for b in rows) == 1
 
 
 async def test_flood_mutes_then_the_clock_lifts_it(shell: Any) -> None:

@@ -55,7 +55,7 @@ def _explain(args: argparse.Namespace) -> int:
         print("    lecture du contenu désactivée : le salon est tenu par un compte sans appareil (aucune clé "
               "ne lui est partagée, le bot n'y est pas) ; seules les protections sur les métadonnées "
               "s'appliquent (flood, heures calmes, récidive, intrus) et les avis du pont n'y sont pas chiffrés")
-    for name in ("banned_words", "flood", "media", "links", "mentions", "quiet_hours"):
+    for name in ("banned_words", "flood", "media", "links", "mentions", "quiet_hours", "fan_out", "names"):
         p = getattr(profile, name)
         if p is None:
             continue
@@ -63,6 +63,8 @@ def _explain(args: argparse.Namespace) -> int:
                     if k not in ("action", "words")}
         if name == "banned_words":
             settings = {"mots": len(p.words)}
+        elif name == "names":
+            settings = {"titres réservés": len(p.reserved)}
         print(f"    - {name} -> {', '.join(p.action)}  {settings}")
     s = profile.strikes
     print(f"    - récidive : {s.threshold} fois en {s.window_hours:g} h -> muet {s.mute_minutes} min")

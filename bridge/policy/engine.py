@@ -34,6 +34,7 @@ class Message:
 
 
 REACTION = "m.reaction"
+MEMBER = "m.room.member"
 # Read like a message, but no message of its own: a reaction's key, a member's name, a topic.
 NOT_MESSAGES = frozenset({REACTION, *SHOWN_STATE})
 
@@ -70,13 +71,19 @@ def evaluate(profile: Profile, msg: Message, *, now: datetime, recent_ms: Sequen
 
 
 def read_content(profile: Profile, content: dict[str, Any], compiled_words: tuple[str, ...] | None = None,
-                 *, kind: str = "m.room.message") -> list[Decision]:
+                 *, kind: str = "m.room.message", staff_names: frozenset[str] = frozenset()) -> list[Decision]:
     """The decisions of the protections that read a message (or the state event `kind` names):
     it depends on nothing else (no memory, no time), so a long message can be read on another
-    thread than the one judging."""
+    thread than the one judging. `staff_names`: the names the room's moderators show (a
+    member's name must not be one of them)."""
     try:
         if kind in SHOWN_STATE:
-            return _words_and_links(profile, state_texts(kind, content), [], compiled_words)
+            out = _words_and_links(profile, state_texts(kind, content), [], compiled_words)
+            name = content.get("displayname")
+            if kind == MEMBER and profile.names and isinstance(name, str) and (
+                    why := text.impersonation(name, profile.names, staff_names)):
+                out.append(Decision("names", profile.names.action, why))
+            return out
         return _content(profile, content, compiled_words)
     except Malformed as exc:
         # Fail closed: content of the wrong shape is not guessed at, it is taken down.

@@ -13,7 +13,7 @@ from bridge.errors import InputError
 from bridge.policy.model import ACTIONS, BannedWords, Policies, Profile
 from bridge.yamlutil import clean, load_with_lines, where
 
-PROTECTIONS = {"banned_words", "flood", "media", "links", "mentions", "quiet_hours", "fan_out"}
+PROTECTIONS = {"banned_words", "flood", "media", "links", "mentions", "quiet_hours", "fan_out", "names"}
 
 
 def _parse_time(text: str) -> time | None:

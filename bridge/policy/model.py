@@ -64,6 +64,18 @@ class FanOut:
 
 
 @dataclass(frozen=True)
+class Names:
+    """A member's display name in a room may not pose as the school's staff: no title the staff
+    go by (in any disguise, plural or feminine), and not the name a moderator of the room shows."""
+
+    reserved: tuple[str, ...] = ("directeur", "directrice", "professeur", "prof", "enseignant", "maitre",
+                                 "maitresse", "instituteur", "institutrice", "principal", "proviseur", "cpe",
+                                 "administrateur", "administration", "moderateur", "moderatrice", "secretariat",
+                                 "academie", "rectorat", "ent", "ent-bridge")
+    action: tuple[str, ...] = ("redact", "warn", "report")
+
+
+@dataclass(frozen=True)
 class Strikes:
     threshold: int = 3
     window_hours: float = 24.0
@@ -83,6 +95,7 @@ class Profile:
     mentions: Mentions | None = None
     quiet_hours: QuietHours | None = None
     fan_out: FanOut | None = None
+    names: Names | None = None
     strikes: Strikes = field(default_factory=Strikes)
 
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import tldextract
 
 from bridge.policy import texts as text_forms
-from bridge.policy.model import BannedWords, Links, Mentions
+from bridge.policy.model import BannedWords, Links, Mentions, Names
 from bridge.policy.texts import normalise, word_form
 
 _EDGE = "<>()[]{}\"'.,;:!?«»“”‘’"
@@ -73,6 +73,27 @@ def banned_word(texts: list[str], settings: BannedWords, *, compiled: tuple[str,
     if (not words.isdisjoint(tokens) or any(p in normal for p in phrases)
             or not words.isdisjoint(_halves_joined(tokens))):
         return "langage contraire à la charte"
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def _reserved(words: tuple[str, ...]) -> tuple[BannedWords, tuple[str, ...]]:
+    return BannedWords(words), compile_words(words)
+
+
+def staff_name(name: str) -> str:
+    """The form in which two display names are the same name ("Mme Durand", "MME DURΑND")."""
+    return word_form(name).strip()
+
+
+def impersonation(name: str, settings: Names, staff_names: frozenset[str]) -> str | None:
+    """A member's display name that poses as the school's staff: a title of theirs, or the name
+    one of the room's moderators shows (`staff_names`, each in `staff_name` form)."""
+    rule, compiled = _reserved(settings.reserved)
+    if banned_word([name], rule, compiled=compiled):
+        return "nom affiché réservé à l'équipe de l'établissement"
+    if staff_name(name) in staff_names:
+        return "nom affiché d'un membre de l'équipe"
     return None
 
 

@@ -125,7 +125,7 @@ async def run(n: int, *, rate: float | None) -> tuple[float, list[float], int]:
             arrived, ev = await queue.get()
             arrivals[ev.event_id] = arrived
             decrypted = client.decrypt_event(ev)  # nio's Megolm decryption, as its sync loop does
-            await bot._on_text(_Room(ev.room_id), decrypted)
+            await bot._on_event(_Room(ev.room_id), decrypted)
         await bot.lanes.join()
         took = time.perf_counter() - start
         await producer

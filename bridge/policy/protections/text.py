@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import re
 import unicodedata
 from typing import Any
@@ -50,28 +49,38 @@ def compile_words(words: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(forms))
 
 
+# A banned word of this many letters or more is also found split in two by a space ("con nard");
+# shorter ones are not, as short words side by side are everyday French ("il a pu te voir").
+SPLIT_MIN = 6
+Halves = dict[str, tuple[str, ...]]  # a word's first half -> what the text shows when it is split there
+
+
 @functools.lru_cache(maxsize=64)
-def _split(compiled: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
-    """The single words (looked up among a text's words) apart from the phrases (searched for)."""
-    return frozenset(e[1:-1] for e in compiled if _single(e)), tuple(e for e in compiled if not _single(e))
-
-
-def _halves_joined(tokens: list[str]) -> list[str]:
-    """Each two neighbouring words read as one ("con nard" -> conard), in the normal form (a letter
-    repeated across the gap once). Only where the whole is 6 letters or more: short words side by
-    side are everyday French ("il a pu te voir" is no "pute")."""
-    return [a + b[1:] if a[-1] == b[0] else a + b for a, b in itertools.pairwise(tokens)
-            if len(a) >= 2 and len(b) >= 2 and len(a) + len(b) >= 6]
+def _split(compiled: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...], Halves]:
+    """The single words (looked up among a text's words) apart from the phrases (searched for),
+    and each single word's split forms, by first half: "conard" split after "con" shows as
+    ' con ard ' or, the n written twice, ' con nard ' (the normal form squeezed it once)."""
+    words = frozenset(e[1:-1] for e in compiled if _single(e))
+    halves: dict[str, set[str]] = {}
+    for w in words:
+        if len(w) >= SPLIT_MIN:
+            for k in range(2, len(w) - 1):  # both halves of two letters or more
+                head, tail = w[:k], w[k:]
+                halves.setdefault(head, set()).update({f" {head} {tail} ", f" {head} {head[-1]}{tail} "})
+    return words, tuple(e for e in compiled if not _single(e)), {h: tuple(sorted(f)) for h, f in halves.items()}
 
 
 def banned_word(texts: list[str], settings: BannedWords, *, compiled: tuple[str, ...] | None = None) -> str | None:
     normal = " ".join(normalise(t) for t in texts)
-    words, phrases = _split(compiled if compiled is not None else compile_words(settings.words))
+    words, phrases, halves = _split(compiled if compiled is not None else compile_words(settings.words))
     # One set of the text's words for all the single words: a search of the whole text per word
-    # form would cost more than every other step at the size limit.
+    # form would cost more than every other step at the size limit. Split words: the text's
+    # words that begin a banned word, found in the same C pass, and only their split forms
+    # searched for (most texts have none, and no per-word Python loop runs over a long text).
     tokens = normal.split()
-    if (not words.isdisjoint(tokens) or any(p in normal for p in phrases)
-            or not words.isdisjoint(_halves_joined(tokens))):
+    if not words.isdisjoint(tokens) or any(p in normal for p in phrases):
+        return "langage contraire à la charte"
+    if any(form in normal for head in halves.keys() & tokens for form in halves[head]):
         return "langage contraire à la charte"
     return None
 

@@ -28,13 +28,14 @@ from bridge.matrix.received import MESSAGE_TYPES, ReceivedMessage
 from bridge.metrics import Metrics
 from bridge.moderation_texts import CAUTION, MUTED, OUTSIDER, REPORT, UNREAD, UNREAD_WHY, WARN, WARN_OF, WAVE
 from bridge.mutes import Mutes
-from bridge.policy.engine import MEMBER, QUIET_NOTICE, Decision, Message, read_content
+from bridge.policy.engine import QUIET_NOTICE, Decision, Message, read_content
 from bridge.policy.holder import PolicyHolder, PolicySet
 from bridge.policy.memory import ModerationMemory
 from bridge.policy.model import Policies
 from bridge.policy.protections.text import compile_words, staff_name
 from bridge.policy.protections.text import warm as warm_links
-from bridge.policy.shown_state import SHOWN_STATE
+from bridge.policy.shown_state import MEMBER, SHOWN_STATE
+from bridge.reconcile.requests import privileged_creators
 from bridge.rooms.desired import ROOM_STATE_TYPE
 from bridge.rooms.templates import keyless_templates
 from bridge.store.base import Store
@@ -285,7 +286,7 @@ class Moderator:
             if ev.get("type") == "m.room.power_levels":
                 levels = ev.get("content") or {}
             elif ev.get("type") == "m.room.create":  # from room version 12, creators outrank everyone
-                creators = {str(ev.get("sender")), *((ev.get("content") or {}).get("additional_creators") or [])}
+                creators = privileged_creators(ev)
         users, default = levels.get("users") or {}, levels.get("users_default", 0)
         names = set()
         for ev in state:
@@ -315,17 +316,19 @@ class Moderator:
         words = self._words.get(profile.name)
         read = None
         exempt = message.sender_power >= profile.exempt_power  # read by nobody: see evaluate
+        staff: frozenset[str] = frozenset()
         if msg.type == MEMBER and not exempt and profile.names and isinstance(msg.content.get("displayname"), str):
             # A new name is held to the names the room's staff show now (a join or a rename: rare).
             staff = await self._staff_names(msg.room_id, profile.exempt_power)
-            read = read_content(profile, msg.content, words, kind=msg.type, staff_names=staff)
-        elif msg.content and not exempt and _weight(msg.content, INLINE_CHARS) >= INLINE_CHARS:
+        reader = functools.partial(read_content, profile, msg.content, words, kind=msg.type, staff_names=staff)
+        if msg.content and not exempt and _weight(msg.content, INLINE_CHARS) >= INLINE_CHARS:
             # A long message is read on the engine's own thread, so the event loop keeps answering
             # the homeserver and judging other messages meanwhile; a short one (the common case:
             # tens of microseconds) is read here, as the hop to a thread would cost more. Reading
             # depends on nothing but the message: only the judgement below touches the memory.
-            read = await asyncio.get_running_loop().run_in_executor(
-                self._engine(), functools.partial(read_content, profile, msg.content, words, kind=msg.type))
+            read = await asyncio.get_running_loop().run_in_executor(self._engine(), reader)
+        elif staff:  # read here, with the names it is held to (the memory's own reading knows none)
+            read = reader()
         # The memory (counts, strikes) is only touched here, on the event loop, one message at a
         # time: no lock, no await between reading it and updating it.
         outcome = self.memory.judge(profile, message, now=self.clock.now(), compiled_words=words, read=read)

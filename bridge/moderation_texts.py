@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bridge.policy.engine import REACTION
+from bridge.policy.shown_state import MEMBER
 
 WARN = {"fr": "{user} : votre message a été retiré ({reason}). Merci de respecter la charte.",
         "en": "{user}: your message was removed ({reason}). Please follow the charter."}
@@ -16,7 +17,7 @@ WARN_ROOM = {"fr": "{user} : le nom ou le sujet du salon que vous avez écrit a 
                    "Merci de respecter la charte.",
              "en": "{user}: the room name or topic you wrote was removed ({reason}). Please follow the charter."}
 # What a warning says was removed, by event type (a message otherwise).
-WARN_OF = {REACTION: WARN_REACTION, "m.room.member": WARN_MEMBER, "m.room.name": WARN_ROOM,
+WARN_OF = {REACTION: WARN_REACTION, MEMBER: WARN_MEMBER, "m.room.name": WARN_ROOM,
            "m.room.topic": WARN_ROOM}
 # A warning when the message stays (flood: the sender is muted, nothing is removed).
 CAUTION = {"fr": "{user} : attention ({reason}). Merci de respecter la charte.",

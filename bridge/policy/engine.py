@@ -9,7 +9,7 @@ from typing import Any
 
 from bridge.policy.model import Profile
 from bridge.policy.protections import other, text
-from bridge.policy.shown_state import SHOWN_STATE, state_texts
+from bridge.policy.shown_state import MEMBER, SHOWN_STATE, state_texts
 from bridge.policy.texts import Malformed, message_texts
 
 MALFORMED_ACTIONS = ("redact", "report")
@@ -34,7 +34,6 @@ class Message:
 
 
 REACTION = "m.reaction"
-MEMBER = "m.room.member"
 # Read like a message, but no message of its own: a reaction's key, a member's name, a topic.
 NOT_MESSAGES = frozenset({REACTION, *SHOWN_STATE})
 

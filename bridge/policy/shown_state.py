@@ -14,9 +14,10 @@ from typing import Any
 
 from bridge.policy.texts import Malformed, string_at, text_blocks
 
+MEMBER = "m.room.member"
 # Event type -> the keys of its content that clients show as text.
 SHOWN_KEYS: Mapping[str, tuple[str, ...]] = {
-    "m.room.member": ("displayname", "reason"),
+    MEMBER: ("displayname", "reason"),
     "m.room.name": ("name",),
     "m.room.topic": ("topic",),
 }

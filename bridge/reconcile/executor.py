@@ -42,7 +42,7 @@ from bridge.reconcile.actions import (
     target,
 )
 from bridge.reconcile.progress import Progress
-from bridge.reconcile.requests import create_room_body, creators_privileged, security_state
+from bridge.reconcile.requests import create_room_body, privileged_creators, security_state
 from bridge.rooms.desired import DesiredRoom
 from bridge.store.base import RoomRecord, Store
 
@@ -235,9 +235,7 @@ class RoomExecutor:
         """From room version 12 on, creators hold unlimited power outside `users`, and must not
         be listed there; before it, the creator's power is an ordinary `users` entry."""
         create = await self.api.get_state(room_id, "m.room.create", as_user=reader, whole_event=True)
-        content = create.get("content") or {}
-        creators = {create.get("sender"), *(content.get("additional_creators") or [])}
-        return creators_privileged(str(content.get("room_version", "1"))) and user in creators
+        return user in privileged_creators(create)
 
     async def _with_owner_power(self, room_id: str, content: Mapping[str, Any] | None, *, owner: str,
                                 reader: str | None = None) -> dict[str, Any]:

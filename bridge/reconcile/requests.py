@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from bridge.rooms.desired import ROOM_STATE_TYPE, DesiredRoom
@@ -57,3 +58,13 @@ def creators_privileged(room_version: str) -> bool:
     if room_version.startswith("org.matrix.hydra"):
         return True
     return room_version.isdigit() and int(room_version) >= 12
+
+
+def privileged_creators(create: Mapping[str, Any]) -> set[str]:
+    """Who holds unlimited power by creating the room (its `m.room.create` event): its sender and
+    additional creators from room version 12 on, nobody before it (the creator is then an
+    ordinary `users` entry)."""
+    content = create.get("content") or {}
+    if not creators_privileged(str(content.get("room_version", "1"))):
+        return set()
+    return {str(create.get("sender")), *(content.get("additional_creators") or [])}

@@ -32,10 +32,9 @@ from bridge.policy.engine import QUIET_NOTICE, Decision, Message, read_content
 from bridge.policy.holder import PolicyHolder, PolicySet
 from bridge.policy.memory import ModerationMemory
 from bridge.policy.model import Policies
-from bridge.policy.protections.text import compile_words, staff_name
+from bridge.policy.protections.text import compile_words
 from bridge.policy.protections.text import warm as warm_links
-from bridge.policy.shown_state import MEMBER, SHOWN_STATE
-from bridge.reconcile.requests import privileged_creators
+from bridge.policy.shown_state import MEMBER, SHOWN_STATE, room_staff
 from bridge.rooms.desired import ROOM_STATE_TYPE
 from bridge.rooms.templates import keyless_templates
 from bridge.store.base import Store
@@ -279,24 +278,7 @@ class Moderator:
     async def _staff_names(self, room_id: str, exempt_power: int) -> frozenset[str]:
         """The display names of the room's members who are exempt from moderation (its staff, the
         bridge's own users), in the form names are compared in."""
-        state = await self.api.room_state(room_id, as_user=self.actor(room_id))
-        levels: dict[str, Any] = {}
-        creators: set[str] = set()
-        for ev in state:
-            if ev.get("type") == "m.room.power_levels":
-                levels = ev.get("content") or {}
-            elif ev.get("type") == "m.room.create":  # from room version 12, creators outrank everyone
-                creators = privileged_creators(ev)
-        users, default = levels.get("users") or {}, levels.get("users_default", 0)
-        names = set()
-        for ev in state:
-            content = ev.get("content") or {}
-            user, name = str(ev.get("state_key")), content.get("displayname")
-            if (ev.get("type") == MEMBER and content.get("membership") in ("join", "invite") and isinstance(name, str)
-                    and (user in creators or int(users.get(user, default)) >= exempt_power)):
-                names.add(staff_name(name))
-        names.discard("")
-        return frozenset(names)
+        return room_staff(await self.api.room_state(room_id, as_user=self.actor(room_id)), exempt_power)[1]
 
     async def on_decrypted(self, msg: ReceivedMessage) -> None:
         """From the bot: only what it decrypted. Plaintext messages come with the homeserver's

@@ -264,3 +264,54 @@ async def test_no_parent_reads_another_familys_room_id_from_the_space(
     # Her own family room names the Space itself, for clients to show it there.
     status, parent = await sara.call("GET", f"/rooms/{own}/state/m.space.parent/{space}")
     assert status == 200 and parent.get("canonical") is True, parent
+
+
+@pytest.mark.asyncio
+async def test_the_homeserver_refuses_a_posing_or_insulting_name_before_anyone_sees_it(
+        guarded: Guarded, tmp_path: Path, people: Callable[[str], Awaitable[Person]]) -> None:
+    """The bridge takes such a name back once it is shown; the module refuses it up front, so a
+    muted parent can't rename again and again, and a global name stays out of the rooms and out
+    of the user directory."""
+    p, _, _, rooms = await _school(guarded, tmp_path, people)
+    anne, paul, claire = p["anne"], p["paul"], p["claire"]
+    cp = next(rid for key, rid in rooms.items() if key.startswith("class:") and ":CP:" in key)
+    for person in (anne, claire):
+        status, body = await person.call("POST", f"/rooms/{cp}/join", {})
+        assert status == 200, body
+    own = f"/rooms/{cp}/state/m.room.member/{anne.user_id}"
+    status, teacher = await anne.call("GET", f"/rooms/{cp}/state/m.room.member/{claire.user_id}")
+    assert status == 200 and teacher["displayname"], teacher
+    # A title, an insult, the teacher's own name (shouted).
+    for name in ("Mme la Directrice", "c0nnard", teacher["displayname"].upper()):
+        status, body = await anne.call("PUT", own, {"membership": "join", "displayname": name})
+        assert status == 403 and "charte" in body["error"] and name not in body["error"], (name, body)
+    status, body = await anne.call("PUT", own, {"membership": "join", "displayname": "Maman de Lina"})
+    assert status == 200, body  # an ordinary name goes through
+    # The teacher calls herself by her title: staff are not held to the names rule.
+    status, body = await claire.call("PUT", f"/rooms/{cp}/state/m.room.member/{claire.user_id}",
+                                     {"membership": "join", "displayname": "Maîtresse Claire"})
+    assert status == 200, body
+    # A global rename to an insult: the profile takes it (it is no room's), the rooms don't, and
+    # a search that found Anne no longer shows her.
+    await until(lambda: _finds(claire, anne))
+    status, body = await anne.call("PUT", f"/profile/{anne.user_id}/displayname", {"displayname": "sale c0nnard"})
+    assert status == 200, body
+    status, shown = await anne.call("GET", own)
+    assert status == 200 and shown.get("displayname") == "Maman de Lina", shown
+    await until(lambda: _not(_finds(claire, anne)))
+    # Accepting an invitation under a posing global name: Paul joins, without the name.
+    status, body = await paul.call("PUT", f"/profile/{paul.user_id}/displayname", {"displayname": "Le Directeur"})
+    assert status == 200, body
+    status, body = await paul.call("POST", f"/rooms/{cp}/join", {})
+    assert status == 200, body
+    status, joined = await paul.call("GET", f"/rooms/{cp}/state/m.room.member/{paul.user_id}")
+    assert status == 200 and joined["membership"] == "join" and "displayname" not in joined, joined
+    # Leaving with an insult as the reason: left, and the reason is not in the room.
+    status, body = await paul.call("POST", f"/rooms/{cp}/leave", {"reason": "bande de connards"})
+    assert status == 200, body
+    status, left = await claire.call("GET", f"/rooms/{cp}/state/m.room.member/{paul.user_id}")
+    assert status == 200 and left == {"membership": "leave"}, left
+
+
+async def _not(check: Awaitable[bool]) -> bool:
+    return not await check

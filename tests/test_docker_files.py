@@ -69,3 +69,47 @@ def test_docker_init_writes_every_first_time_file_once(tmp_path: Path, monkeypat
     before = (tmp_path / "config" / "config.yaml").read_text()
     assert main(["docker-init", "--server-name", "other.fr", "--out", str(tmp_path)]) == 0  # a second run keeps all
     assert (tmp_path / "config" / "config.yaml").read_text() == before
+
+
+def test_synapse_image_holds_what_the_access_module_imports() -> None:
+    """The Synapse image installs the bridge without its dependencies: whatever the module
+    imports beyond the standard library is Synapse's own or installed by Dockerfile.synapse, and
+    nothing of the bridge's runtime (nio, aiohttp, asyncpg, structlog) is imported at all."""
+    import re
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    probe = ("import sys, bridge.access.synapse_module; "  # packages on disk (not Cython's runtime module)
+             "print(' '.join(sorted({n.split('.')[0] for n, m in list(sys.modules.items()) "
+             "if getattr(m, '__file__', None)} - set(sys.stdlib_module_names))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    imported = {m for m in out if not m.startswith("_") and m != "bridge"}
+    assert not imported & {"nio", "aiohttp", "asyncpg", "structlog"}
+    by_module = metadata.packages_distributions()
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    def with_requirements(dists: set[str]) -> set[str]:
+        """The distributions and everything they require, all the way down (extras left out)."""
+        todo, seen = list(dists), set(dists)
+        while todo:
+            try:
+                requirements = metadata.requires(todo.pop()) or []
+            except metadata.PackageNotFoundError:  # a requirement for other Pythons (a marker)
+                continue
+            for r in requirements:
+                name = canonical(re.split(r"[ ;<>=!\[~(]", r, maxsplit=1)[0])
+                if "extra ==" not in r and name not in seen:
+                    seen.add(name)
+                    todo.append(name)
+        return seen
+
+    text = (DOCKER / "Dockerfile.synapse").read_text()
+    installed = {canonical(m) for m in re.findall(r'"([A-Za-z0-9_.-]+)[<>=]', text)}
+    assert installed, "Dockerfile.synapse installs the module's text reading"
+    image = with_requirements({"matrix-synapse"} | installed)
+    for module in sorted(imported):
+        dists = {canonical(d) for d in by_module.get(module, [module])}
+        assert dists & image, f"{module} ({dists}): not in the Synapse image"

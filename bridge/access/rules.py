@@ -50,12 +50,13 @@ class Rules:
     snapshot: Lookup
     bridge_users: frozenset[str]
 
-    def _free(self, user: str) -> bool:
+    def free(self, user: str) -> bool:
+        """The bridge's own users and the unrestricted ids: held to none of these rules."""
         return user in self.bridge_users or user in self.snapshot.unrestricted
 
     def reach(self, a: str, b: str) -> str | None:
         """May a find b in the user directory, open a DM with them, invite them?"""
-        if a == b or self._free(a) or self._free(b):
+        if a == b or self.free(a) or self.free(b):
             return None
         if not self.snapshot.loaded:
             return NO_DATA

@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bridge.access.links import ManagedRoom, Relations
 
-FORMAT = 3
+FORMAT = 4
+READABLE = frozenset({"3", str(FORMAT)})  # 3: before shown state was published (a bridge not yet upgraded)
 # People, rooms and groups are numbered: a département's snapshot is a few million small rows,
 # and each row keeps two integers instead of two Matrix ids.
 SCHEMA = """
@@ -34,6 +35,7 @@ CREATE TABLE member (room INTEGER NOT NULL, pid INTEGER NOT NULL, power INTEGER 
 CREATE TABLE room_id (room_id TEXT PRIMARY KEY, room INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE family (room INTEGER NOT NULL, fam INTEGER NOT NULL, pid INTEGER NOT NULL,
                      PRIMARY KEY (room, fam, pid)) WITHOUT ROWID;
+CREATE TABLE shown (template TEXT PRIMARY KEY, rules TEXT NOT NULL);
 """
 
 
@@ -44,9 +46,10 @@ class _Numbers(dict[str, int]):
 
 
 def write_snapshot(path: Path, relations: Relations, rooms: Iterable[ManagedRoom], room_ids: dict[str, str], *,
-                   generated_ms: int) -> None:
+                   generated_ms: int, shown: Mapping[str, Mapping[str, object]] | None = None) -> None:
     """room_ids: room id -> ref of the rooms that exist (new rooms name their ref in their
-    `fr.ent-bridge.room` state)."""
+    `fr.ent-bridge.room` state); shown: template -> the moderation rules its rooms' names and
+    topics are held to (`access.shown.publish`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
@@ -73,6 +76,8 @@ def write_snapshot(path: Path, relations: Relations, rooms: Iterable[ManagedRoom
                        sorted((i, refs[ref]) for i, ref in room_ids.items() if ref in refs))
         db.executemany("INSERT INTO person VALUES (?, ?)", [(n, m) for m, n in people.items()])
         db.executemany("INSERT INTO side VALUES (?, ?)", [(n, s) for s, n in sides.items()])
+        db.executemany("INSERT INTO shown VALUES (?, ?)",
+                       [(t, json.dumps(r, sort_keys=True)) for t, r in sorted((shown or {}).items())])
         db.execute("CREATE INDEX link_grp ON link (grp, pid, side)")
         db.commit()
     finally:
@@ -92,6 +97,7 @@ class AccessSnapshot:
         self._identity: tuple[int, int] | None = None
         self.unrestricted: frozenset[str] = frozenset()
         self.generated_ms = 0
+        self.shown: dict[str, Any] = {}  # template -> its published moderation rules (JSON)
 
     @property
     def loaded(self) -> bool:
@@ -109,14 +115,17 @@ class AccessSnapshot:
         db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
         try:
             meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
-            if meta.get("format") != str(FORMAT):
+            if meta.get("format") not in READABLE:
                 raise sqlite3.DatabaseError(f"snapshot format {meta.get('format')!r}, expected {FORMAT}")
-        except sqlite3.DatabaseError:
+            shown = ({str(t): json.loads(r) for t, r in db.execute("SELECT template, rules FROM shown")}
+                     if meta["format"] != "3" else {})
+        except (sqlite3.DatabaseError, ValueError):
             db.close()
             raise
         old, self._db, self._identity = self._db, db, identity
         self.unrestricted = frozenset(json.loads(meta.get("unrestricted", "[]")))
         self.generated_ms = int(meta.get("generated_ms", "0"))
+        self.shown = shown
         if old is not None:
             old.close()
         return True
@@ -141,6 +150,10 @@ class AccessSnapshot:
 
     def ref_of(self, room_id: str) -> str | None:
         row = self._one("SELECT r.ref FROM room_id i JOIN room r ON r.id = i.room WHERE i.room_id = ?", room_id)
+        return str(row[0]) if row else None
+
+    def template(self, ref: str) -> str | None:
+        row = self._one("SELECT template FROM room WHERE ref = ?", ref)
         return str(row[0]) if row else None
 
     def history(self, ref: str) -> str | None:

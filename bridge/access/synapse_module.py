@@ -10,8 +10,9 @@ In homeserver.yaml (see README, "Module Synapse"):
                          "@ent-bridge_keyless:ent.example.fr"]
           refresh_seconds: 10
 
-Synapse imports this file from the bridge's distribution; it needs nothing but the standard
-library and Synapse's module API. Refusals are M_FORBIDDEN with a reason the client shows.
+Synapse imports this file from the bridge's distribution, with the dependencies of the bridge's
+text reading (lxml, confusable-homoglyphs, tldextract: names and topics are read as the bridge's
+moderation reads them). Refusals are M_FORBIDDEN with a reason the client shows.
 """
 
 from __future__ import annotations
@@ -20,14 +21,19 @@ import logging
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from bridge.access.links import DIRECTOR, STAFF, TEACHER
 from bridge.access.rules import ROOM_STATE_TYPE, Rules
+from bridge.access.shown import StateRules, check_state, global_name_refused, restore
 from bridge.access.snapshot import AccessSnapshot
+from bridge.policy.shown_state import SHOWN_STATE
 
 log = logging.getLogger("ent_bridge.access")
 CONFIG_KEYS = frozenset({"snapshot", "bridge_users", "refresh_seconds"})
 NOT_SPAM = "NOT_SPAM"
+STAFF_SIDES = frozenset({TEACHER, STAFF, DIRECTOR})
+ROOM_STAFF_STATE = frozenset({"m.room.member", "m.room.power_levels", "m.room.create"})  # what room_staff reads
 
 
 class ModuleConfigError(ValueError):
@@ -55,6 +61,7 @@ class AccessModule:
         self.api = api
         self.snapshot = AccessSnapshot(config["snapshot"])
         self.rules = Rules(self.snapshot, config["bridge_users"])
+        self.shown: dict[str, StateRules] = {}  # template -> what its rooms' names and topics are held to
         self._refresh()
         api.register_spam_checker_callbacks(
             user_may_invite=self.user_may_invite, user_may_join_room=self.user_may_join_room,
@@ -69,10 +76,17 @@ class AccessModule:
 
     def _refresh(self) -> None:
         try:
-            if self.snapshot.refresh():
-                log.info("ent-bridge access snapshot loaded (generated at %s ms)", self.snapshot.generated_ms)
+            if not self.snapshot.refresh():
+                return
+            log.info("ent-bridge access snapshot loaded (generated at %s ms)", self.snapshot.generated_ms)
         except (sqlite3.DatabaseError, OSError, ValueError) as exc:  # keep the previous one
             log.error("ent-bridge access snapshot unreadable, previous rules kept: %s", exc)
+            return
+        try:
+            self.shown = {t: restore(r) for t, r in self.snapshot.shown.items()}
+        except ValueError as exc:  # the bridge's own moderation stays the line for names
+            self.shown = {}
+            log.error("ent-bridge moderation rules in the snapshot unreadable, names not checked here: %s", exc)
 
     @staticmethod
     def _answer(why: str | None) -> Any:
@@ -103,8 +117,17 @@ class AccessModule:
         return self._answer(self.rules.create_room(user, config))
 
     async def check_username_for_spam(self, profile: Mapping[str, Any], requester: str) -> bool:
-        """True hides the user from the requester's directory search."""
-        return self.rules.reach(requester, str(profile.get("user_id"))) is not None
+        """True hides the user from the requester's directory search: someone the requester may
+        not reach, or a member whose global name the rooms would not take (staff are exempt, as
+        in the rooms: their names are theirs)."""
+        user = str(profile.get("user_id"))
+        if self.rules.reach(requester, user) is not None:
+            return True
+        if user == requester or self.rules.free(user) or self.rules.free(requester):
+            return False  # the district's admins find whoever they must act on, whatever the name
+        if self.snapshot.sides(user) & STAFF_SIDES:
+            return False
+        return global_name_refused(self.shown.values(), profile.get("display_name"))
 
     async def check_event_allowed(self, event: Any, state_events: Mapping[tuple[str, str], Any]
                                   ) -> tuple[bool, dict[str, Any] | None]:
@@ -118,9 +141,36 @@ class AccessModule:
         previous = state_events.get(("m.room.power_levels", ""))
         why = self.rules.state(event.sender, event.type, event.content, managed=marker is not None, ref=ref,
                                previous_power=previous.content if previous is not None else None)
+        if why is None and marker is not None and event.type in SHOWN_STATE and not self.rules.free(event.sender):
+            return self._shown(event, marker, ref, state_events)
         if why is None:
             return True, None
         log.info("ent-bridge refused %s from %s in %s", event.type, event.sender, event.room_id)
-        from synapse.api.errors import Codes, SynapseError
+        _refuse(why)
 
-        raise SynapseError(403, why, Codes.FORBIDDEN)  # Synapse passes it to the client, reason and all
+    def _shown(self, event: Any, marker: Any, ref: str | None, state_events: Mapping[tuple[str, str], Any]
+               ) -> tuple[bool, dict[str, Any] | None]:
+        """A name, a reason or a topic in a managed room, held to the room's moderation rules."""
+        template = marker.content.get("template")
+        if not isinstance(template, str):
+            template = (self.snapshot.template(ref) if ref else None) or ""
+        rules = self.shown.get(template)
+        if rules is None:
+            return True, None
+        state = ({"type": ev.type, "state_key": ev.state_key, "sender": ev.sender, "content": ev.content}
+                 for (etype, _), ev in state_events.items() if etype in ROOM_STAFF_STATE)
+        verdict = check_state(rules, event.sender, event.type, event.state_key, event.content, state)
+        if verdict is None:
+            return True, None
+        # Never the name or the text itself in a log: only what was found.
+        log.info("ent-bridge held %s from %s in %s to the rules (%s)", event.type, event.sender, event.room_id,
+                 ",".join(verdict.protections))
+        if verdict.refuse is not None:
+            _refuse(verdict.refuse)
+        return True, {**event.get_dict(), "content": verdict.content}
+
+
+def _refuse(why: str) -> NoReturn:
+    from synapse.api.errors import Codes, SynapseError
+
+    raise SynapseError(403, why, Codes.FORBIDDEN)  # Synapse passes it to the client, reason and all

@@ -9,10 +9,12 @@ person's messages, a leave or knock reason appears in the timeline. Read like a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from bridge.policy.protections.text import staff_name
 from bridge.policy.texts import Malformed, string_at, text_blocks
+from bridge.reconcile.requests import privileged_creators
 
 MEMBER = "m.room.member"
 # Event type -> the keys of its content that clients show as text.
@@ -36,3 +38,35 @@ def state_texts(etype: str, content: Mapping[str, Any]) -> list[str]:
             raise Malformed("m.topic is not an object")
         texts += text_blocks(topic.get("m.text"), "m.topic m.text") if topic.get("m.text") is not None else []
     return [t for t in texts if t]
+
+
+def room_staff(state: Iterable[Mapping[str, Any]], exempt_power: int) -> tuple[frozenset[str], frozenset[str]]:
+    """Who of a room (its state events) is exempt from moderation, by power or as a privileged
+    creator, and the display names its exempt members show, in `staff_name` form: a member's
+    name is held to them."""
+    levels: Mapping[str, Any] = {}
+    creators: set[str] = set()
+    members = []
+    for ev in state:
+        etype = ev.get("type")
+        if etype == "m.room.power_levels":
+            levels = ev.get("content") or {}
+        elif etype == "m.room.create":  # from room version 12, creators outrank everyone
+            creators = privileged_creators(ev)
+        elif etype == MEMBER:
+            members.append(ev)
+    users, default = levels.get("users") or {}, levels.get("users_default", 0)
+
+    def exempt(user: str) -> bool:
+        level = users.get(user, default)
+        return user in creators or (isinstance(level, int) and level >= exempt_power)
+
+    people = {*creators, *(str(u) for u in users), *(str(ev.get("state_key")) for ev in members)}
+    names = set()
+    for ev in members:
+        content = ev.get("content") or {}
+        user, name = str(ev.get("state_key")), content.get("displayname")
+        if content.get("membership") in ("join", "invite") and isinstance(name, str) and exempt(user):
+            names.add(staff_name(name))
+    names.discard("")
+    return frozenset(u for u in people if exempt(u)), frozenset(names)

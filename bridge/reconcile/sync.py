@@ -12,9 +12,10 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge.access.links import Relations, families_by_room, managed_rooms, relations
+from bridge.access.shown import publish
 from bridge.access.snapshot import write_snapshot
 from bridge.audit import for_config as audit_for_config
 from bridge.clock import SYSTEM, Clock
@@ -25,6 +26,7 @@ from bridge.logging import get_logger
 from bridge.matrix.port import Homeserver
 from bridge.outsider_guard import OUTSIDERS_KEY, snapshot_of
 from bridge.policy.access import load_access
+from bridge.policy.folder import check_folder
 from bridge.reconcile import guards, planner
 from bridge.reconcile.actions import ErasePerson, Plan, ProvisionAccount
 from bridge.reconcile.executor import AccountAdmin, ApplyReport, RoomExecutor
@@ -72,6 +74,7 @@ class SyncPlan:
     now_ms: int
     relations: Relations  # who may reach whom, for the homeserver module
     families: dict[str, tuple[frozenset[str], ...]]  # room key -> its pupils' families (announcements)
+    shown: dict[str, dict[str, Any]]  # template -> what the module holds its rooms' names and topics to
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
     reach = await asyncio.to_thread(relations, directory, identities, load_access(config.policies_dir),
                                     secret=config.rooms.key_secret)
     families = await asyncio.to_thread(families_by_room, directory, identities, desired.rooms)
+    shown = publish(*await asyncio.to_thread(check_folder, config.policies_dir))
     desired = await _keep_pauses(desired, store)
     provision, more = await missing_accounts(config, directory, identities, known, accounts)
     if notes + more:
@@ -153,7 +157,8 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
                            allow_mass_removal=allow_mass_removal)
     log.info("sync_planned", actions=len(plan.actions), summary=json.dumps(plan.summary()), guard_ok=verdict.ok)
     gone, back = leaver_changes(known, present, leavers, now_ms=now_ms)
-    return SyncPlan(plan, verdict, desired, size, identities, known, gone, back, stats, now_ms, reach, families)
+    return SyncPlan(plan, verdict, desired, size, identities, known, gone, back, stats, now_ms, reach, families,
+                    shown)
 
 
 async def _keep_pauses(desired: DesiredState, store: Store) -> DesiredState:
@@ -205,7 +210,7 @@ async def _publish_access(config: Config, sp: SyncPlan, store: Store) -> None:
     ids = {r.room_id: refs[r.room_key] for r in await store.all_rooms() if not r.archived and r.room_key in refs}
     await asyncio.to_thread(write_snapshot, config.access_snapshot, sp.relations,
                             managed_rooms(sp.desired.rooms, sp.families), ids,
-                            generated_ms=sp.now_ms)
+                            generated_ms=sp.now_ms, shown=sp.shown)
     log.info("access_published", links=len(sp.relations.links), rooms=len(refs))
 
 

@@ -37,6 +37,7 @@ from bridge.policy.holder import PolicyHolder
 from bridge.scheduler import Resyncer
 from bridge.store import Store, open_store
 from bridge.tasks import cancel_and_wait
+from bridge.undecryptable import UndecryptableWatch
 
 log = get_logger(component="app")
 
@@ -166,6 +167,8 @@ class Bridge:
         handlers: list[EventHandler] = [log_event, outsiders.on_event]
         if moderator is not None:
             handlers.append(moderator.on_event)
+            if with_bot:  # an encrypted message the bot did not read waits for it, then is judged
+                handlers.append(UndecryptableWatch(moderator, clock=clock).on_event)
         dispatcher = Dispatcher(store, handlers, clock=clock)
         bot_user = config.bot_user_id
 

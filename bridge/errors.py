@@ -35,6 +35,15 @@ class StoreError(BridgeError):
     """The bridge's own database failed or holds something unexpected."""
 
 
+class NotYet(BridgeError):
+    """An event that can't be handled yet (waiting on something else): its handler asks the
+    dispatcher to look at it again at `until_ms`, which is no failure."""
+
+    def __init__(self, message: str, *, until_ms: int) -> None:
+        super().__init__(message)
+        self.until_ms = until_ms
+
+
 class MatrixError(BridgeError):
     """A homeserver request failed."""
 

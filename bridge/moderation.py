@@ -13,7 +13,7 @@ import asyncio
 import functools
 import hashlib
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from bridge.mutes import Mutes
 from bridge.policy.engine import QUIET_NOTICE, Decision, Message, read_content
 from bridge.policy.holder import PolicyHolder, PolicySet
 from bridge.policy.memory import ModerationMemory
-from bridge.policy.model import Policies
+from bridge.policy.model import Policies, Profile
 from bridge.policy.protections.text import compile_words
 from bridge.policy.protections.text import warm as warm_links
 from bridge.policy.shown_state import MEMBER, SHOWN_STATE, room_staff
@@ -192,6 +192,11 @@ class Moderator:
 
     # --- the hook -------------------------------------------------------------------------------
 
+    def profile_of(self, room_id: str) -> Profile | None:
+        """The moderation profile of a managed room's template (None: unknown room, or none)."""
+        profile: Profile | None = self._profile(room_id)
+        return profile
+
     def _profile(self, room_id: str) -> Any:
         template = self.templates.get(self.room_template.get(room_id, ""))
         return self.policies.profiles.get(template.moderation or "") if template else None
@@ -314,17 +319,21 @@ class Moderator:
         # The memory (counts, strikes) is only touched here, on the event loop, one message at a
         # time: no lock, no await between reading it and updating it.
         outcome = self.memory.judge(profile, message, now=self.clock.now(), compiled_words=words, read=read)
-        # Every decision about the message is on record before anything is done (one write for
-        # them all): an action that then fails (and is retried with the event) is never an action
-        # nobody can account for.
-        for d in outcome.decisions:
+        await self.carry_out(msg, outcome.decisions, mute_until_ms=outcome.mute_until_ms)
+
+    async def carry_out(self, msg: ReceivedMessage, decisions: Sequence[Decision], *,
+                        mute_until_ms: int | None = None) -> None:
+        """Every decision about the message is on record before anything is done (one write for
+        them all): an action that then fails (and is retried with the event) is never an action
+        nobody can account for."""
+        for d in decisions:
             self.audit.record(actor="ent-bridge", action=f"moderation_{d.protection}", room=msg.room_id,
                               subject=msg.sender, reason=d.reason, detail={"actions": list(d.actions),
                                                                            "event_id": msg.event_id})
-        if outcome.decisions:  # a message with nothing to record waits for no one's write
+        if decisions:  # a message with nothing to record waits for no one's write
             await self.audit.flush()
-        for decision in outcome.decisions:
-            await self._act(msg, decision, mute_until_ms=outcome.mute_until_ms)
+        for decision in decisions:
+            await self._act(msg, decision, mute_until_ms=mute_until_ms)
 
     async def _act(self, msg: ReceivedMessage, d: Decision, *, mute_until_ms: int | None) -> None:
         if self.metrics is not None:

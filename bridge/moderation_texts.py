@@ -16,9 +16,16 @@ WARN_MEMBER = {"fr": "{user} : votre nom affiché dans ce salon (ou le motif don
 WARN_ROOM = {"fr": "{user} : le nom ou le sujet du salon que vous avez écrit a été retiré ({reason}). "
                    "Merci de respecter la charte.",
              "en": "{user}: the room name or topic you wrote was removed ({reason}). Please follow the charter."}
+WARN_UNREADABLE = {"fr": "{user} : votre message chiffré n'a pas pu être lu par la modération de l'ENT : votre "
+                         "application n'a pas partagé sa clé avec l'ENT. Il a été retiré. Renvoyez-le ; si cela "
+                         "se reproduit, mettez votre application à jour ou autorisez l'envoi aux sessions non "
+                         "vérifiées.",
+                   "en": "{user}: your encrypted message could not be read by the ENT's moderation: your app did "
+                         "not share its key with the ENT. It was removed. Send it again; if this happens again, "
+                         "update your app or allow sending to unverified sessions."}
 # What a warning says was removed, by event type (a message otherwise).
 WARN_OF = {REACTION: WARN_REACTION, MEMBER: WARN_MEMBER, "m.room.name": WARN_ROOM,
-           "m.room.topic": WARN_ROOM}
+           "m.room.topic": WARN_ROOM, "m.room.encrypted": WARN_UNREADABLE}
 # A warning when the message stays (flood: the sender is muted, nothing is removed).
 CAUTION = {"fr": "{user} : attention ({reason}). Merci de respecter la charte.",
            "en": "{user}: careful ({reason}). Please follow the charter."}

@@ -251,3 +251,30 @@ async def test_a_handler_cancelled_from_within_leaves_nothing_waited_on(store: C
     assert await asyncio.wait_for(dispatcher.drain_once(), timeout=60) == 3  # returns (the bound: a hang fails)
     assert seen == ["$t2.0"]
     assert [(i.txn_id, i.idx) for i in await store.pending_events()] == [("t1", 0), ("t1", 1)]
+
+
+async def test_an_event_that_is_not_due_yet_is_looked_at_again_when_it_is(store: CountingStore) -> None:
+    """A handler that can't judge an event yet (an encrypted message waiting for its key) says
+    when to look again: on record, not due before then, handled once due."""
+    from bridge.clock import FakeClock
+    from bridge.errors import NotYet
+
+    clock = FakeClock()
+    due = clock.now_ms() + 60_000
+    calls: list[int] = []
+
+    async def handler(event: dict[str, Any]) -> None:
+        calls.append(clock.now_ms())
+        if clock.now_ms() < due:
+            raise NotYet("waiting", until_ms=due)
+
+    dispatcher = Dispatcher(store, [handler], clock=clock)
+    await _received(store, dispatcher, "t1", 1)
+    await dispatcher.drain_once()
+    [item] = await store.pending_events()
+    assert item.next_attempt_ms == due and item.last_error == "NotYet: waiting"
+    assert await store.pending_events(due_ms=due - 1) == []  # not due before its time
+    clock.advance(60)
+    dispatcher.notify()
+    await dispatcher.drain_once()
+    assert len(calls) == 2 and await store.pending_events() == []

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.clock import Clock
+from bridge.errors import NotYet
 from bridge.logging import get_logger
 from bridge.store.base import InboxItem, Store
 from bridge.tasks import cancel_and_wait
@@ -127,6 +128,13 @@ class Handling:
         try:
             for handler in self.handlers:
                 await handler(item.event)
+        except NotYet as wait:  # on record, looked at again when it is due (an attempt, no failure)
+            self._on_failed()
+            await self.store.event_failed(item.txn_id, item.idx, error=f"NotYet: {wait}",
+                                          max_attempts=self.max_attempts, next_attempt_ms=wait.until_ms)
+            log.info("event_postponed", txn_id=item.txn_id, event_id=item.event.get("event_id"),
+                     event_type=item.event.get("type"), until_ms=wait.until_ms)
+            return False
         except Exception as exc:  # noqa: BLE001 - any handler failure is recorded, not lost
             self._on_failed()
             attempts = item.attempts + 1

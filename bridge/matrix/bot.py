@@ -26,6 +26,7 @@ from bridge.matrix import identity, nio_schemas
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.avatar import default_avatar
 from bridge.matrix.cross_signing import CrossSigningKeys
+from bridge.matrix.late_keys import read_late
 from bridge.matrix.nio_client import AppserviceNioClient, GapUnread
 from bridge.matrix.received import (
     MESSAGE_TYPES,
@@ -42,6 +43,7 @@ nio_schemas.install()
 log = get_logger(component="bot")
 
 ROOM_EVENTS = (Event, BadEvent)  # what nio parsed into a class, and what it found of the wrong shape
+RECENT_DECRYPTED = 50_000  # ids of decrypted events kept in memory (the store keeps those handled)
 STOP_WAIT_S = 10.0  # at stop, how long received messages still being handled are waited for
 
 
@@ -75,6 +77,11 @@ class Bot:
         self.handled: Handled | None = None
         self.clock = clock
         self._replaying = False  # the first sync after start: what it brings may have been handled
+        # How far the bot has read, for moderation waiting on a key that may come late: the syncs
+        # completed, and the events decrypted lately (a bounded, oldest-first record).
+        self.syncs = 0
+        self._decrypted: dict[str, None] = {}
+        self._awaited: dict[str, asyncio.Future[None]] = {}  # event id -> resolved when it is decrypted
 
     @property
     def device_id(self) -> str:
@@ -181,12 +188,15 @@ class Bot:
 
     async def _on_sync(self, response: SyncResponse) -> None:
         self._replaying = False  # called once this sync's messages were queued
+        self.syncs += 1
         if self.checkpoints is not None:
             self.checkpoints.mark(response.next_batch)
         async with self._synced:
             self._synced.notify_all()
 
     async def _on_event(self, room: Any, event: Any) -> None:
+        if getattr(event, "decrypted", False):
+            self._read(str(event.event_id))
         source = getattr(event, "source", None) or {}
         etype = source.get("type")
         if etype not in MESSAGE_TYPES or event.sender == self.user_id:
@@ -232,6 +242,48 @@ class Bot:
             log.info("bot_joined_on_invite", room_id=room.room_id, sender=event.sender)
         except MatrixError as exc:
             log.warning("bot_join_failed", room_id=room.room_id, error=str(exc))
+
+    def _read(self, event_id: str) -> None:
+        self._decrypted[event_id] = None
+        if len(self._decrypted) > RECENT_DECRYPTED:
+            del self._decrypted[next(iter(self._decrypted))]
+        awaited = self._awaited.pop(event_id, None)
+        if awaited is not None and not awaited.done():
+            awaited.set_result(None)
+
+    async def has_decrypted(self, event_id: str, *, wait_s: float = 0.0) -> bool:
+        """Has the bot decrypted this event (lately, within `wait_s` from now, or before a
+        restart: the events it handled are on record)? The common case, a message the sync
+        decrypts a moment after the homeserver's transaction brought it, costs no store read."""
+        if event_id in self._decrypted:
+            return True
+        if wait_s > 0:
+            awaited = self._awaited.setdefault(event_id, asyncio.get_running_loop().create_future())
+            try:
+                await asyncio.wait_for(asyncio.shield(awaited), wait_s)
+                return True
+            except TimeoutError:
+                pass
+            finally:
+                self._awaited.pop(event_id, None)
+        return self.handled is not None and await self.handled.seen(event_id)
+
+    async def read_late(self, event: dict[str, Any], *, first: MessageHook) -> bool:
+        """An encrypted event of a homeserver transaction that the sync did not decrypt, tried
+        again with the keys held now. Read, it goes to the message hooks like any decrypted
+        message, `first` (moderation) awaited on its own: if it fails, the event is not counted as
+        read, and the transaction's event, still on record, is tried again."""
+        read, msg = read_late(self.client, event)
+        if msg is not None:
+            log.info("bot_message_read_late", room_id=msg.room_id, event_id=msg.event_id, sender=msg.sender)
+            await first(msg)
+            await run_hooks([h for h in self.message_hooks if h != first], msg, room_id=msg.room_id,
+                            event_id=msg.event_id)
+            if self.handled is not None:
+                self.handled.done(msg.event_id)
+        if read:
+            self._read(str(event.get("event_id")))
+        return read
 
     async def _on_undecryptable(self, room: Any, event: MegolmEvent) -> None:
         log.warning("bot_undecryptable", room_id=room.room_id, event_id=event.event_id,

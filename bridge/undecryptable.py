@@ -1,0 +1,70 @@
+"""Encrypted messages the bot can't read are not let through unread (imperative shell).
+
+Every encrypted message of a room moderation reads comes with the homeserver's transactions,
+durably, whether or not the bot's sync decrypts it. Here each one the bot has not decrypted is
+held on record (the dispatcher looks at it again when it is due) until the bot has synced past
+it; then it is read with the keys the bot holds by then, and moderated like any decrypted
+message, or, still unreadable, taken down and reported (`policy.unreadable`). Without this, a
+client that keeps its keys from the bot's device would write the one message nobody moderates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.clock import SYSTEM, Clock
+from bridge.errors import NotYet
+from bridge.logging import get_logger
+from bridge.matrix.received import ReceivedMessage
+from bridge.moderation import Moderator
+from bridge.policy.unreadable import GRACE_MS, look_again_at, unreadable
+
+log = get_logger(component="moderation")
+ENCRYPTED = "m.room.encrypted"
+# The bot's sync usually decrypts a message within moments of the transaction bringing it: waited
+# for here, in memory, so the common case puts nothing more on record than the transaction did.
+WAIT_S = 5.0
+WATCHED_MAX = 50_000  # messages waiting for their key, remembered in memory (a restart starts them again)
+
+
+class UndecryptableWatch:
+    def __init__(self, moderator: Moderator, *, clock: Clock = SYSTEM, grace_ms: int = GRACE_MS,
+                 wait_s: float = WAIT_S) -> None:
+        self.moderator = moderator
+        self.clock = clock
+        self.grace_ms = grace_ms
+        self.wait_s = wait_s
+        self._first: dict[str, tuple[int, int]] = {}  # event id -> (first seen ms, the bot's syncs then)
+
+    async def on_event(self, event: dict[str, Any]) -> None:
+        """Dispatcher hook (after moderation's): raises NotYet while a message waits for its key."""
+        if event.get("type") != ENCRYPTED:
+            return
+        mod, bot = self.moderator, self.moderator.bot
+        room_id, event_id, sender = str(event.get("room_id")), str(event.get("event_id")), str(event.get("sender"))
+        if bot.client is None or sender in (bot.user_id, mod.keyless):
+            return  # no bot reading (a bridge run without one): nothing to wait for
+        if not await mod.is_managed(room_id) or mod.keyless_room(room_id):
+            return  # keyless rooms are moderated on metadata: nobody there holds keys, by design
+        profile = mod.profile_of(room_id)
+        if profile is None or not profile.content_inspection:
+            return
+        if await mod.power(room_id, sender) >= profile.exempt_power:
+            return  # the staff's messages are not moderated: nothing to read them for
+        if await bot.has_decrypted(event_id, wait_s=self.wait_s if event_id not in self._first else 0.0):
+            self._first.pop(event_id, None)
+            return
+        now = self.clock.now_ms()
+        first = self._first.setdefault(event_id, (now, bot.syncs))
+        if len(self._first) > WATCHED_MAX:
+            del self._first[next(iter(self._first))]
+        due = look_again_at(first_ms=first[0], now_ms=now, syncs_since=bot.syncs - first[1], grace_ms=self.grace_ms)
+        if due is not None:
+            raise NotYet("an encrypted message the bot has not read yet", until_ms=due)
+        if await bot.read_late(event, first=mod.on_decrypted):
+            self._first.pop(event_id, None)
+            return
+        log.warning("moderation_unreadable", room_id=room_id, event_id=event_id, sender=sender,
+                    waited_ms=now - first[0])
+        await mod.carry_out(ReceivedMessage(room_id, event_id, sender, "", True, {}, ENCRYPTED), [unreadable()])
+        self._first.pop(event_id, None)

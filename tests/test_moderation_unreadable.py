@@ -111,3 +111,44 @@ async def _handled(bridge: Bridge, event_id: str) -> bool:
     """The transaction's copy of the event has left the inbox (handled, not held)."""
     return not any(item.event.get("event_id") == event_id for item in await bridge.store.pending_events(limit=1000))
 
+
+
+async def test_a_parent_reaches_the_bot_when_its_one_time_keys_ran_out(
+        homeserver: Any, data_dir: Any, tmp_path: Any, humans: Any) -> None:
+    """A Monday morning's new devices can claim all of the bot's one-time keys between two of
+    its syncs: the server then hands out the bot's fallback key, and the room key still reaches
+    the bot (else the message would be unreadable to moderation, and taken down)."""
+    import aiohttp
+
+    from bridge.matrix.nio_client import FALLBACK
+
+    bridge, parent, room_id, _ = await _class_room(homeserver, data_dir, tmp_path, humans)
+    try:
+        client = bridge.bot.client
+        assert client is not None
+
+        async def fallback_up() -> bool:
+            return FALLBACK in (client.unused_fallback_keys or [])
+
+        await _wait(fallback_up)
+
+        async def no_upload() -> None:  # the bot does not replenish its keys during the burst
+            return None
+
+        client.keys_upload = no_upload  # type: ignore[method-assign]
+        bot, device = bridge.config.bot_user_id, bridge.bot.device_id
+        claimed: list[dict[str, Any]] = []
+        async with aiohttp.ClientSession() as http:
+            while not claimed or not claimed[-1].get("fallback"):
+                assert len(claimed) <= 100, "the one-time keys never ran out"
+                async with http.post(f"{homeserver.url}/_matrix/client/v3/keys/claim",
+                                     headers={"Authorization": f"Bearer {parent.access_token}"},
+                                     json={"one_time_keys": {bot: {device: FALLBACK}}}) as resp:
+                    keys = (await resp.json())["one_time_keys"].get(bot, {}).get(device, {})
+                assert keys, "no key at all for the bot's device"
+                claimed.append(next(iter(keys.values())))
+        assert len(claimed) > 1 and not claimed[0].get("fallback")
+        sent = await _send(parent, room_id, "Bonjour, une question sur la sortie")
+        await _wait(lambda: bridge.bot.has_decrypted(sent))
+    finally:
+        await bridge.stop()

@@ -1,4 +1,5 @@
-"""The bot's nio client: authenticated by the as_token, and reading back what a limited sync skipped."""
+"""The bot's nio client: authenticated by the as_token, reading back what a limited sync skipped,
+and keeping a fallback key on the server (nio knows none)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from nio import AsyncClient, MessageDirection, RoomMemberEvent, RoomMessagesResponse, SyncResponse
+from aiohttp import ClientResponse
+from nio import (
+    AsyncClient,
+    KeysUploadError,
+    KeysUploadResponse,
+    MessageDirection,
+    RoomMemberEvent,
+    RoomMessagesResponse,
+    SyncResponse,
+)
+from nio.api import Api
 
 from bridge.logging import get_logger
 
@@ -16,6 +27,7 @@ GAP_PAGE = 100    # events a /messages request reads back
 GAP_PAGES = 50    # at most 5,000 events read back into one room's gap; beyond, the room is reported
 # Told of a room whose gap was not read whole: (room id, events read, "too_long" or "not_read").
 GapUnread = Callable[[str, int, str], Awaitable[None]]
+FALLBACK = "signed_curve25519"
 
 
 class AppserviceNioClient(AsyncClient):
@@ -32,6 +44,38 @@ class AppserviceNioClient(AsyncClient):
     """
 
     gap_unread: GapUnread | None = None
+    # What the last sync said of the device's fallback keys (None: no sync body seen yet).
+    unused_fallback_keys: list[str] | None = None
+
+    async def parse_body(self, transport_response: ClientResponse) -> dict[Any, Any]:
+        body: dict[Any, Any] = await super().parse_body(transport_response)
+        if "next_batch" in body:  # a sync's body: nio's SyncResponse keeps nothing of fallback keys
+            found = body.get("device_unused_fallback_key_types")
+            self.unused_fallback_keys = [str(k) for k in found] if isinstance(found, list) else None
+        return body
+
+    async def ensure_fallback_key(self) -> bool:
+        """Upload a new fallback key when the server says it holds no unused one. Why: the bot's
+        50 one-time keys can all be claimed between two of its syncs (a Monday morning's new
+        devices); a client that then finds no key can't open a session with the bot, shares no
+        room key with it, and its messages would be unreadable to moderation. The server hands
+        out the fallback key instead, and vodozemac takes a session opened with it."""
+        if self.olm is None or self.unused_fallback_keys is None or FALLBACK in self.unused_fallback_keys:
+            return False
+        account = self.olm.account._account  # vodozemac's Account: nio has no call for fallback keys
+        account.generate_fallback_key()
+        key_id, key = next(iter(account.fallback_key.items()))
+        signed: dict[str, Any] = {"key": key.to_base64(), "fallback": True}
+        signed["signatures"] = {self.user_id: {f"ed25519:{self.device_id}": self.olm.sign_json(signed)}}
+        method, path, data = Api.keys_upload(self.access_token, {"fallback_keys": {f"{FALLBACK}:{key_id}": signed}})
+        # nio's answer to a key upload marks the keys published and saves the account (its store).
+        answer = await self._send(KeysUploadResponse, method, path, data)
+        if isinstance(answer, KeysUploadError):
+            log.warning("bot_fallback_key_not_uploaded", error=str(answer.message)[:200])
+            return False
+        self.unused_fallback_keys = [*self.unused_fallback_keys, FALLBACK]
+        log.info("bot_fallback_key_uploaded", key_id=key_id)
+        return True
 
     async def send(self, method: str, path: str, data: Any = None, headers: dict[str, str] | None = None,
                    trace_context: Any = None, timeout: float | None = None) -> Any:
@@ -47,6 +91,10 @@ class AppserviceNioClient(AsyncClient):
                 if timeline.limited and timeline.prev_batch:
                     timeline.events[:0] = await self._read_gap(room_id, timeline.prev_batch, since)
         await super()._handle_sync(response)
+        try:
+            await self.ensure_fallback_key()
+        except Exception as exc:  # noqa: BLE001 - the sync's messages come first; tried again at the next
+            log.warning("bot_fallback_key_not_uploaded", error=type(exc).__name__)
 
     async def _read_gap(self, room_id: str, start: str, stop: str) -> list[Any]:
         """The room's events between two sync positions, oldest first. State is left out: the

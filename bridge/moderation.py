@@ -35,6 +35,7 @@ from bridge.policy.model import Policies, Profile
 from bridge.policy.protections.text import compile_words
 from bridge.policy.protections.text import warm as warm_links
 from bridge.policy.shown_state import MEMBER, SHOWN_STATE, room_staff
+from bridge.policy.unreadable import unreadable
 from bridge.rooms.desired import ROOM_STATE_TYPE
 from bridge.rooms.templates import keyless_templates
 from bridge.store.base import Store
@@ -319,6 +320,17 @@ class Moderator:
         # The memory (counts, strikes) is only touched here, on the event loop, one message at a
         # time: no lock, no await between reading it and updating it.
         outcome = self.memory.judge(profile, message, now=self.clock.now(), compiled_words=words, read=read)
+        await self.carry_out(msg, outcome.decisions, mute_until_ms=outcome.mute_until_ms)
+
+    async def on_unreadable(self, msg: ReceivedMessage) -> None:
+        """An encrypted message whose key never reached the bot: judged like any message (a flood
+        of them mutes, a wave across rooms too), what it says being `undecryptable`."""
+        profile = self._profile(msg.room_id)
+        if profile is None:
+            return
+        message = Message(msg.room_id, msg.event_id, msg.sender, await self._power(msg.room_id, msg.sender),
+                          msg.content, msg.type)
+        outcome = self.memory.judge(profile, message, now=self.clock.now(), read=[unreadable()])
         await self.carry_out(msg, outcome.decisions, mute_until_ms=outcome.mute_until_ms)
 
     async def carry_out(self, msg: ReceivedMessage, decisions: Sequence[Decision], *,

@@ -17,7 +17,7 @@ from bridge.errors import NotYet
 from bridge.logging import get_logger
 from bridge.matrix.received import ReceivedMessage
 from bridge.moderation import Moderator
-from bridge.policy.unreadable import GRACE_MS, look_again_at, unreadable
+from bridge.policy.unreadable import GRACE_MS, look_again_at
 
 log = get_logger(component="moderation")
 ENCRYPTED = "m.room.encrypted"
@@ -66,5 +66,8 @@ class UndecryptableWatch:
             return
         log.warning("moderation_unreadable", room_id=room_id, event_id=event_id, sender=sender,
                     waited_ms=now - first[0])
-        await mod.carry_out(ReceivedMessage(room_id, event_id, sender, "", True, {}, ENCRYPTED), [unreadable()])
+        content = event.get("content")
+        await mod.on_unreadable(ReceivedMessage(room_id, event_id, sender, "", False,
+                                                dict(content) if isinstance(content, dict) and content else
+                                                {"algorithm": None}, ENCRYPTED))
         self._first.pop(event_id, None)

@@ -553,3 +553,24 @@ async def test_messages_the_bot_could_not_read_back_are_audited_and_reported_to_
     mod._unmanaged["!dm:ent.test"] = 2**62  # known not to be the bridge's
     await mod.gap_unread("!dm:ent.test", 10, "not_read")
     assert len(mod.bot.notices) == 1
+
+
+def test_unreadable_messages_are_taken_down_without_a_strike_but_a_flood_of_them_mutes() -> None:
+    from bridge.policy.unreadable import unreadable
+
+    mem = ModerationMemory()
+
+    def unread(i: int) -> Any:  # an encrypted message judged i minutes after noon
+        msg = Message("!r:s", f"$u{next(_EVENTS)}", "@p:s", 0, {"algorithm": "m.megolm.v1.aes-sha2"},
+                      "m.room.encrypted")
+        return mem.judge(PROFILE, msg, now=NOON + timedelta(minutes=i), read=[unreadable()])
+
+    # Two a few minutes apart: both taken down, neither a strike (two strikes would mute here).
+    first, second = unread(0), unread(5)
+    for out in (first, second):
+        assert [d.protection for d in out.decisions] == ["undecryptable"] and out.mute_until_ms is None
+        assert out.decisions[0].actions == ("redact", "warn", "report")
+    # Four within ten seconds: a flood, muted like any other.
+    burst = [mem.judge(PROFILE, Message("!r:s", f"$b{i}", "@p:s", 0, {"algorithm": "x"}, "m.room.encrypted"),
+                       now=NOON + timedelta(minutes=10, seconds=i), read=[unreadable()]) for i in range(4)]
+    assert burst[-1].mute_until_ms is not None and "flood" in {d.protection for d in burst[-1].decisions}

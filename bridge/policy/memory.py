@@ -17,6 +17,9 @@ from bridge.policy.model import Profile
 
 QUIET_ANSWER_EVERY_MS = 12 * 3_600_000  # one automatic answer per evening, not one per message
 JUDGED_KEEP = 20_000  # event ids remembered (a few minutes of a busy district)
+# No strike: an evening's answer is no offence, and a message unreadable to moderation may be an
+# honest app's fault (it is taken down all the same; a flood of them still mutes).
+NO_STRIKE = frozenset({"quiet_hours", "undecryptable"})
 Key = tuple[str, str]  # (room id, user id)
 
 
@@ -64,7 +67,7 @@ class ModerationMemory:
         decisions = evaluate(profile, msg, now=now, recent_ms=list(recent), compiled_words=compiled_words, read=read)
         if counted:
             decisions += self._fan_out(profile, msg, now_ms)
-        if any(d.protection != "quiet_hours" for d in decisions):
+        if any(d.protection not in NO_STRIKE for d in decisions):
             strikes = self._strikes[key]
             strikes.append(now_ms)
             minutes = strike_escalation(strikes, now_ms, profile)

@@ -39,9 +39,7 @@ async def _class_room(homeserver: Any, data_dir: Any, tmp_path: Any, humans: Any
             notices.append(event.body)
 
     parent.add_event_callback(on_notice, RoomMessageNotice)
-    watch = next(h.__self__ for h in bridge.dispatcher.handlers if isinstance(getattr(h, "__self__", None),
-                                                                             UndecryptableWatch))
-    watch.grace_ms = 300  # the bot's two syncs are still waited for
+    _watch(bridge).grace_ms = 300  # the bot's two syncs are still waited for
     return bridge, parent, room_id, notices
 
 
@@ -152,3 +150,42 @@ async def test_a_parent_reaches_the_bot_when_its_one_time_keys_ran_out(
         await _wait(lambda: bridge.bot.has_decrypted(sent))
     finally:
         await bridge.stop()
+
+
+async def test_messages_the_bot_could_not_read_back_are_moderated_from_the_transactions(
+        homeserver: Any, data_dir: Any, tmp_path: Any, humans: Any, monkeypatch: Any) -> None:
+    """While the bridge is stopped a parent sends an insult and more messages than the bot reads
+    back into a gap (here: none at all). The bot's sync never shows the insult; the homeserver's
+    transactions do, and it is read with the key the bot holds, and redacted."""
+    from bridge.matrix import nio_client
+
+    monkeypatch.setattr(nio_client, "GAP_PAGES", 0)
+    parent = await humans("parent")
+    config = with_people(homeserver.config(data_dir), tmp_path, {"g-anne": parent.user_id})
+    bridge, room_id = await _started_with_parent_in_cp(config, tmp_path, parent)
+    await _send(parent, room_id, "bonjour")  # the parent's room key reaches the bot
+    await _wait(lambda: _handled_all(bridge))
+    await bridge.stop()
+    insult = await _send(parent, room_id, "quel c0nnard")
+    for n in range(12):  # a sync gives the last 10: the insult is not among them
+        await _send(parent, room_id, f"question {n}")
+    again = await Bridge.create(config)
+    _watch(again).grace_ms = 300  # before the start: the homeserver resends at once
+    await again.start()
+    try:
+        await _wait(lambda: _redacted(again, room_id, insult))
+        rows = [r.body for r in await again.store.audit_rows()]
+        assert any("moderation_banned_words" in b and insult in b for b in rows)
+        assert any("moderation_unread" in b for b in rows)  # the gap was still reported
+    finally:
+        await again.stop()
+
+
+async def _handled_all(bridge: Bridge) -> bool:
+    return not await bridge.store.pending_events(limit=1)
+
+
+def _watch(bridge: Bridge) -> UndecryptableWatch:
+    found: UndecryptableWatch = next(h.__self__ for h in bridge.dispatcher.handlers
+                                     if isinstance(getattr(h, "__self__", None), UndecryptableWatch))
+    return found

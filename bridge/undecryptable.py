@@ -81,8 +81,5 @@ class UndecryptableWatch:
             return
         log.warning("moderation_unreadable", room_id=room_id, event_id=event_id, sender=sender,
                     waited_ms=now - first[0])
-        content = event.get("content")
-        await mod.on_unreadable(ReceivedMessage(room_id, event_id, sender, "", False,
-                                                dict(content) if isinstance(content, dict) and content else
-                                                {"algorithm": None}, ENCRYPTED))
+        await mod.on_unreadable(ReceivedMessage(room_id, event_id, sender, "", False, {}, ENCRYPTED))
         self._first.pop(event_id, None)

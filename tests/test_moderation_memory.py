@@ -561,8 +561,7 @@ def test_unreadable_messages_are_taken_down_without_a_strike_but_a_flood_of_them
     mem = ModerationMemory()
 
     def unread(i: int) -> Any:  # an encrypted message judged i minutes after noon
-        msg = Message("!r:s", f"$u{next(_EVENTS)}", "@p:s", 0, {"algorithm": "m.megolm.v1.aes-sha2"},
-                      "m.room.encrypted")
+        msg = Message("!r:s", f"$u{next(_EVENTS)}", "@p:s", 0, {}, "m.room.encrypted")
         return mem.judge(PROFILE, msg, now=NOON + timedelta(minutes=i), read=[unreadable()])
 
     # Two a few minutes apart: both taken down, neither a strike (two strikes would mute here).
@@ -571,6 +570,6 @@ def test_unreadable_messages_are_taken_down_without_a_strike_but_a_flood_of_them
         assert [d.protection for d in out.decisions] == ["undecryptable"] and out.mute_until_ms is None
         assert out.decisions[0].actions == ("redact", "warn", "report")
     # Four within ten seconds: a flood, muted like any other.
-    burst = [mem.judge(PROFILE, Message("!r:s", f"$b{i}", "@p:s", 0, {"algorithm": "x"}, "m.room.encrypted"),
+    burst = [mem.judge(PROFILE, Message("!r:s", f"$b{i}", "@p:s", 0, {}, "m.room.encrypted"),
                        now=NOON + timedelta(minutes=10, seconds=i), read=[unreadable()]) for i in range(4)]
     assert burst[-1].mute_until_ms is not None and "flood" in {d.protection for d in burst[-1].decisions}

@@ -53,8 +53,10 @@ def evaluate(profile: Profile, msg: Message, *, now: datetime, recent_ms: Sequen
     if msg.sender_power >= profile.exempt_power:
         return []
     out: list[Decision] = []
-    if msg.content:  # empty where the policy forgoes content inspection: metadata rules only
-        out += read_content(profile, msg.content, compiled_words, kind=msg.type) if read is None else read
+    if read is not None:  # read beforehand (elsewhere), or what could not be read at all
+        out += read
+    elif msg.content:  # empty where the policy forgoes content inspection: metadata rules only
+        out += read_content(profile, msg.content, compiled_words, kind=msg.type)
     if msg.type in NOT_MESSAGES:
         # A reaction shows its key under a message, a member's name beside their messages: read
         # like a message's words, but no message of their own (three thumbs up are no flood, a

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -114,6 +115,9 @@ class LocalSynapse:
             "rc_reports": _relaxed(),
             **school_settings(),
             "enable_metrics": False,
+            # A fresh database queues ~60 background updates, run one a second by default; they
+            # include the user directory's rebuild, which drops whoever registers meanwhile.
+            "background_updates": {"sleep_enabled": False},
             **self.extra,
         }
         path = self.workdir / "homeserver.yaml"
@@ -134,11 +138,34 @@ class LocalSynapse:
                                    f" and homeserver.log")
             try:
                 with urllib.request.urlopen(self.url + "/_matrix/client/versions", timeout=1):
-                    return
+                    pass
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.1)
+                continue
+            if not self.background_updates():
+                return
+            time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"Synapse did not answer within {timeout}s")
+        raise RuntimeError(f"Synapse did not answer and finish its background updates within {timeout}s")
+
+    def background_updates(self) -> int:
+        """How many of Synapse's background updates are still to run. Handing over a fresh
+        Synapse before they end loses users: the user directory's rebuild (one of them) lists the
+        users when it starts, empties the directory later and puts back only those it listed."""
+        query = "SELECT count(*) FROM background_updates"
+        if self.postgres_dsn:
+            import psycopg2  # type: ignore[import-untyped]  # Synapse's own driver, always beside it
+
+            args = {k: v for k, v in self.postgres_dsn.items() if not k.startswith("cp_")}
+            with psycopg2.connect(**args) as pg, pg.cursor() as cur:
+                cur.execute(query)
+                row = cur.fetchone()
+            pg.close()
+        else:
+            with sqlite3.connect(self.workdir / "homeserver.db", timeout=30) as db:
+                row = db.execute(query).fetchone()
+            db.close()
+        return int(row[0]) if row else 0
 
     def stop(self) -> None:
         if self.process is None:

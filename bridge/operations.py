@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 
 from bridge import admin_room as texts
+from bridge.access.shown import publish
+from bridge.access.snapshot import republish_shown
 from bridge.audit import for_config as audit_for_config
 from bridge.clock import Clock
 from bridge.config import Config
@@ -62,9 +65,12 @@ class Operations:
         """One directory sync, applied when the guards allow it; a refusal is logged and reported.
         A broken export is reported (file and line) and changes nothing: the rooms, and the
         outsider rule, stay as the last good export made them."""
-        started = time.monotonic()
+        started, planned_by = time.monotonic(), self.policies.current.digest
         try:
             outcome = await self.sync(apply=True)
+            if self.policies.current.digest != planned_by:
+                # A reload during the sync: the snapshot it wrote holds the rules it was planned by.
+                await self._republish_rules()
         except InputError as exc:
             log.error("directory_export_refused", error=str(exc))
             self.last_sync = texts.export_refused(str(exc))
@@ -119,9 +125,21 @@ class Operations:
             log.error("policy_reload_failed_previous_kept", error=error)
             await self.notify(texts.policy_refused(error))
             return error
+        value = self.policies.current
         if self.moderator is not None:
-            self.moderator.adopt(self.policies.current)
+            self.moderator.adopt(value)
+        # The module holds names and topics to the rules in the snapshot: the new ones apply
+        # there now too, not at the next sync (hours away, or never while a guard refuses).
+        await self._republish_rules()
         return None
+
+    async def _republish_rules(self) -> None:
+        value = self.policies.current
+        if self.config.access_snapshot is None:
+            return
+        shown = publish(value.templates, value.policies)
+        if await asyncio.to_thread(republish_shown, self.config.access_snapshot, shown):
+            log.info("access_rules_republished", templates=len(shown), digest=value.digest)
 
     # --- the admin room's commands ------------------------------------------------------------
 

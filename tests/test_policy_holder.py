@@ -85,3 +85,51 @@ async def test_the_running_bridge_syncs_and_moderates_by_the_value_in_force(fold
         await asyncio.sleep(0)
         await bridge.api.close()
         await bridge.store.close()
+
+
+async def test_a_reload_holds_names_and_topics_to_the_new_rules_before_any_sync(folder: Path, tmp_path: Path) -> None:
+    from bridge.access.shown import global_name_refused, restore
+    from bridge.access.snapshot import AccessSnapshot
+
+    config_path, _ = write_bridge_files(tmp_path, hs_url="http://fake.invalid", bridge_port=free_port())
+    src = write_school(tmp_path, unique_school(tmp_path))
+    snapshot = tmp_path / "access" / "access.sqlite"
+    config = dataclasses.replace(load_config(config_path), database_url=f"sqlite:///{tmp_path / 'b.db'}",
+                                 directory_sources=(str(src),), watch_sources=False, policies_dir=folder,
+                                 access_snapshot=snapshot,
+                                 bot=dataclasses.replace(load_config(config_path).bot, store_dir=tmp_path / "d" / "nio"))
+    fake = FakeHomeserver(server_name=config.homeserver.server_name, as_token=config.appservice.as_token,
+                          sender=config.appservice.sender_localpart)
+    bridge = await Bridge.create(config, with_bot=False, transport=fake)
+
+    def refused(name: str) -> bool:
+        read = AccessSnapshot(snapshot)
+        assert read.refresh()
+        return global_name_refused([restore(read.shown["class"])], name)
+
+    def rows() -> tuple[int, int, int]:
+        import sqlite3
+
+        db = sqlite3.connect(snapshot)
+        try:
+            return tuple(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                         for t in ("link", "member", "room_id"))
+        finally:
+            db.close()
+
+    try:
+        await bridge.ops.resync()
+        assert snapshot.exists() and not refused("Monsieur Zorglub")
+        synced = rows()
+        assert synced[0] > 0 and synced[1] > 0
+        words = folder / "banned-words-fr.txt"
+        words.write_text(words.read_text() + "zorglub\n")
+        assert not refused("Monsieur Zorglub")  # an edit not yet accepted is not in force
+        assert await bridge.ops.reload_policies() is None
+        assert refused("Monsieur Zorglub") and not refused("Anne Martin")
+        assert rows() == synced  # the relations and rooms are the sync's, untouched
+        assert not list(snapshot.parent.glob(".*.tmp"))
+    finally:
+        await asyncio.sleep(0)
+        await bridge.api.close()
+        await bridge.store.close()

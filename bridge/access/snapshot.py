@@ -8,10 +8,13 @@ request ever leaves the machine: every check is an indexed lookup in this file.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +53,54 @@ def write_snapshot(path: Path, relations: Relations, rooms: Iterable[ManagedRoom
     """room_ids: room id -> ref of the rooms that exist (new rooms name their ref in their
     `fr.ent-bridge.room` state); shown: template -> the moderation rules its rooms' names and
     topics are held to (`access.shown.publish`)."""
+    with _replacing(path) as tmp:
+        _write(tmp, relations, rooms, room_ids, generated_ms=generated_ms, shown=shown)
+
+
+def republish_shown(path: Path, shown: Mapping[str, Mapping[str, object]]) -> bool:
+    """Replace only the published moderation rules (a policy reload: names and topics follow the
+    new rules at once, not at the next sync); False when there is no snapshot yet (the first sync
+    writes one with them)."""
+    if not path.exists():
+        return False
+    with _replacing(path) as tmp:
+        shutil.copyfile(path, tmp)  # under the lock: no sync renames a newer snapshot meanwhile
+        db = sqlite3.connect(tmp)
+        try:
+            db.execute("DELETE FROM shown")
+            _insert_shown(db, shown)
+            db.commit()
+        finally:
+            db.close()
+    return True
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary file to fill, then renamed over `path`; one writer at a time, across processes
+    (a sync in a child process and a reload in the bridge would otherwise undo each other)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            yield tmp
+            os.chmod(tmp, 0o640)  # the bridge's and Synapse's group, nobody else (Matrix ids of families)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _insert_shown(db: sqlite3.Connection, shown: Mapping[str, Mapping[str, object]]) -> None:
+    db.executemany("INSERT INTO shown VALUES (?, ?)",
+                   [(t, json.dumps(r, sort_keys=True)) for t, r in sorted(shown.items())])
+
+
+def _write(tmp: Path, relations: Relations, rooms: Iterable[ManagedRoom], room_ids: dict[str, str], *,
+           generated_ms: int, shown: Mapping[str, Mapping[str, object]] | None) -> None:
     people, groups, sides, refs = _Numbers(), _Numbers(), _Numbers(), _Numbers()
     db = sqlite3.connect(tmp)
     try:
@@ -76,16 +124,11 @@ def write_snapshot(path: Path, relations: Relations, rooms: Iterable[ManagedRoom
                        sorted((i, refs[ref]) for i, ref in room_ids.items() if ref in refs))
         db.executemany("INSERT INTO person VALUES (?, ?)", [(n, m) for m, n in people.items()])
         db.executemany("INSERT INTO side VALUES (?, ?)", [(n, s) for s, n in sides.items()])
-        db.executemany("INSERT INTO shown VALUES (?, ?)",
-                       [(t, json.dumps(r, sort_keys=True)) for t, r in sorted((shown or {}).items())])
+        _insert_shown(db, shown or {})
         db.execute("CREATE INDEX link_grp ON link (grp, pid, side)")
         db.commit()
     finally:
         db.close()
-    os.chmod(tmp, 0o640)  # the bridge's and Synapse's group, nobody else (Matrix ids of families)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class AccessSnapshot:

@@ -20,7 +20,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 
 # How much of the shells the unit tests (fake homeserver, no Synapse) cover; the issue's goal is 85 %.
 coverage-shells: $(STAMP)

@@ -144,6 +144,8 @@ class Bridge:
         ops = Operations(config=config, store=store, api=api, outsiders=outsiders, moderator=moderator,
                          notify=notify, clock=clock, policies=policies, isolate=isolate, metrics=metrics)
         snapshot = AccessSnapshot(config.access_snapshot) if config.access_snapshot else None
+        if moderator is not None and snapshot is not None:
+            moderator.given = snapshot.own_names
         absences = Absences(moderator=moderator, store=store, snapshot=snapshot, rooms_of=rooms_of, clock=clock,
                             language=config.rooms.language) if moderator else None
         help_desk = HelpDesk(bot=bot, snapshot=snapshot, admins=frozenset(config.admins),

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bridge.access.given import read_with_own_name
 from bridge.audit import AuditLog
 from bridge.clock import SYSTEM, Clock
 from bridge.errors import BridgeError, MForbidden, MNotFound
@@ -71,6 +72,9 @@ class Moderator:
                  metrics: Metrics | None = None, rooms_of: Callable[[str], list[str]] | None = None) -> None:
         """rooms_of: the managed rooms a person is entitled to (a wave's mute reaches them all)."""
         self.rooms_of = rooms_of
+        # Matrix id -> digests of the names the directory gives them (the access snapshot's):
+        # a parent's own name is not taken for a title or an insult (bridge/access/given.py).
+        self.given: Callable[[str], frozenset[str]] | None = None
         """holder: the running bridge's policies in force (its own over `policies_dir` without one)."""
         self.holder = holder or PolicyHolder(policies_dir)
         self.metrics = metrics
@@ -309,7 +313,11 @@ class Moderator:
             # A new name is held to the names the room's staff show now (a join or a rename: rare).
             staff = await self._staff_names(msg.room_id, profile.exempt_power)
         reader = functools.partial(read_content, profile, msg.content, words, kind=msg.type, staff_names=staff)
-        if msg.content and not exempt and _weight(msg.content, INLINE_CHARS) >= INLINE_CHARS:
+        own = self.given(msg.sender) if msg.type == MEMBER and not exempt and self.given is not None else None
+        if own and _weight(msg.content, INLINE_CHARS) < INLINE_CHARS:
+            read = read_with_own_name(functools.partial(read_content, profile, compiled_words=words, kind=msg.type,
+                                                        staff_names=staff), msg.content, msg.sender, own)
+        elif msg.content and not exempt and _weight(msg.content, INLINE_CHARS) >= INLINE_CHARS:
             # A long message is read on the engine's own thread, so the event loop keeps answering
             # the homeserver and judging other messages meanwhile; a short one (the common case:
             # tens of microseconds) is read here, as the hop to a thread would cost more. Reading

@@ -101,7 +101,9 @@ async def until(check: Callable[[], Awaitable[bool]], *, timeout: float = 120.0)
 
 
 async def _school(guarded: Guarded, tmp_path: Path, people: Callable[[str], Awaitable[Person]],
-                  policies: Path | None = None) -> tuple[dict[str, Person], Config, str, dict[str, str]]:
+                  policies: Path | None = None, surnames: dict[str, str] | None = None,
+                  ) -> tuple[dict[str, Person], Config, str, dict[str, str]]:
+    """surnames: person id -> a family name other than the fixture's."""
     names = {"t-cp": "claire", "t-ce1": "marc", "g-anne": "anne", "g-paul": "paul", "g-sara": "sara"}
     who = {pid: await people(name) for pid, name in names.items()}
     mapping = tmp_path / "mapping.yaml"
@@ -111,7 +113,10 @@ async def _school(guarded: Guarded, tmp_path: Path, people: Callable[[str], Awai
                                  bot=dataclasses.replace(base.bot, store_dir=tmp_path / "nio"),
                                  audit_head_file=tmp_path / "audit-head", policies_dir=policies or base.policies_dir,
                                  identity=dataclasses.replace(base.identity, mapping_file=mapping))
-    school = str(write_school(tmp_path, unique_school(tmp_path)))
+    data = unique_school(tmp_path)
+    for person in data["guardians"] + data["staff"]:
+        person["last_name"] = (surnames or {}).get(person["id"], person["last_name"])
+    school = str(write_school(tmp_path, data))
     bridge = await Bridge.create(config, with_bot=False)
     try:
         result = await run_sync(config, [school], store=bridge.store, api=bridge.api, apply=True)
@@ -311,6 +316,38 @@ async def test_the_homeserver_refuses_a_posing_or_insulting_name_before_anyone_s
     assert status == 200, body
     status, left = await claire.call("GET", f"/rooms/{cp}/state/m.room.member/{paul.user_id}")
     assert status == 200 and left == {"membership": "leave"}, left
+
+
+@pytest.mark.asyncio
+async def test_a_parent_whose_family_name_is_a_title_shows_it_and_is_found(
+        guarded: Guarded, tmp_path: Path, people: Callable[[str], Awaitable[Person]]) -> None:
+    """Sara's family name is Maître (the names rule's "maître"): the name the directory gives her
+    is hers, in the room and in the user directory; a title added to it is still refused."""
+    p, _, _, rooms = await _school(guarded, tmp_path, people, surnames={"g-sara": "Maître"})
+    sara, marc, anne = p["sara"], p["marc"], p["anne"]
+    ce1 = next(rid for key, rid in rooms.items() if key.startswith("class:") and ":CE1:" in key)
+    for person in (sara, anne):
+        status, body = await person.call("POST", f"/rooms/{ce1}/join", {})
+        assert status == 200, body
+    own = f"/rooms/{ce1}/state/m.room.member/{sara.user_id}"
+    status, body = await sara.call("PUT", own, {"membership": "join", "displayname": "Sara MAÎTRE"})
+    assert status == 200, body
+    status, body = await sara.call("PUT", own, {"membership": "join", "displayname": "Sara Maître, directrice"})
+    assert status == 403 and "charte" in body["error"], body
+    # Anne showing Sara's name poses as nobody she is: refused (the rule reads it as a title).
+    status, body = await anne.call("PUT", f"/rooms/{ce1}/state/m.room.member/{anne.user_id}",
+                                   {"membership": "join", "displayname": "Sara Maître"})
+    assert status == 403, body
+    status, body = await sara.call("PUT", f"/profile/{sara.user_id}/displayname", {"displayname": "Sara Maître"})
+    assert status == 200, body
+    await until(lambda: _finds(marc, sara))
+
+    async def shown_in_room() -> bool:
+        status, shown = await anne.call("GET", own)
+        assert status == 200, shown
+        return bool(shown.get("displayname") == "Sara Maître")
+
+    await until(shown_in_room)  # the profile's name reaches the room too
 
 
 async def _not(check: Awaitable[bool]) -> bool:

@@ -419,11 +419,11 @@ async def test_an_insulting_or_posing_display_name_or_leave_reason_is_taken_back
     """In an encrypted class room on Synapse, a parent gives themself an insulting per-room name,
     then a staff title, then an ordinary name, then leaves with an insult as the reason. The
     insults and the title are redacted (the name is gone from the room's state, the parent stays
-    a member until leaving); the ordinary name stays. Joining every room of their children at
-    once is no wave of messages: no mute."""
+    a member until leaving); the ordinary name stays, and so does her own name, though her family
+    name is Maître. Joining every room of their children at once is no wave of messages: no mute."""
     parent = await humans("parent")
     config = with_people(homeserver.config(data_dir), tmp_path, {"g-anne": parent.user_id})
-    bridge, room_id = await _started_with_parent_in_cp(config, tmp_path, parent)
+    bridge, room_id = await _started_with_parent_in_cp(config, tmp_path, parent, {"g-anne": "Maître"})
     try:
         for other in list(parent.invited_rooms):  # her other children's rooms, the school's
             await parent.join(other)
@@ -452,6 +452,8 @@ async def test_an_insulting_or_posing_display_name_or_leave_reason_is_taken_back
         assert await bridge.api.membership(room_id, parent.user_id, as_user=config.bot_user_id) == "join"
         fine = await rename("Anne (maman de Lina)")
         await _wait(lambda: _shown_is(shown_name, "Anne (maman de Lina)"))
+        own = await rename("Anne MAÎTRE")  # a third strike, were her name taken for a title
+        await _wait(lambda: _shown_is(shown_name, "Anne MAÎTRE"))
         left = await parent.send("POST", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/leave",
                                  json.dumps({"reason": "bande de salopes"}),
                                  headers={"Authorization": f"Bearer {parent.access_token}"})
@@ -459,7 +461,7 @@ async def test_an_insulting_or_posing_display_name_or_leave_reason_is_taken_back
         leave = (await bridge.api.get_state(room_id, "m.room.member", parent.user_id, as_user=config.bot_user_id,
                                             whole_event=True))["event_id"]
         await _wait(lambda: redacted(leave))
-        assert not await redacted(fine)
+        assert not await redacted(fine) and not await redacted(own)
         audit = [r.body for r in await bridge.store.audit_rows()]
         assert sum("moderation_banned_words" in b for b in audit) == 2
         assert sum("moderation_names" in b for b in audit) == 1
@@ -570,10 +572,14 @@ async def test_a_school_pause_on_synapse_holds_and_is_lifted_exactly_after_a_res
         await bridge.stop()
 
 
-async def _started_with_parent_in_cp(config: Any, tmp_path: Path, parent: Any) -> tuple[Bridge, str]:
+async def _started_with_parent_in_cp(config: Any, tmp_path: Path, parent: Any,
+                                     surnames: dict[str, str] | None = None) -> tuple[Bridge, str]:
     """A started bridge that made the sample school's rooms; the parent joined the CP class room
-    and the bot's device sees them there."""
-    school = str(write_school(tmp_path, unique_school(tmp_path)))
+    and the bot's device sees them there. surnames: person id -> a family name of one's own."""
+    data = unique_school(tmp_path)
+    for person in data["guardians"]:
+        person["last_name"] = (surnames or {}).get(person["id"], person["last_name"])
+    school = str(write_school(tmp_path, data))
     bridge = await Bridge.create(config)
     await bridge.start()
     result = await run_sync(config, [school], store=bridge.store, api=bridge.api, apply=True)

@@ -10,11 +10,13 @@ profile is published in the access snapshot (`publish`), and read back by the mo
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.policy.engine import read_content
+from bridge.access.given import read_with_own_name
+from bridge.policy.engine import Decision, read_content
 from bridge.policy.model import BannedWords, Links, Names, Policies, Profile
 from bridge.policy.protections.text import compile_words
 from bridge.policy.shown_state import MEMBER, SHOWN_KEYS, SHOWN_STATE, room_staff
@@ -82,22 +84,25 @@ def _why(protections: Iterable[str], reasons: Iterable[str]) -> str:
 
 
 def check_state(rules: StateRules, sender: str, event_type: str, state_key: str | None, content: Mapping[str, Any],
-                state: Iterable[Mapping[str, Any]]) -> Verdict | None:
+                state: Iterable[Mapping[str, Any]], *, given: Iterable[str] = ()) -> Verdict | None:
     """A state event a member sends in a managed room, against the room's current `state` (event
     dicts): None when nothing it shows breaks the rules, or when its sender is exempt.
 
     A member's rename (join to join) is refused: the client says why and the old name stays. Any
     other membership (accepting an invitation under an offending global name, leaving with an
     insult as the reason) goes through without what it would show: nobody is kept out of a room
-    or in one by their name. A room's name or topic is refused."""
+    or in one by their name. A room's name or topic is refused. given: the digests of the
+    sender's own names (`access.given`): their own name is not taken for a title or an insult."""
     if event_type not in SHOWN_STATE:
         return None
     state = list(state)
     exempt, staff_names = room_staff(state, rules.exempt_power)
     if sender in exempt:
         return None
-    decisions = read_content(rules.profile, dict(content), rules.compiled_words, kind=event_type,
-                             staff_names=staff_names)
+    def read(shown: dict[str, Any]) -> list[Decision]:
+        return read_content(rules.profile, shown, rules.compiled_words, kind=event_type, staff_names=staff_names)
+
+    decisions = read_with_own_name(read, content, sender, given) if event_type == MEMBER else read(dict(content))
     if not decisions:
         return None
     protections = tuple(d.protection for d in decisions)
@@ -112,9 +117,14 @@ def check_state(rules: StateRules, sender: str, event_type: str, state_key: str 
     return Verdict(content={k: v for k, v in content.items() if k not in shown}, protections=protections)
 
 
-def global_name_refused(published: Iterable[StateRules], name: object) -> bool:
+def global_name_refused(published: Iterable[StateRules], name: object, *, user: str = "",
+                        given: Iterable[str] = ()) -> bool:
     """A profile name that some managed room's rules would not take from a member: the user
-    directory shows global names, and a name refused in the rooms is not shown in a search."""
+    directory shows global names, and a name refused in the rooms is not shown in a search.
+    user, given: whose name it is, and the digests of their own names."""
     if not isinstance(name, str) or not name:
         return False
-    return any(read_content(r.profile, {"displayname": name}, r.compiled_words, kind=MEMBER) for r in published)
+    own = frozenset(given)
+    return any(read_with_own_name(functools.partial(read_content, r.profile, compiled_words=r.compiled_words,
+                                                    kind=MEMBER), {"displayname": name}, user, own)
+               for r in published)

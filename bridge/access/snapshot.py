@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bridge.access.links import ManagedRoom, Relations
 
-FORMAT = 4
-READABLE = frozenset({"3", str(FORMAT)})  # 3: before shown state was published (a bridge not yet upgraded)
+FORMAT = 5
+# 3: before shown state was published, 4: before own names were (a bridge not yet upgraded).
+READABLE = frozenset({"3", "4", str(FORMAT)})
 # People, rooms and groups are numbered: a département's snapshot is a few million small rows,
 # and each row keeps two integers instead of two Matrix ids.
 SCHEMA = """
@@ -39,6 +40,7 @@ CREATE TABLE room_id (room_id TEXT PRIMARY KEY, room INTEGER NOT NULL) WITHOUT R
 CREATE TABLE family (room INTEGER NOT NULL, fam INTEGER NOT NULL, pid INTEGER NOT NULL,
                      PRIMARY KEY (room, fam, pid)) WITHOUT ROWID;
 CREATE TABLE shown (template TEXT PRIMARY KEY, rules TEXT NOT NULL);
+CREATE TABLE given (pid INTEGER NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (pid, digest)) WITHOUT ROWID;
 """
 
 
@@ -49,12 +51,14 @@ class _Numbers(dict[str, int]):
 
 
 def write_snapshot(path: Path, relations: Relations, rooms: Iterable[ManagedRoom], room_ids: dict[str, str], *,
-                   generated_ms: int, shown: Mapping[str, Mapping[str, object]] | None = None) -> None:
+                   generated_ms: int, shown: Mapping[str, Mapping[str, object]] | None = None,
+                   given: Mapping[str, Iterable[str]] | None = None) -> None:
     """room_ids: room id -> ref of the rooms that exist (new rooms name their ref in their
     `fr.ent-bridge.room` state); shown: template -> the moderation rules its rooms' names and
-    topics are held to (`access.shown.publish`)."""
+    topics are held to (`access.shown.publish`); given: Matrix id -> digests of the names the
+    directory gives that person (`access.given`)."""
     with _replacing(path) as tmp:
-        _write(tmp, relations, rooms, room_ids, generated_ms=generated_ms, shown=shown)
+        _write(tmp, relations, rooms, room_ids, generated_ms=generated_ms, shown=shown, given=given or {})
 
 
 def republish_shown(path: Path, shown: Mapping[str, Mapping[str, object]]) -> bool:
@@ -100,7 +104,8 @@ def _insert_shown(db: sqlite3.Connection, shown: Mapping[str, Mapping[str, objec
 
 
 def _write(tmp: Path, relations: Relations, rooms: Iterable[ManagedRoom], room_ids: dict[str, str], *,
-           generated_ms: int, shown: Mapping[str, Mapping[str, object]] | None) -> None:
+           generated_ms: int, shown: Mapping[str, Mapping[str, object]] | None,
+           given: Mapping[str, Iterable[str]]) -> None:
     people, groups, sides, refs = _Numbers(), _Numbers(), _Numbers(), _Numbers()
     db = sqlite3.connect(tmp)
     try:
@@ -122,6 +127,8 @@ def _write(tmp: Path, relations: Relations, rooms: Iterable[ManagedRoom], room_i
                            [(rid, i, people[m]) for i, family in enumerate(room.families) for m in sorted(family)])
         db.executemany("INSERT INTO room_id VALUES (?, ?)",
                        sorted((i, refs[ref]) for i, ref in room_ids.items() if ref in refs))
+        db.executemany("INSERT OR IGNORE INTO given VALUES (?, ?)",
+                       sorted((people[m], d) for m, digests in given.items() if m in people for d in digests))
         db.executemany("INSERT INTO person VALUES (?, ?)", [(n, m) for m, n in people.items()])
         db.executemany("INSERT INTO side VALUES (?, ?)", [(n, s) for s, n in sides.items()])
         _insert_shown(db, shown or {})
@@ -141,6 +148,7 @@ class AccessSnapshot:
         self.unrestricted: frozenset[str] = frozenset()
         self.generated_ms = 0
         self.shown: dict[str, Any] = {}  # template -> its published moderation rules (JSON)
+        self._format = ""
 
     @property
     def loaded(self) -> bool:
@@ -169,6 +177,7 @@ class AccessSnapshot:
         self.unrestricted = frozenset(json.loads(meta.get("unrestricted", "[]")))
         self.generated_ms = int(meta.get("generated_ms", "0"))
         self.shown = shown
+        self._format = str(meta["format"])
         if old is not None:
             old.close()
         return True
@@ -216,6 +225,23 @@ class AccessSnapshot:
         rows = self._db.execute("SELECT DISTINCT s.name FROM link l JOIN side s ON s.id = l.side "
                                 "WHERE l.pid = (SELECT id FROM person WHERE mxid = ?)", (user,)).fetchall()
         return frozenset(str(r[0]) for r in rows)
+
+    def given(self, user: str) -> frozenset[str]:
+        """The digests of the names the directory gives this person (`access.given`)."""
+        if self._db is None or self._format in ("3", "4"):
+            return frozenset()
+        rows = self._db.execute("SELECT digest FROM given WHERE pid = (SELECT id FROM person WHERE mxid = ?)",
+                                (user,)).fetchall()
+        return frozenset(str(r[0]) for r in rows)
+
+    def own_names(self, user: str) -> frozenset[str]:
+        """`given`, from the latest snapshot readable (the bridge's reading: the module refreshes
+        on its own clock). An unreadable new file leaves the previous one in use."""
+        try:
+            self.refresh()
+        except (sqlite3.DatabaseError, OSError, ValueError):
+            pass  # the module logs it; names are then read as if nobody had one of their own
+        return self.given(user)
 
     def families(self, ref: str) -> list[frozenset[str]]:
         """The families of a class or school room: each pupil's legal guardians."""

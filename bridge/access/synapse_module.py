@@ -127,7 +127,8 @@ class AccessModule:
             return False  # the district's admins find whoever they must act on, whatever the name
         if self.snapshot.sides(user) & STAFF_SIDES:
             return False
-        return global_name_refused(self.shown.values(), profile.get("display_name"))
+        return global_name_refused(self.shown.values(), profile.get("display_name"), user=user,
+                                   given=self.snapshot.given(user))
 
     async def check_event_allowed(self, event: Any, state_events: Mapping[tuple[str, str], Any]
                                   ) -> tuple[bool, dict[str, Any] | None]:
@@ -159,7 +160,8 @@ class AccessModule:
             return True, None
         state = ({"type": ev.type, "state_key": ev.state_key, "sender": ev.sender, "content": ev.content}
                  for (etype, _), ev in state_events.items() if etype in ROOM_STAFF_STATE)
-        verdict = check_state(rules, event.sender, event.type, event.state_key, event.content, state)
+        verdict = check_state(rules, event.sender, event.type, event.state_key, event.content, state,
+                              given=self.snapshot.given(event.sender) if event.type == "m.room.member" else ())
         if verdict is None:
             return True, None
         # Never the name or the text itself in a log: only what was found.

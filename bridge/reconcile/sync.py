@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bridge.access.given import given_names
 from bridge.access.links import Relations, families_by_room, managed_rooms, relations
 from bridge.access.shown import publish
 from bridge.access.snapshot import write_snapshot
@@ -75,6 +76,7 @@ class SyncPlan:
     relations: Relations  # who may reach whom, for the homeserver module
     families: dict[str, tuple[frozenset[str], ...]]  # room key -> its pupils' families (announcements)
     shown: dict[str, dict[str, Any]]  # template -> what the module holds its rooms' names and topics to
+    given: dict[str, frozenset[str]]  # Matrix id -> digests of the names the directory gives them
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
                                     secret=config.rooms.key_secret)
     families = await asyncio.to_thread(families_by_room, directory, identities, desired.rooms)
     shown = publish(*await asyncio.to_thread(check_folder, config.policies_dir))
+    given = await asyncio.to_thread(given_names, directory, identities)
     desired = await _keep_pauses(desired, store)
     provision, more = await missing_accounts(config, directory, identities, known, accounts)
     if notes + more:
@@ -158,7 +161,7 @@ async def plan_sync(config: Config, sources: list[str], ports: SyncPorts, *, sav
     log.info("sync_planned", actions=len(plan.actions), summary=json.dumps(plan.summary()), guard_ok=verdict.ok)
     gone, back = leaver_changes(known, present, leavers, now_ms=now_ms)
     return SyncPlan(plan, verdict, desired, size, identities, known, gone, back, stats, now_ms, reach, families,
-                    shown)
+                    shown, given)
 
 
 async def _keep_pauses(desired: DesiredState, store: Store) -> DesiredState:
@@ -210,7 +213,7 @@ async def _publish_access(config: Config, sp: SyncPlan, store: Store) -> None:
     ids = {r.room_id: refs[r.room_key] for r in await store.all_rooms() if not r.archived and r.room_key in refs}
     await asyncio.to_thread(write_snapshot, config.access_snapshot, sp.relations,
                             managed_rooms(sp.desired.rooms, sp.families), ids,
-                            generated_ms=sp.now_ms, shown=sp.shown)
+                            generated_ms=sp.now_ms, shown=sp.shown, given=sp.given)
     log.info("access_published", links=len(sp.relations.links), rooms=len(refs))
 
 

@@ -278,3 +278,42 @@ async def test_an_event_that_is_not_due_yet_is_looked_at_again_when_it_is(store:
     dispatcher.notify()
     await dispatcher.drain_once()
     assert len(calls) == 2 and await store.pending_events() == []
+
+
+async def test_a_postponed_event_is_looked_at_when_due_without_waiting_for_the_sweep(
+        store: CountingStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The running dispatcher: the event postponed by a handler is retried at its time, not at the
+    next transaction or sweep (10 s later: a message waiting for its key stayed up that long)."""
+    from bridge.errors import NotYet
+
+    monkeypatch.setattr(dispatch, "SWEEP_S", 3600.0)  # no sweep within the test: the retry is the timer's
+    done, looked_up = asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+    stats = store.inbox_stats
+
+    async def inbox_stats() -> Any:
+        try:
+            return await stats()
+        finally:
+            looked_up.set()
+
+    monkeypatch.setattr(store, "inbox_stats", inbox_stats)
+
+    async def handler(event: dict[str, Any]) -> None:
+        calls.append(event["event_id"])
+        if len(calls) == 1:
+            # Postponed once the loop has looked up the next retry (a slow handler: the bot's checks).
+            await looked_up.wait()
+            raise NotYet("waiting", until_ms=dispatcher.clock.now_ms() + 50)
+        done.set()
+
+    dispatcher = Dispatcher(store, [handler])
+    dispatcher.start()
+    try:
+        while not store.reads:  # the loop's first read (what an earlier process left) is done
+            await asyncio.sleep(0.01)
+        await _received(store, dispatcher, "t1", 1)
+        await asyncio.wait_for(done.wait(), timeout=60)  # the bound only turns a hang into a failure
+        assert calls == ["$t1.0", "$t1.0"]
+    finally:
+        await dispatcher.stop()

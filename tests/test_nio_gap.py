@@ -87,4 +87,10 @@ async def test_what_cannot_be_read_back_is_told(monkeypatch: Any) -> None:
     whole, _ = _client([_page([_message(1)], "t0", None)])
     whole.gap_unread = gap_unread
     await whole._read_gap(ROOM, "t0", "s")
+    # Told once the sync is taken in (the moderators' room may come with it), not while reading it.
+    assert told == []
+    for client in (long, refused, whole):
+        await client._tell_gaps()
     assert told == [(ROOM, 2, "too_long"), (ROOM, 1, "not_read")]  # nothing for the gap read whole
+    await long._tell_gaps()
+    assert len(told) == 2  # told once

@@ -64,7 +64,10 @@ class Dispatcher:
         self._handling.clock = clock
 
     def _postponed(self) -> None:
+        # Recorded by a room's worker, maybe after the loop looked up the next retry: the loop
+        # looks again now, or the event would wait for the next transaction or sweep (10 s).
         self._retry_unknown = True
+        self._wake.set()
 
     def notify(self, txn_id: str | None = None, events: list[dict[str, Any]] | None = None,
                handled: set[str] | None = None) -> None:

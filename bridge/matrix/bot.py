@@ -45,6 +45,9 @@ log = get_logger(component="bot")
 ROOM_EVENTS = (Event, BadEvent)  # what nio parsed into a class, and what it found of the wrong shape
 RECENT_DECRYPTED = 50_000  # ids of decrypted events kept in memory (the store keeps those handled)
 STOP_WAIT_S = 10.0  # at stop, how long received messages still being handled are waited for
+# A quiet sync returns after this: what waits on the bot's syncs (an unread message's key) waits
+# up to that long per sync. Read at each start of the loop.
+SYNC_TIMEOUT_MS = 10_000
 
 
 class BotStore(HandledStore, identity.Values, Protocol):
@@ -179,7 +182,7 @@ class Bot:
         assert self.client is not None
         while True:
             try:
-                await self.client.sync_forever(timeout=10_000, full_state=False)
+                await self.client.sync_forever(timeout=SYNC_TIMEOUT_MS, full_state=False)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop must survive homeserver hiccups

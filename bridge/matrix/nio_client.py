@@ -46,6 +46,7 @@ class AppserviceNioClient(AsyncClient):
     gap_unread: GapUnread | None = None
     # What the last sync said of the device's fallback keys (None: no sync body seen yet).
     unused_fallback_keys: list[str] | None = None
+    _unread_gaps: tuple[tuple[str, int, str], ...] = ()  # (room, events read, why), of the sync being taken in
 
     async def parse_body(self, transport_response: ClientResponse) -> dict[Any, Any]:
         body: dict[Any, Any] = await super().parse_body(transport_response)
@@ -91,6 +92,10 @@ class AppserviceNioClient(AsyncClient):
                 if timeline.limited and timeline.prev_batch:
                     timeline.events[:0] = await self._read_gap(room_id, timeline.prev_batch, since)
         await super()._handle_sync(response)
+        # Told once this sync is taken in, not while reading it: the notice to the moderators
+        # waits for the client to know their room, which this very sync may be bringing (at a
+        # start, the report waited 20 s for it, held the sync up as long, and was lost).
+        await self._tell_gaps()
         try:
             await self.ensure_fallback_key()
         except Exception as exc:  # noqa: BLE001 - the sync's messages come first; tried again at the next
@@ -125,9 +130,15 @@ class AppserviceNioClient(AsyncClient):
         return found[::-1]
 
     async def _unread(self, room_id: str, read: int, why: str) -> None:
-        if self.gap_unread is None:
+        self._unread_gaps = (*self._unread_gaps, (room_id, read, why))
+
+    async def _tell_gaps(self) -> None:
+        unread, self._unread_gaps = self._unread_gaps, ()
+        tell = self.gap_unread
+        if tell is None:
             return
-        try:
-            await self.gap_unread(room_id, read, why)
-        except Exception as exc:  # noqa: BLE001 - the sync goes on; the warning above stays
-            log.error("bot_gap_report_failed", room_id=room_id, error=type(exc).__name__)
+        for room_id, read, why in unread:
+            try:
+                await tell(room_id, read, why)
+            except Exception as exc:  # noqa: BLE001 - the sync goes on; the warning above stays
+                log.error("bot_gap_report_failed", room_id=room_id, error=type(exc).__name__)

@@ -3,7 +3,10 @@ past them, read with a key that came late, else taken down and reported (Synapse
 
 from __future__ import annotations
 
+import json
+import secrets
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from nio import RoomMessageNotice
@@ -111,6 +114,52 @@ async def test_a_message_whose_key_came_late_is_read_and_moderated_like_any_othe
         rows = [r.body for r in await bridge.store.audit_rows()]
         assert any("moderation_banned_words" in b and rude in b for b in rows)
         assert not any("moderation_undecryptable" in b for b in rows)
+    finally:
+        await bridge.stop()
+
+
+async def test_a_reaction_whose_key_came_late_still_reaches_the_reaction_hooks(
+        homeserver: Any, data_dir: Any, tmp_path: Any, humans: Any) -> None:
+    """A family's 👍 under an announcement, read late (its key after it): counted as a
+    confirmation like one the sync read (it was moderated, and never reached the hooks)."""
+    from nio import ReactionEvent
+
+    bridge, parent, room_id, _ = await _class_room(homeserver, data_dir, tmp_path, humans)
+    try:
+        client = bridge.bot.client
+        assert client is not None
+        [callback] = [cb for cb in client.event_callbacks if cb.func == bridge.bot._on_event]
+        deliver = callback.func
+
+        async def too_early(room: Any, event: Any) -> None:
+            if not isinstance(event, ReactionEvent):
+                await deliver(room, event)
+
+        callback.func = too_early
+        seen: list[tuple[str, str, str]] = []
+
+        async def on_reaction(reaction: Any) -> None:
+            seen.append((reaction.sender, reaction.reacts_to, reaction.key))
+
+        bridge.bot.reaction_hooks.append(on_reaction)
+        target = await _send(parent, room_id, "Bonjour")
+        await _wait(lambda: bridge.bot.has_decrypted(target))
+        # Encrypted, as Element sends reactions (nio's room_send leaves them in the clear).
+        etype, content = parent.encrypt(room_id, "m.reaction", {"m.relates_to": {
+            "rel_type": "m.annotation", "event_id": target, "key": "👍"}})
+        sent = await parent.send("PUT", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/{etype}/"
+                                        f"late-{secrets.token_hex(4)}", json.dumps(content),
+                                 headers={"Authorization": f"Bearer {parent.access_token}"})
+        assert sent.status == 200
+        reaction = str((await sent.json())["event_id"])
+
+        async def counted() -> bool:
+            return bool(seen)
+
+        await _wait(counted)
+        assert seen == [(parent.user_id, target, "👍")]
+        await _wait(lambda: _handled(bridge, reaction))
+        assert not await _redacted(bridge, room_id, reaction)
     finally:
         await bridge.stop()
 

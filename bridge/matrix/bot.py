@@ -276,17 +276,20 @@ class Bot:
         again with the keys held now. Read, it goes to the message hooks like any decrypted
         message, `first` (moderation) awaited on its own: if it fails, the event is not counted as
         read, and the transaction's event, still on record, is tried again."""
-        read, msg = read_late(self.client, event)
+        late = read_late(self.client, event)
+        msg = late.message
         if msg is not None:
             log.info("bot_message_read_late", room_id=msg.room_id, event_id=msg.event_id, sender=msg.sender)
             await first(msg)
             await run_hooks([h for h in self.message_hooks if h != first], msg, room_id=msg.room_id,
                             event_id=msg.event_id)
+            if late.reaction is not None:  # as from the sync: a late key loses no confirmation
+                await run_hooks(self.reaction_hooks, late.reaction, room_id=msg.room_id, event_id=msg.event_id)
             if self.handled is not None:
                 self.handled.done(msg.event_id)
-        if read:
+        if late.read:
             self._read(str(event.get("event_id")))
-        return read
+        return late.read
 
     async def _on_undecryptable(self, room: Any, event: MegolmEvent) -> None:
         log.warning("bot_undecryptable", room_id=room.room_id, event_id=event.event_id,

@@ -72,11 +72,11 @@ class Moderator:
                  metrics: Metrics | None = None, rooms_of: Callable[[str], list[str]] | None = None) -> None:
         """rooms_of: the managed rooms a person is entitled to (a wave's mute reaches them all)."""
         self.rooms_of = rooms_of
+        """holder: the running bridge's policies in force (its own over `policies_dir` without one)."""
+        self.holder = holder or PolicyHolder(policies_dir)
         # Matrix id -> digests of the names the directory gives them (the access snapshot's):
         # a parent's own name is not taken for a title or an insult (bridge/access/given.py).
         self.given: Callable[[str], frozenset[str]] | None = None
-        """holder: the running bridge's policies in force (its own over `policies_dir` without one)."""
-        self.holder = holder or PolicyHolder(policies_dir)
         self.metrics = metrics
         self.keyless = keyless
         self._keyless_power: dict[str, dict[str, Any]] = {}  # room id -> power levels (keyless rooms)
@@ -312,18 +312,18 @@ class Moderator:
         if msg.type == MEMBER and not exempt and profile.names and isinstance(msg.content.get("displayname"), str):
             # A new name is held to the names the room's staff show now (a join or a rename: rare).
             staff = await self._staff_names(msg.room_id, profile.exempt_power)
-        reader = functools.partial(read_content, profile, msg.content, words, kind=msg.type, staff_names=staff)
+        read_as = functools.partial(read_content, profile, compiled_words=words, kind=msg.type, staff_names=staff)
         own = self.given(msg.sender) if msg.type == MEMBER and not exempt and self.given is not None else None
-        if own and _weight(msg.content, INLINE_CHARS) < INLINE_CHARS:
-            read = read_with_own_name(functools.partial(read_content, profile, compiled_words=words, kind=msg.type,
-                                                        staff_names=staff), msg.content, msg.sender, own)
-        elif msg.content and not exempt and _weight(msg.content, INLINE_CHARS) >= INLINE_CHARS:
+        # A member's own name (as the directory gives it) is not read as a title or an insult.
+        reader = functools.partial(read_with_own_name, read_as, msg.content, msg.sender, own) if own \
+            else functools.partial(read_as, msg.content)
+        if msg.content and not exempt and _weight(msg.content, INLINE_CHARS) >= INLINE_CHARS:
             # A long message is read on the engine's own thread, so the event loop keeps answering
             # the homeserver and judging other messages meanwhile; a short one (the common case:
             # tens of microseconds) is read here, as the hop to a thread would cost more. Reading
             # depends on nothing but the message: only the judgement below touches the memory.
             read = await asyncio.get_running_loop().run_in_executor(self._engine(), reader)
-        elif staff:  # read here, with the names it is held to (the memory's own reading knows none)
+        elif staff or own:  # read here, with what it is held to (the memory's own reading knows neither)
             read = reader()
         # The memory (counts, strikes) is only touched here, on the event loop, one message at a
         # time: no lock, no await between reading it and updating it.

@@ -134,9 +134,9 @@ class Operations:
         return None
 
     async def _republish_rules(self) -> None:
-        value = self.policies.current
         if self.config.access_snapshot is None:
             return
+        value = self.policies.current
         shown = publish(value.templates, value.policies)
         if await asyncio.to_thread(republish_shown, self.config.access_snapshot, shown):
             log.info("access_rules_republished", templates=len(shown), digest=value.digest)

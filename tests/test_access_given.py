@@ -13,14 +13,24 @@ from synapse.api.errors import SynapseError
 from bridge.access.given import digest, given_names, without_own_name
 from bridge.access.links import managed_rooms, relations
 from bridge.access.shown import check_state, global_name_refused
-from bridge.access.snapshot import AccessSnapshot, write_snapshot
+from bridge.access.snapshot import write_snapshot
 from bridge.access.synapse_module import AccessModule, parse
 from bridge.directory.model import Directory
 from bridge.directory.sources import load
 from bridge.policy.model import AccessPolicy
 from bridge.rooms.desired import Settings, compute
 from tests.test_access_rules import ANNE, BRIDGE, MARC, ROOT, SARA, WHO, _Api
-from tests.test_access_shown import PUBLISHED, ROOM, RULES, TEMPLATES, _Event, _state, class_room, member
+from tests.test_access_shown import (
+    PUBLISHED,
+    ROOM,
+    RULES,
+    TEMPLATES,
+    _Event,
+    _state,
+    as_older_format,
+    class_room,
+    member,
+)
 
 
 def _directory() -> Directory:
@@ -97,13 +107,6 @@ async def test_the_module_lets_a_parent_show_her_own_name_and_finds_her(tmp_path
 
 
 def test_a_format_4_snapshot_is_still_read(tmp_path: Path) -> None:
-    import sqlite3
-
     _module(tmp_path)
-    db = sqlite3.connect(tmp_path / "access.sqlite")
-    db.execute("DROP TABLE given")
-    db.execute("UPDATE meta SET v = '4' WHERE k = 'format'")
-    db.commit()
-    db.close()
-    snap = AccessSnapshot(tmp_path / "access.sqlite")
-    assert snap.refresh() and snap.given(SARA) == frozenset() and snap.known(SARA) and snap.shown
+    snap = as_older_format(tmp_path / "access.sqlite", "4", "given")
+    assert snap.given(SARA) == frozenset() and snap.known(SARA) and snap.shown

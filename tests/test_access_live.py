@@ -158,6 +158,12 @@ async def test_a_parent_finds_and_reaches_only_the_staff_of_their_children(
     assert status == 403 and "publics" in body["error"], body
 
 
+async def _join(room_id: str, *people: Person) -> None:
+    for person in people:
+        status, body = await person.call("POST", f"/rooms/{room_id}/join", {})
+        assert status == 200, body
+
+
 async def _finds(searcher: Person, target: Person) -> bool:
     return target.user_id in await searcher.search(target.user_id.split(":")[0][1:])
 
@@ -169,9 +175,7 @@ async def test_managed_rooms_take_only_entitled_people_and_keep_their_template(
     claire, paul, sara = p["claire"], p["paul"], p["sara"]
     outsider = await people("mallory")
     cp = next(rid for key, rid in rooms.items() if key.startswith("class:") and ":CP:" in key)
-    for person in (claire, paul):
-        status, body = await person.call("POST", f"/rooms/{cp}/join", {})
-        assert status == 200, body
+    await _join(cp, claire, paul)
     # A teacher (a moderator of the room) invites someone the directory doesn't put there.
     for stranger in (outsider, sara):
         status, body = await claire.call("POST", f"/rooms/{cp}/invite", {"user_id": stranger.user_id})
@@ -280,9 +284,7 @@ async def test_the_homeserver_refuses_a_posing_or_insulting_name_before_anyone_s
     p, _, _, rooms = await _school(guarded, tmp_path, people)
     anne, paul, claire = p["anne"], p["paul"], p["claire"]
     cp = next(rid for key, rid in rooms.items() if key.startswith("class:") and ":CP:" in key)
-    for person in (anne, claire):
-        status, body = await person.call("POST", f"/rooms/{cp}/join", {})
-        assert status == 200, body
+    await _join(cp, anne, claire)
     own = f"/rooms/{cp}/state/m.room.member/{anne.user_id}"
     status, teacher = await anne.call("GET", f"/rooms/{cp}/state/m.room.member/{claire.user_id}")
     assert status == 200 and teacher["displayname"], teacher
@@ -326,9 +328,7 @@ async def test_a_parent_whose_family_name_is_a_title_shows_it_and_is_found(
     p, _, _, rooms = await _school(guarded, tmp_path, people, surnames={"g-sara": "Maître"})
     sara, marc, anne = p["sara"], p["marc"], p["anne"]
     ce1 = next(rid for key, rid in rooms.items() if key.startswith("class:") and ":CE1:" in key)
-    for person in (sara, anne):
-        status, body = await person.call("POST", f"/rooms/{ce1}/join", {})
-        assert status == 200, body
+    await _join(ce1, sara, anne)
     own = f"/rooms/{ce1}/state/m.room.member/{sara.user_id}"
     status, body = await sara.call("PUT", own, {"membership": "join", "displayname": "Sara MAÎTRE"})
     assert status == 200, body

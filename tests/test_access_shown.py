@@ -173,14 +173,23 @@ async def test_the_directory_hides_a_parents_offending_name_but_not_a_teachers_t
     assert not await older.check_username_for_spam({"user_id": ANNE, "display_name": "Directrice"}, CLAIRE)
 
 
-def test_a_format_3_snapshot_is_still_read(tmp_path: Path) -> None:
+def as_older_format(path: Path, version: str, *missing: str) -> AccessSnapshot:
+    """The snapshot at `path` as an older bridge wrote it (format `version`, without the tables
+    `missing`), read afresh."""
     import sqlite3
 
-    _module(tmp_path)
-    db = sqlite3.connect(tmp_path / "access.sqlite")
-    db.execute("DROP TABLE shown")
-    db.execute("UPDATE meta SET v = '3' WHERE k = 'format'")
+    db = sqlite3.connect(path)
+    for table in missing:
+        db.execute(f"DROP TABLE {table}")
+    db.execute("UPDATE meta SET v = ? WHERE k = 'format'", (version,))
     db.commit()
     db.close()
-    snap = AccessSnapshot(tmp_path / "access.sqlite")
-    assert snap.refresh() and snap.shown == {} and snap.known(ANNE)
+    snap = AccessSnapshot(path)
+    assert snap.refresh()
+    return snap
+
+
+def test_a_format_3_snapshot_is_still_read(tmp_path: Path) -> None:
+    _module(tmp_path)
+    snap = as_older_format(tmp_path / "access.sqlite", "3", "shown", "given")
+    assert snap.shown == {} and snap.known(ANNE)

@@ -12,7 +12,6 @@ from nio import (
     Event,
     InviteMemberEvent,
     MegolmEvent,
-    ReactionEvent,
     RoomSendResponse,
     SyncResponse,
 )
@@ -26,7 +25,7 @@ from bridge.matrix import identity, nio_schemas
 from bridge.matrix.appservice_api import AppserviceAPI
 from bridge.matrix.avatar import default_avatar
 from bridge.matrix.cross_signing import CrossSigningKeys
-from bridge.matrix.late_keys import read_late
+from bridge.matrix.late_keys import read_late, received_of
 from bridge.matrix.nio_client import AppserviceNioClient, GapUnread
 from bridge.matrix.received import (
     MESSAGE_TYPES,
@@ -207,12 +206,7 @@ class Bot:
         decrypted = bool(getattr(event, "decrypted", False))
         log.info("bot_message_received", room_id=room.room_id, event_id=event.event_id, sender=event.sender,
                  decrypted=decrypted, type=etype, parsed=not isinstance(event, BadEvent))
-        content = source.get("content")
-        msg = ReceivedMessage.of(room.room_id, event.event_id, event.sender, str(etype),
-                                 dict(content) if isinstance(content, dict) else {}, decrypted=decrypted)
-        reaction = ReceivedReaction(room.room_id, event.event_id, event.sender, str(event.reacts_to),
-                                    str(event.key)) if isinstance(event, ReactionEvent) else None
-        await self._submit(msg, reaction)
+        await self._submit(*received_of(room.room_id, event.event_id, event.sender, event, decrypted=decrypted))
 
     async def _submit(self, msg: ReceivedMessage, reaction: ReceivedReaction | None) -> None:
         """Queued behind the room's earlier events: the sync loop goes on with other rooms meanwhile.

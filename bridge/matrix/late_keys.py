@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nio import MegolmEvent
+from nio import MegolmEvent, ReactionEvent
 from nio.exceptions import EncryptionError
 
 from bridge.matrix.received import MESSAGE_TYPES, ReceivedMessage, ReceivedReaction
@@ -35,19 +35,19 @@ def read_late(client: Any, event: dict[str, Any]) -> LateRead:
     except EncryptionError:
         return LateRead(False)
     source = getattr(decrypted, "source", None) or {}
-    etype, content = source.get("type"), source.get("content")
-    if etype not in MESSAGE_TYPES:
+    if source.get("type") not in MESSAGE_TYPES:
         return LateRead(True)  # decrypted, and nothing clients show as a message (a custom type)
-    content = dict(content) if isinstance(content, dict) else {}
-    message = ReceivedMessage.of(parsed.room_id, parsed.event_id, parsed.sender, str(etype), content, decrypted=True)
-    return LateRead(True, message, _reaction(message) if etype == "m.reaction" else None)
+    return LateRead(True, *received_of(parsed.room_id, parsed.event_id, parsed.sender, decrypted, decrypted=True))
 
 
-def _reaction(msg: ReceivedMessage) -> ReceivedReaction | None:
-    relates = msg.content.get("m.relates_to")
-    if not isinstance(relates, dict) or relates.get("rel_type") != "m.annotation":
-        return None
-    target, key = relates.get("event_id"), relates.get("key")
-    if not isinstance(target, str) or not isinstance(key, str):
-        return None
-    return ReceivedReaction(msg.room_id, msg.event_id, msg.sender, target, key)
+def received_of(room_id: str, event_id: str, sender: str, event: Any, *, decrypted: bool
+                ) -> tuple[ReceivedMessage, ReceivedReaction | None]:
+    """What the hooks get of a nio event of `MESSAGE_TYPES` (from the sync, or read late): the
+    message, and the reaction it is when it is one."""
+    source = getattr(event, "source", None) or {}
+    content = source.get("content")
+    msg = ReceivedMessage.of(room_id, event_id, sender, str(source.get("type")),
+                             dict(content) if isinstance(content, dict) else {}, decrypted=decrypted)
+    reaction = ReceivedReaction(room_id, event_id, sender, str(event.reacts_to), str(event.key)) \
+        if isinstance(event, ReactionEvent) else None
+    return msg, reaction

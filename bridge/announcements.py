@@ -110,10 +110,12 @@ class Announcements:
             return  # the same event again (a resent sync): asked once
         items[msg.event_id] = {"room": msg.room_id, "author": msg.sender, "at": self.clock.now_ms(),
                                "reminded": False, "confirmed": {}}
-        await self._save(items)
+        # On record before it is kept: a crash between the two leaves no announcement unaudited.
         self.audit.record(actor="ent-bridge", action="announcement_posted", room=msg.room_id, subject=msg.sender,
-                          reason="annonce à confirmer", detail={"event_id": msg.event_id})
+                          reason="annonce à confirmer", detail={"event_id": msg.event_id},
+                          once=f"announcement:{msg.event_id}")
         await self.audit.flush()
+        await self._save(items)
         await self.bot.send_notice(msg.room_id, self.texts["ask"],
                                    extra={"m.relates_to": {"m.in_reply_to": {"event_id": msg.event_id}}})
 
@@ -123,10 +125,11 @@ class Announcements:
         if item is None or item["room"] != room_id or sender in item["confirmed"] or sender == item["author"]:
             return
         item["confirmed"][sender] = self.clock.now_ms()
-        await self._save(items)
         self.audit.record(actor="ent-bridge", action="announcement_confirmed", room=room_id, subject=sender,
-                          reason="lecture confirmée", detail={"event_id": event_id})
+                          reason="lecture confirmée", detail={"event_id": event_id},
+                          once=f"confirmed:{event_id}:{self.audit.pseudonym(sender)}")
         await self.audit.flush()
+        await self._save(items)
         log.info("announcement_confirmed", room_id=room_id)
 
     async def _list(self, room_id: str) -> None:

@@ -71,17 +71,20 @@ class AuditLog:
         self.store = store
         self._key = hashlib.sha256(b"ent-bridge audit\x00" + key.encode()).digest()
         self._subject_key = hashlib.sha256(b"ent-bridge audit subject\x00" + key.encode()).digest()
-        self._pending: list[tuple[int, str]] = []
+        self._pending: list[tuple[int, str, str | None]] = []  # (ts, body, once-key)
         self._flushing = asyncio.Lock()
         self.head_file = head_file
 
     def record(self, *, actor: str, action: str, reason: str, room: str | None = None,
-               subject: str | None = None, detail: dict[str, Any] | None = None, now_ms: int | None = None) -> None:
-        """Queue an entry; `flush()` writes queued entries in one database transaction."""
+               subject: str | None = None, detail: dict[str, Any] | None = None, now_ms: int | None = None,
+               once: str | None = None) -> None:
+        """Queue an entry; `flush()` writes queued entries in one database transaction. An entry
+        with a `once` key is written only if no entry with that key is on record (the same event
+        handled again after a failed action or a crash: its decision is on record once)."""
         ts = int(time.time() * 1000) if now_ms is None else now_ms
         self._pending.append((ts, entry_body(ts=ts, actor=actor, action=action, reason=reason, room=room,
                                              subject=self.pseudonym(subject) if subject else None,
-                                             detail=detail)))
+                                             detail=detail), once))
 
     def pseudonym(self, user_id: str) -> str:
         """How the log names a person: stable, and meaningless without the audit key."""
@@ -99,21 +102,29 @@ class AuditLog:
                 return 0  # written by the flush this one waited for
             pending, self._pending = self._pending, []
 
-            def chain(last: AuditRow | None, anchor: str | None) -> list[AuditRow]:
+            def chain(last: AuditRow | None, anchor: str | None, recorded: frozenset[str]
+                      ) -> list[tuple[AuditRow, str | None]]:
                 seq, prev = (last.seq, last.mac) if last is not None else _split(anchor) if anchor else (0, GENESIS)
-                rows = []
-                for ts, body in pending:
+                rows: list[tuple[AuditRow, str | None]] = []
+                seen = set(recorded)
+                for ts, body, once in pending:
+                    if once is not None:
+                        if once in seen:
+                            continue
+                        seen.add(once)
                     seq += 1
                     prev = _mac(self._key, prev, body)
-                    rows.append(AuditRow(seq, ts, body, prev))
+                    rows.append((AuditRow(seq, ts, body, prev), once))
                 return rows
 
             try:
-                rows = await self.store.audit_extend(chain, anchor_key=ANCHOR_KEY)
+                rows = await self.store.audit_extend(chain, anchor_key=ANCHOR_KEY,
+                                                     once=[o for _, _, o in pending if o is not None])
             except BaseException:
                 self._pending[:0] = pending
                 raise
-            self._write_head(rows[-1])
+            if rows:
+                self._write_head(rows[-1])
             return len(rows)
 
     def _write_head(self, row: AuditRow) -> None:

@@ -345,11 +345,13 @@ class Moderator:
                         mute_until_ms: int | None = None) -> None:
         """Every decision about the message is on record before anything is done (one write for
         them all): an action that then fails (and is retried with the event) is never an action
-        nobody can account for."""
+        nobody can account for, and the decision handled again (that retry, or after a crash) is
+        on record once."""
         for d in decisions:
             self.audit.record(actor="ent-bridge", action=f"moderation_{d.protection}", room=msg.room_id,
                               subject=msg.sender, reason=d.reason, detail={"actions": list(d.actions),
-                                                                           "event_id": msg.event_id})
+                                                                           "event_id": msg.event_id},
+                              once=f"moderation:{msg.event_id}:{d.protection}")
         if decisions:  # a message with nothing to record waits for no one's write
             await self.audit.flush()
         for decision in decisions:

@@ -67,12 +67,16 @@ class OutsiderGuard:
         if user is None:
             return
         room_id = str(event["room_id"])
+        # On record before the removal (once per event): a crash after the kick left it unaudited,
+        # as the retry found the person gone and had nothing more to do.
+        self.audit.record(actor="ent-bridge", action="outsider_removed", room=room_id, subject=user,
+                          reason=self.reason, detail={"invited_by": event.get("sender")},
+                          once=f"outsider:{event.get('event_id')}:{self.audit.pseudonym(user)}")
+        await self.audit.flush()
         # A refusal raises: the dispatcher records it and retries.
         if not await self.api.kick(room_id, user, as_user=self.actors.get(room_id, self.bot), reason=self.reason):
             return  # already gone (left, or the invite was withdrawn)
         get_logger(room_id=room_id).info("outsider_removed", user_id=user, by=event.get("sender"))
-        await self.audit.append(actor="ent-bridge", action="outsider_removed", room=room_id, subject=user,
-                                reason=self.reason, detail={"invited_by": event.get("sender")})
         if self.explain is not None:
             try:
                 await self.explain(room_id, user, self.reason)

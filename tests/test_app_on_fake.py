@@ -237,6 +237,30 @@ async def test_a_broken_export_keeps_the_last_good_rules_even_after_a_restart(ru
         await again.stop()
 
 
+async def test_a_removal_whose_answer_was_lost_is_on_record_once(running: Any) -> None:
+    """The kick reached the homeserver, its answer did not (a connection cut, a crash): the event
+    is handled again, finds the outsider gone, and the removal is on record once (it was on
+    record nowhere: the entry came after the kick, and the retry had nothing left to do)."""
+    bridge, fake, _ = running
+    room = next(r for r in await bridge.store.all_rooms() if r.template == "class")
+    stranger = "@intrus3:ent.test"
+    kick, calls = bridge.outsiders.api.kick, []
+
+    async def answer_lost(*args: Any, **kwargs: Any) -> bool:
+        calls.append(await kick(*args, **kwargs))
+        if len(calls) == 1:
+            raise ConnectionResetError("the homeserver's answer was lost")
+        return calls[-1]
+
+    bridge.outsiders.api.kick = answer_lost  # type: ignore[method-assign]
+    event = _invited_by_hand(bridge, fake, room.room_id, stranger)
+    assert await _put(bridge, "t-lost", [event]) == 200
+    await _until(lambda: len(calls) >= 2, steps=4000)  # handled again after its failure
+    await _until(lambda: not bridge.dispatcher._wake.is_set())
+    assert calls == [True, False] and fake.room(room.room_id).membership(stranger) == "leave"
+    assert sum("outsider_removed" in r.body for r in await bridge.store.audit_rows()) == 1
+
+
 async def test_a_sync_in_a_child_process_reports_its_outcome_and_a_broken_export(tmp_path: Path) -> None:
     """What `ent-bridge run` does: the sync runs in a child `ent-bridge sync`, given the running
     configuration through a pipe; its outcome comes back as one summary, a broken export as an

@@ -117,6 +117,25 @@ async def test_concurrent_logs_on_one_store_keep_one_chain(store: Any) -> None:
     assert result.ok and result.checked == 20
 
 
+async def test_an_entry_recorded_once_stays_one_across_logs_and_flushes(store: Any) -> None:
+    """The same decision recorded again (its event handled again after a failed action, or by a
+    restarted bridge whose memory is new) is on record once: in one flush, in a later one, from
+    another log on the same store; the chain stays whole, and entries with no key are all kept."""
+    first, restarted = AuditLog(store, key="k" * 32), AuditLog(store, key="k" * 32)
+    for _ in range(2):
+        first.record(actor="ent-bridge", action="moderation_banned_words", reason="insulte", once="m:$e1:bw")
+    first.record(actor="ent-bridge", action="unmute", reason="fin")
+    assert await first.flush() == 2
+    restarted.record(actor="ent-bridge", action="moderation_banned_words", reason="insulte", once="m:$e1:bw")
+    restarted.record(actor="ent-bridge", action="moderation_flood", reason="flood", once="m:$e1:flood")
+    restarted.record(actor="ent-bridge", action="unmute", reason="fin")
+    assert await restarted.flush() == 2  # the flood decision and the unkeyed entry
+    assert await restarted.flush() == 0
+    bodies = [r.body for r in await store.audit_rows()]
+    assert [b.count("banned_words") for b in bodies] == [1, 0, 0, 0]
+    assert (await first.verify()).ok
+
+
 async def test_removing_the_newest_entries_is_detected_by_the_head_file(tmp_path: Path) -> None:
     """Deleting the last entries leaves a shorter chain that is valid in itself: the head file,
     kept outside the database, says how far the chain went."""

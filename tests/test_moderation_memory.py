@@ -334,8 +334,8 @@ class _Rooms:
 async def test_an_event_handled_again_after_a_crash_acts_once(shell: Any) -> None:
     """The dispatcher may hand the same event over again (a crash before it recorded it as
     handled): the redaction and the notices carry request ids derived from the event, so the
-    homeserver answers the second time with the first result."""
-    mod, fake, room, parent, _clock, _store = shell
+    homeserver answers the second time with the first result; its decision is on record once."""
+    mod, fake, room, parent, _clock, store = shell
     event_id = fake.store.send_message(fake.room(room), parent, "m.room.message",
                                        {"msgtype": "m.text", "body": "connard"})["event_id"]
     event = {"type": "m.room.message", "room_id": room, "event_id": event_id, "sender": parent,
@@ -347,6 +347,8 @@ async def test_an_event_handled_again_after_a_crash_acts_once(shell: Any) -> Non
     assert len(redactions) == 1
     warn_ids = [t for (_, text), t in zip(mod.bot.notices, mod.bot.txn_ids, strict=True) if "retiré" in text]
     assert len(warn_ids) == 2 and warn_ids[0] == warn_ids[1] and warn_ids[0] is not None
+    decided = [r.body for r in await store.audit_rows() if "moderation_" in r.body]
+    assert len(decided) == 1 and event_id in decided[0]  # on record once, though judged twice
 
 
 async def test_a_room_created_moments_ago_is_moderated_from_its_first_message(shell: Any) -> None:
@@ -384,10 +386,11 @@ def test_the_same_event_is_judged_once() -> None:
 
 async def test_an_action_that_failed_is_done_when_the_event_is_retried(shell: Any) -> None:
     """The homeserver refuses the redaction (retries exhausted): the handler fails, the dispatcher
-    hands the event over again later, and the redaction is done then, with no second strike."""
+    hands the event over again later, and the redaction is done then, with no second strike and
+    no second audit entry."""
     from bridge.errors import TemporaryMatrixError
 
-    mod, fake, room, parent, _clock, _store = shell
+    mod, fake, room, parent, _clock, store = shell
     event_id = fake.store.send_message(fake.room(room), parent, "m.room.message",
                                        {"msgtype": "m.text", "body": "connard"})["event_id"]
     event = {"type": "m.room.message", "room_id": room, "event_id": event_id, "sender": parent,
@@ -399,6 +402,7 @@ async def test_an_action_that_failed_is_done_when_the_event_is_retried(shell: An
     await mod.on_event(event)  # the dispatcher's retry
     assert next(e for e in fake.room(room).timeline if e["event_id"] == event_id)["content"] == {}
     assert len(mod.memory._strikes[(room, parent)]) == 1
+    assert sum("moderation_banned_words" in r.body for r in await store.audit_rows()) == 1
 
 
 async def test_the_decision_is_audited_before_anything_is_done(shell: Any) -> None:

@@ -104,21 +104,33 @@ async def test_identities(store: Any) -> None:
 async def test_audit_rows(store: Any) -> None:
     from bridge.store.base import AuditRow
 
-    heads: list[tuple[int | None, str | None]] = []
+    heads: list[tuple[int | None, str | None, frozenset[str]]] = []
 
-    def chain(rows: list[AuditRow]) -> Any:
-        def build(last: AuditRow | None, anchor: str | None) -> list[AuditRow]:
-            heads.append((None if last is None else last.seq, anchor))
-            return rows
+    def chain(rows: list[tuple[AuditRow, str | None]]) -> Any:
+        def build(last: AuditRow | None, anchor: str | None, recorded: frozenset[str]
+                  ) -> list[tuple[AuditRow, str | None]]:
+            heads.append((None if last is None else last.seq, anchor, recorded))
+            return [(r, k) for r, k in rows if k not in recorded]
         return build
 
     await store.set_value("anchor", "0:genesis")
-    await store.audit_extend(chain([AuditRow(1, 10, "{}", "m1"), AuditRow(2, 20, "{}", "m2")]), anchor_key="anchor")
-    await store.audit_extend(chain([AuditRow(3, 30, "{}", "m3")]), anchor_key="anchor")
-    assert heads == [(None, "0:genesis"), (2, None)]  # the anchor while empty, then the last row
+    await store.audit_extend(chain([(AuditRow(1, 10, "{}", "m1"), "a"), (AuditRow(2, 20, "{}", "m2"), None)]),
+                             anchor_key="anchor", once=["a"])
+    added = await store.audit_extend(chain([(AuditRow(3, 30, "{}", "m3"), "a"), (AuditRow(3, 30, "{}", "m3"), "b")]),
+                                     anchor_key="anchor", once=["a", "b"])
+    assert [r.mac for r in added] == ["m3"]  # "a" is on record: only "b"'s row went in
+    assert heads == [(None, "0:genesis", frozenset()), (2, None, frozenset({"a"}))]  # the anchor while empty
     assert [r.seq for r in await store.audit_rows(after_seq=1)] == [2, 3]
     assert (await store.audit_prune(before_ts=25)).seq == 2
     assert [r.seq for r in await store.audit_rows()] == [3]
+    await store.audit_extend(chain([(AuditRow(4, 40, "{}", "m4"), "a")]), anchor_key="anchor", once=["a"])
+    assert heads[-1][2] == frozenset()  # "a" went with its pruned entry
+    many = [f"k{i}" for i in range(1200)]  # more keys than one statement takes
+    await store.audit_extend(chain([(AuditRow(5 + i, 50, "{}", f"m{5 + i}"), k) for i, k in enumerate(many)]),
+                             anchor_key="anchor", once=many)
+    await store.audit_extend(chain([(AuditRow(9999, 60, "{}", "late"), "k1100")]), anchor_key="anchor",
+                             once=["k1100", "k3"])
+    assert heads[-1][2] == frozenset({"k1100", "k3"})
 
 
 async def test_mutes(store: Any) -> None:

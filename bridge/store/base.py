@@ -33,6 +33,11 @@ class AuditRow:
     mac: str
 
 
+# Builds the rows to append: (last row or None, the anchor when the table is empty, the keys
+# asked about that are already on record) -> each new row with its once-key (or None).
+AuditBuild = Callable[[AuditRow | None, str | None, frozenset[str]], list[tuple[AuditRow, str | None]]]
+
+
 @dataclass(frozen=True)
 class RoomRecord:
     room_key: str
@@ -126,9 +131,9 @@ class Store(Protocol):
     async def release_lease(self, name: str, holder: str) -> None: ...
 
     # Audit log rows (the chaining is bridge/audit.py's; the store only keeps rows in order).
-    async def audit_extend(self, build: Callable[[AuditRow | None, str | None], list[AuditRow]], *,
-                           anchor_key: str) -> list[AuditRow]:
-        """Under the chain's lock: build(last row, or the anchor when none) -> rows, inserted."""
+    async def audit_extend(self, build: AuditBuild, *, anchor_key: str, once: Collection[str] = ()) -> list[AuditRow]:
+        """Under the chain's lock: build(last row, or the anchor when none, those of the `once` keys
+        already on record) -> rows with their key (or None), inserted with the keys."""
         ...
     async def audit_rows(self, *, after_seq: int = 0) -> list[AuditRow]: ...
     async def audit_prune(self, *, before_ts: int) -> AuditRow | None:

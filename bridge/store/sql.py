@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from bridge.store.base import AuditRow, InboxItem, InboxStats, RoomRecord
+from bridge.store.base import AuditBuild, AuditRow, InboxItem, InboxStats, RoomRecord
 from bridge.store.db import AUDIT_LOCK, MIGRATION_LOCK, Database, Script, Stmt
 from bridge.store.migrations import migrations
 
@@ -262,20 +262,33 @@ class SqlStore:
 
     # --- audit rows (the chaining is bridge/audit.py's) -----------------------------------------
 
-    async def audit_extend(self, build: Callable[[AuditRow | None, str | None], list[AuditRow]], *,
-                           anchor_key: str) -> list[AuditRow]:
+    async def audit_extend(self, build: AuditBuild, *, anchor_key: str, once: Collection[str] = ()) -> list[AuditRow]:
         """Append to the chain in one transaction that holds the chain's lock: `build` gets the
         last row (or, after a prune emptied the table, the anchor kept under `anchor_key`) and
-        returns the rows to insert. Two processes never take the same entry number."""
+        which of the `once` keys are already on record, and returns the rows to insert with their
+        keys. Two processes never take the same entry number, nor record one key twice."""
+        keys = sorted(set(once))
+
         def steps() -> Script[list[AuditRow]]:
             last = yield Stmt("SELECT seq, ts, body, mac FROM audit ORDER BY seq DESC LIMIT 1", rows=True)
             anchor = None
             if not last:
                 found = yield Stmt("SELECT value FROM kv WHERE key = $1", (anchor_key,), rows=True)
                 anchor = str(found[0][0]) if found else None
-            rows = build(AuditRow(*last[0]) if last else None, anchor)
-            yield Stmt("INSERT INTO audit (seq, ts, body, mac) VALUES ($1, $2, $3, $4)",
-                       many=[(r.seq, r.ts, r.body, r.mac) for r in rows])
+            recorded: set[str] = set()
+            for chunk in _chunks(keys):
+                marks = ", ".join(f"${n}" for n in range(1, len(chunk) + 1))
+                found = yield Stmt(f"SELECT once_key FROM audit_once WHERE once_key IN ({marks})",  # noqa: S608 - placeholders only
+                                   tuple(chunk), rows=True)
+                recorded.update(str(r[0]) for r in found or ())
+            built = build(AuditRow(*last[0]) if last else None, anchor, frozenset(recorded))
+            rows = [row for row, _ in built]
+            if rows:
+                yield Stmt("INSERT INTO audit (seq, ts, body, mac) VALUES ($1, $2, $3, $4)",
+                           many=[(r.seq, r.ts, r.body, r.mac) for r in rows])
+            marked: list[Sequence[Any]] = [(key, row.seq) for row, key in built if key is not None]
+            if marked:
+                yield Stmt("INSERT INTO audit_once (once_key, seq) VALUES ($1, $2)", many=marked)
             return rows
 
         # One hop on SQLite (its thread also builds the rows: a few HMACs).
@@ -291,4 +304,5 @@ class SqlStore:
                                     before_ts)
             if row is not None:
                 await tx.execute("DELETE FROM audit WHERE seq <= $1", row[0])
+                await tx.execute("DELETE FROM audit_once WHERE seq <= $1", row[0])
         return None if row is None else AuditRow(*row)

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.absences import Absences
+from bridge.access.refusals import Refusal, audit_entry
 from bridge.access.snapshot import AccessSnapshot
 from bridge.admin_room import AdminRoom
 from bridge.announcements import Announcements
@@ -178,9 +179,15 @@ class Bridge:
             return user_id == bot_user
 
         health = Readiness(store=store, bot=bot if with_bot else None)
+        async def on_refusals(refusals: list[Refusal]) -> None:  # the homeserver's module refused these
+            for refusal in refusals:
+                audit.record(**audit_entry(refusal, audit.pseudonym))
+            await audit.flush()
+
         server = AppserviceServer(hs_token=config.appservice.hs_token, store=store,
                                   on_new_events=dispatcher.notify, user_query=user_query,
-                                  dispatcher_state=dispatcher.state, metrics=metrics, ready=health.report)
+                                  dispatcher_state=dispatcher.state, metrics=metrics, ready=health.report,
+                                  on_refusals=on_refusals)
         sources = list(config.directory_sources)
         return cls(
             config=config, store=store, api=api, bot=bot, server=server, dispatcher=dispatcher, metrics=metrics,

@@ -69,7 +69,8 @@ def synapse_config(out: Path, *, server_name: str, postgres_password: str, bridg
         "trusted_key_servers": [], "suppress_key_server_warning": True,
         "app_service_config_files": ["/data/ent-bridge-registration.yaml"],
         **school_settings(),
-        "modules": [access_module(Path("/ent-bridge/access.sqlite"), users)],
+        "modules": [access_module(Path("/ent-bridge/access.sqlite"), users,
+                                  registration=Path("/data/ent-bridge-registration.yaml"))],
     }
     write_private(path, yaml.safe_dump(settings, sort_keys=False))
     return [path, key]

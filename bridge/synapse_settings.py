@@ -31,7 +31,12 @@ def school_settings() -> dict[str, Any]:
     }
 
 
-def access_module(snapshot: Path, bridge_users: list[str], *, refresh_seconds: float = 10) -> dict[str, Any]:
-    """The `modules:` entry of ent-bridge's access module."""
-    return {"module": MODULE,
-            "config": {"snapshot": str(snapshot), "bridge_users": bridge_users, "refresh_seconds": refresh_seconds}}
+def access_module(snapshot: Path, bridge_users: list[str], *, refresh_seconds: float = 10,
+                  registration: Path | None = None) -> dict[str, Any]:
+    """The `modules:` entry of ent-bridge's access module; with the bridge's registration file (as
+    Synapse reads it), the module's refusals are sent to the bridge's audit."""
+    config: dict[str, Any] = {"snapshot": str(snapshot), "bridge_users": bridge_users,
+                              "refresh_seconds": refresh_seconds}
+    if registration is not None:
+        config["registration"] = str(registration)
+    return {"module": MODULE, "config": config}

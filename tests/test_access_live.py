@@ -4,7 +4,9 @@ follow the school directory's relations, as each sync publishes them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import json
 import secrets
 import shutil
 import tempfile
@@ -32,10 +34,7 @@ class Guarded:
     snapshot: Path
 
 
-@pytest.fixture(scope="module")
-def guarded() -> Iterator[Guarded]:
-    """A Synapse of its own with the module loaded, and `search_all_users: true`: every account
-    is in the directory, so whatever a search leaves out, the module left out."""
+def _guarded(*, report: bool) -> Iterator[Guarded]:
     workdir = Path(tempfile.mkdtemp(prefix="ent-bridge-access-"))
     snapshot = workdir / "access.sqlite"
     synapse = LocalSynapse(workdir=workdir / "synapse", server_name=SERVER_NAME)
@@ -45,7 +44,7 @@ def guarded() -> Iterator[Guarded]:
     synapse.extra = {
         "user_directory": {"enabled": True, "search_all_users": True},
         "modules": [access_module(snapshot, [config.sender_user_id, config.bot_user_id, config.keyless_user_id],
-                                  refresh_seconds=0.5)],
+                                  refresh_seconds=0.5, registration=reg if report else None)],
     }
     synapse.start()
     try:
@@ -53,6 +52,20 @@ def guarded() -> Iterator[Guarded]:
     finally:
         synapse.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[Guarded]:
+    """A Synapse of its own with the module loaded, and `search_all_users: true`: every account
+    is in the directory, so whatever a search leaves out, the module left out."""
+    yield from _guarded(report=False)
+
+
+@pytest.fixture(scope="module")
+def reporting() -> Iterator[Guarded]:
+    """The same, its module sending its refusals to the bridge (the registration's address): a
+    Synapse of its own, so that no other test's refusals reach this one's bridge."""
+    yield from _guarded(report=True)
 
 
 class Person:
@@ -77,8 +90,8 @@ class Person:
         return {r["user_id"] for r in body["results"]}
 
 
-@pytest_asyncio.fixture
-async def people(guarded: Guarded) -> AsyncIterator[Callable[[str], Awaitable[Person]]]:
+@contextlib.asynccontextmanager
+async def _people(guarded: Guarded) -> AsyncIterator[Callable[[str], Awaitable[Person]]]:
     async with aiohttp.ClientSession() as http:
         async def make(name: str) -> Person:
             localpart, password = f"{name}_{secrets.token_hex(3)}", secrets.token_urlsafe(12)
@@ -89,6 +102,12 @@ async def people(guarded: Guarded) -> AsyncIterator[Callable[[str], Awaitable[Pe
                 body = await resp.json()
             return Person(http, guarded.synapse.url, body["user_id"], body["access_token"])
 
+        yield make
+
+
+@pytest_asyncio.fixture
+async def people(guarded: Guarded) -> AsyncIterator[Callable[[str], Awaitable[Person]]]:
+    async with _people(guarded) as make:
         yield make
 
 
@@ -352,3 +371,49 @@ async def test_a_parent_whose_family_name_is_a_title_shows_it_and_is_found(
 
 async def _not(check: Awaitable[bool]) -> bool:
     return not await check
+
+
+@pytest.mark.asyncio
+async def test_the_homeservers_refusals_reach_the_bridges_audit_even_those_made_while_it_was_down(
+        reporting: Guarded, tmp_path: Path) -> None:
+    """What the module refuses is in the bridge's HMAC audit (it was only in Synapse's log): an
+    invite refused while the bridge is down arrives once it is up, a join refused meanwhile at
+    once; people are named by their pseudonyms, the chain verifies."""
+    from bridge.audit import for_config
+
+    async with _people(reporting) as people:
+        p, config, _, rooms = await _school(reporting, tmp_path, people)
+        sara, anne = p["sara"], p["anne"]
+        status, body = await sara.call("POST", "/createRoom", {"preset": "private_chat"})
+        assert status == 200, body
+        status, refused = await sara.call("POST", f"/rooms/{body['room_id']}/invite", {"user_id": anne.user_id})
+        assert status == 403, refused  # the bridge is not running: the refusal waits in the module
+        bridge = await Bridge.create(config, with_bot=False)
+        await bridge.start()
+        try:
+            audit = for_config(config, bridge.store)
+
+            async def refused_kinds() -> set[str]:
+                rows = [json.loads(r.body) for r in await bridge.store.audit_rows()]
+                return {r["action"] for r in rows if r["action"].startswith("access_refused_")}
+
+            await until(lambda: _has(refused_kinds(), "access_refused_invite"))
+            cp = next(rid for key, rid in rooms.items() if key.startswith("class:") and ":CP:" in key)
+            status, body = await sara.call("POST", f"/rooms/{cp}/join", {})  # not her child's class
+            assert status == 403, body
+            await until(lambda: _has(refused_kinds(), "access_refused_join"))
+            rows = [json.loads(r.body) for r in await bridge.store.audit_rows()]
+            invite = next(r for r in rows if r["action"] == "access_refused_invite")
+            join = next(r for r in rows if r["action"] == "access_refused_join")
+            assert invite["subject"] == audit.pseudonym(sara.user_id) == join["subject"]
+            assert invite["detail"] == {"target": audit.pseudonym(anne.user_id)} and join["room"] == cp
+            assert invite["actor"] == "synapse-module" and "annuaire" in invite["reason"]
+            assert not any(person.user_id in r.body for r in await bridge.store.audit_rows()
+                           for person in (sara, anne))
+            assert (await audit.verify()).ok
+        finally:
+            await bridge.stop()
+
+
+async def _has(kinds: Awaitable[set[str]], kind: str) -> bool:
+    return kind in await kinds

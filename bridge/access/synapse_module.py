@@ -9,6 +9,7 @@ In homeserver.yaml (see README, "Module Synapse"):
           bridge_users: ["@ent-bridge:ent.example.fr", "@ent-bridge_bot:ent.example.fr",
                          "@ent-bridge_keyless:ent.example.fr"]
           refresh_seconds: 10
+          registration: /data/ent-bridge-registration.yaml  # refusals go to the bridge's audit
 
 Synapse imports this file from the bridge's distribution, with the dependencies of the bridge's
 text reading (lxml, confusable-homoglyphs, tldextract: names and topics are read as the bridge's
@@ -24,13 +25,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bridge.access.links import DIRECTOR, STAFF, TEACHER
+from bridge.access.reporter import RefusalReporter, read_registration
 from bridge.access.rules import ROOM_STATE_TYPE, Rules
 from bridge.access.shown import StateRules, check_state, global_name_refused, restore
 from bridge.access.snapshot import AccessSnapshot
 from bridge.policy.shown_state import SHOWN_STATE
 
 log = logging.getLogger("ent_bridge.access")
-CONFIG_KEYS = frozenset({"snapshot", "bridge_users", "refresh_seconds"})
+CONFIG_KEYS = frozenset({"snapshot", "bridge_users", "refresh_seconds", "registration"})
 NOT_SPAM = "NOT_SPAM"
 STAFF_SIDES = frozenset({TEACHER, STAFF, DIRECTOR})
 ROOM_STAFF_STATE = frozenset({"m.room.member", "m.room.power_levels", "m.room.create"})  # what room_staff reads
@@ -53,7 +55,17 @@ def parse(config: Mapping[str, Any]) -> dict[str, Any]:
     refresh = config.get("refresh_seconds", 10)
     if not isinstance(refresh, (int, float)) or isinstance(refresh, bool) or not 0.1 <= refresh <= 60:
         raise ModuleConfigError("refresh_seconds: a number of seconds between 0.1 and 60")
-    return {"snapshot": Path(config["snapshot"]), "bridge_users": frozenset(users), "refresh_seconds": float(refresh)}
+    registration = config.get("registration")
+    if registration is not None and not isinstance(registration, str):
+        raise ModuleConfigError("registration: the path of the bridge's registration file (its url and hs_token)")
+    bridge = None
+    if registration is not None:
+        try:
+            bridge = read_registration(Path(registration))
+        except ValueError as exc:
+            raise ModuleConfigError(f"registration: {exc}") from None
+    return {"snapshot": Path(config["snapshot"]), "bridge_users": frozenset(users), "refresh_seconds": float(refresh),
+            "bridge": bridge}
 
 
 class AccessModule:
@@ -69,6 +81,22 @@ class AccessModule:
         api.register_third_party_rules_callbacks(check_event_allowed=self.check_event_allowed)
         # Every process that answers clients (workers too) keeps its own copy fresh.
         api.looping_background_call(self._refresh, config["refresh_seconds"] * 1000, run_on_all_instances=True)
+        self.reporter: RefusalReporter | None = None
+        if config.get("bridge") is not None:
+            url, token = config["bridge"]
+            self.reporter = RefusalReporter(url, token, self._put)
+            # What could not be sent is tried again (after its backoff) from here; each worker its own.
+            api.looping_background_call(self.reporter.send, 2000, run_on_all_instances=True)
+
+    async def _put(self, url: str, body: dict[str, Any], headers: dict[str, list[str]]) -> Any:
+        return await self.api.http_client.put_json(url, body, headers=headers)
+
+    def _report(self, **refusal: Any) -> None:
+        """Tell the bridge's audit (never the text of a name or a topic: only what was found)."""
+        if self.reporter is None:
+            return
+        self.reporter.add(**refusal)
+        self.api.run_as_background_process("ent_bridge_refusals", self.reporter.send, now=True)
 
     @staticmethod
     def parse_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,14 +135,23 @@ class AccessModule:
 
     async def user_may_invite(self, inviter: str, invitee: str, room_id: str) -> Any:
         managed, ref = await self._managed(room_id)
-        return self._answer(self.rules.invite(inviter, invitee, managed=managed, ref=ref))
+        why = self.rules.invite(inviter, invitee, managed=managed, ref=ref)
+        if why is not None:
+            self._report(kind="invite", sender=inviter, target=invitee, room=room_id, reason=why)
+        return self._answer(why)
 
     async def user_may_join_room(self, user: str, room_id: str, is_invited: bool) -> Any:
         managed, ref = await self._managed(room_id)
-        return self._answer(self.rules.join(user, managed=managed, ref=ref))
+        why = self.rules.join(user, managed=managed, ref=ref)
+        if why is not None:
+            self._report(kind="join", sender=user, room=room_id, reason=why)
+        return self._answer(why)
 
     async def user_may_create_room(self, user: str, config: dict[str, Any]) -> Any:
-        return self._answer(self.rules.create_room(user, config))
+        why = self.rules.create_room(user, config)
+        if why is not None:
+            self._report(kind="create_room", sender=user, reason=why)
+        return self._answer(why)
 
     async def check_username_for_spam(self, profile: Mapping[str, Any], requester: str) -> bool:
         """True hides the user from the requester's directory search: someone the requester may
@@ -147,6 +184,7 @@ class AccessModule:
         if why is None:
             return True, None
         log.info("ent-bridge refused %s from %s in %s", event.type, event.sender, event.room_id)
+        self._report(kind="state", sender=event.sender, room=event.room_id, event_type=event.type, reason=why)
         _refuse(why)
 
     def _shown(self, event: Any, marker: Any, ref: str | None, state_events: Mapping[tuple[str, str], Any]
@@ -167,6 +205,9 @@ class AccessModule:
         # Never the name or the text itself in a log: only what was found.
         log.info("ent-bridge held %s from %s in %s to the rules (%s)", event.type, event.sender, event.room_id,
                  ",".join(verdict.protections))
+        refused = verdict.refuse is not None
+        self._report(kind="name" if refused else "held", sender=event.sender, room=event.room_id,
+                     event_type=event.type, reason=verdict.refuse or ",".join(verdict.protections))
         if verdict.refuse is not None:
             _refuse(verdict.refuse)
         return True, {**event.get_dict(), "content": verdict.content}

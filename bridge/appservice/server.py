@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.access.refusals import PATH, Refusal, parse_batch
 from bridge.appservice.handling import DispatcherState
 from bridge.errors import BridgeError
 from bridge.logging import get_logger
@@ -49,11 +50,13 @@ class AppserviceServer:
         stale_after_s: float = 60.0,
         metrics: Metrics | None = None,
         ready: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        on_refusals: Callable[[list[Refusal]], Awaitable[None]] | None = None,
     ) -> None:
         """on_new_events: told of each new transaction's events once they are on record (and of
         those of their ids handled before, in another transaction);
         metrics: served at /metrics; ready: what /_matrix/mau/ready reports (problems under
-        "problems", none when ready)."""
+        "problems", none when ready); on_refusals: puts on record what the Synapse module refused
+        (answered once it is)."""
         self.metrics = metrics
         self.ready = ready
         self.dispatcher_state = dispatcher_state
@@ -63,12 +66,14 @@ class AppserviceServer:
         self.on_new_events = on_new_events
         self.user_query = user_query
         self.alias_query = alias_query
+        self.on_refusals = on_refusals
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         r = self.app.router
         r.add_put("/_matrix/app/v1/transactions/{txn_id}", self.put_transaction)
         r.add_get("/_matrix/app/v1/users/{user_id}", self.get_user)
         r.add_get("/_matrix/app/v1/rooms/{alias}", self.get_alias)
         r.add_post("/_matrix/app/v1/ping", self.ping)
+        r.add_put(PATH + "{batch}", self.put_refusals)
         r.add_get("/health", self.health)
         # Liveness and readiness as mautrix bridges answer them; metrics for Prometheus. This port
         # is the homeserver's side: keep it on loopback or a private network.
@@ -116,6 +121,23 @@ class AppserviceServer:
         if handled is not None:
             self.on_new_events(txn_id, kept, handled)
         return web.json_response({})
+
+    async def put_refusals(self, request: web.Request) -> web.Response:
+        """The access module's refusals (its registration's hs_token): on record before the answer,
+        once each (a batch sent again is answered as the first time)."""
+        if (denied := self._authorised(request)) is not None:
+            log.warning("refusals_refused", status=denied.status)
+            return denied
+        if self.on_refusals is None:
+            return _error(404, "M_UNRECOGNIZED", "this bridge does not record refusals")
+        try:
+            refusals = parse_batch(await request.json())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "M_NOT_JSON", "body is not JSON")
+        except ValueError as exc:
+            return _error(400, "M_BAD_JSON", str(exc))
+        await self.on_refusals(refusals)
+        return web.json_response({"recorded": len(refusals)})
 
     async def get_user(self, request: web.Request) -> web.Response:
         if (denied := self._authorised(request)) is not None:

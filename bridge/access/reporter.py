@@ -1,0 +1,95 @@
+"""The module's side of refusals: kept in memory, sent to the bridge in batches, again until it answers.
+
+Why in memory and over HTTP: Synapse mounts the bridge's data read-only and each worker answers
+clients on its own; the appservice port is the one channel every deployment already has from
+Synapse to the bridge, and the registration carries its address and token. While the bridge is
+down, refusals wait here (at most `QUEUE_MAX`; beyond that the oldest are dropped and counted in
+Synapse's log, where every refusal is also written). A Synapse restart loses what waited.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bridge.access.refusals import BATCH_MAX, PATH, Refusal
+
+log = logging.getLogger("ent_bridge.access")
+QUEUE_MAX = 10_000
+BACKOFF_MAX_S = 60.0
+Put = Callable[[str, dict[str, Any], dict[str, list[str]]], Awaitable[Any]]  # (url, body, headers)
+
+
+def read_registration(path: Path) -> tuple[str, str] | None:
+    """The bridge's (url, hs_token) from its registration file; None when it has no url."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"registration {path}: unreadable ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("hs_token"), str):
+        raise ValueError(f"registration {path}: no hs_token")
+    url = data.get("url")
+    return (url.rstrip("/"), data["hs_token"]) if isinstance(url, str) and url else None
+
+
+class RefusalReporter:
+    def __init__(self, url: str, hs_token: str, put: Put, *, now_s: Callable[[], float] = time.monotonic) -> None:
+        """put: the homeserver's HTTP client's PUT (raises on a failure or a non-2xx answer)."""
+        self.url, self._headers = url, {"Authorization": [f"Bearer {hs_token}"]}
+        self._put, self._now_s = put, now_s
+        self.queue: deque[Refusal] = deque()
+        self.dropped = 0
+        self._sending = False
+        self._failures = 0
+        self._not_before = 0.0
+
+    def add(self, *, kind: str, sender: str, reason: str, room: str | None = None, target: str | None = None,
+            event_type: str | None = None) -> None:
+        if len(self.queue) >= QUEUE_MAX:
+            self.queue.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error("ent-bridge refusals not recorded in the bridge's audit (the bridge does not answer): "
+                          "%d dropped so far", self.dropped)
+        self.queue.append(Refusal(id=secrets.token_hex(16), ts=int(time.time() * 1000), kind=kind, sender=sender,
+                                  reason=reason, room=room, target=target, event_type=event_type))
+
+    async def send(self, *, now: bool = False) -> int:
+        """Send what waits, a batch at a time, until the queue is empty or the bridge fails to
+        answer (then not again before a backoff: 1 s, 2 s … a minute, unless `now`: a new refusal
+        tries at once). Returns how many went."""
+        if self._sending or not self.queue or (not now and self._now_s() < self._not_before):
+            return 0
+        self._sending = True
+        sent = 0
+        try:
+            while self.queue:
+                batch = [self.queue[n] for n in range(min(BATCH_MAX, len(self.queue)))]
+                # The batch's id is its first refusal's: sent again, the same request.
+                try:
+                    await self._put(f"{self.url}{PATH}{batch[0].id}", {"refusals": [r.to_json() for r in batch]},
+                                    self._headers)
+                except Exception as exc:  # noqa: BLE001 - kept, sent again after the backoff
+                    self._failures += 1
+                    self._not_before = self._now_s() + min(BACKOFF_MAX_S, 2.0 ** (self._failures - 1))
+                    if self._failures == 1:
+                        log.warning("ent-bridge refusals wait for the bridge (%s): %d queued",
+                                    type(exc).__name__, len(self.queue))
+                    return sent
+                ids = {r.id for r in batch}  # meanwhile the queue grew at its end, or dropped its oldest
+                while self.queue and self.queue[0].id in ids:
+                    self.queue.popleft()
+                sent += len(batch)
+                if self._failures:
+                    log.info("ent-bridge refusals reach the bridge again")
+                self._failures = 0
+        finally:
+            self._sending = False
+        return sent

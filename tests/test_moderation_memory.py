@@ -577,3 +577,51 @@ def test_unreadable_messages_are_taken_down_without_a_strike_but_a_flood_of_them
     burst = [mem.judge(PROFILE, Message("!r:s", f"$b{i}", "@p:s", 0, {}, "m.room.encrypted"),
                        now=NOON + timedelta(minutes=10, seconds=i), read=[unreadable()]) for i in range(4)]
     assert burst[-1].mute_until_ms is not None and "flood" in {d.protection for d in burst[-1].decisions}
+
+
+WAVES = Profile("w", banned_words=BannedWords(("zut",), ("redact", "warn")),
+                flood=Flood(max_messages=3, per_seconds=10, action=("mute", "warn"), mute_minutes=5),
+                quiet_hours=QuietHours(), strikes=Strikes(threshold=2, window_hours=3, mute_minutes=30),
+                fan_out=FanOut(max_rooms=2, window_minutes=10, mute_minutes=20))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_letting_go_of_idle_senders_changes_no_decision(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Days of traffic (bursts, insults, waves across rooms, quiet spells of minutes to hours):
+    a memory that lets go of what no rule can read decides exactly as one that keeps everything,
+    and ends up holding only the senders of the last hours."""
+    import random
+
+    from bridge.policy import memory
+
+    rng = random.Random(seed)
+    senders = [f"@p{i}:s" for i in range(12)]
+    rooms = [f"!r{i}:s" for i in range(4)]
+    script, now = [], NOON
+    for n in range(3000):
+        now += timedelta(seconds=rng.choice([0.5, 2, 5, 30, 300, 2400, 4 * 3600]))
+        body = rng.choice(["bonjour", "merci", "zut alors", "à demain"])
+        script.append((now, Message(rng.choice(rooms), f"$s{seed}-{n}", rng.choice(senders), 0,
+                                    {"msgtype": "m.text", "body": body})))
+    forgetting = ModerationMemory()
+    outcomes = [forgetting.judge(WAVES, msg, now=at) for at, msg in script]
+    monkeypatch.setattr(memory, "FORGET_EVERY_MS", 2 ** 62)  # never lets go
+    keeping = ModerationMemory()
+    assert [keeping.judge(WAVES, msg, now=at) for at, msg in script] == outcomes
+    assert any(o.decisions for o in outcomes) and any(o.mute_until_ms for o in outcomes)
+    assert len(keeping._recent) > len(forgetting._recent)  # it did let go of someone
+    last = int(script[-1][0].timestamp() * 1000)
+    forgetting.forget_idle(last)
+    horizon = 12 * 3_600_000  # the longest window read: quiet hours' answer (12 h)
+    assert all(times[-1] >= last - horizon for times in forgetting._recent.values())
+    assert all(times[-1] >= last - horizon for times in forgetting._posted.values())
+    assert set(forgetting._posted) == set(forgetting._posted_rooms)
+
+
+def test_a_message_with_nothing_to_do_costs_the_memory_no_object_of_its_own() -> None:
+    from bridge.policy.memory import NOTHING
+
+    mem = ModerationMemory()
+    quiet = [mem.judge(PROFILE, _msg("bonjour", sender=f"@p{i}:s"), now=NOON) for i in range(50)]
+    assert all(o is NOTHING for o in quiet)
+    assert mem.judge(PROFILE, _msg("zut"), now=NOON).decisions  # one with decisions keeps its own

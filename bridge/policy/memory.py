@@ -8,7 +8,8 @@ mute. No I/O and no clock: `now` comes from the caller, so every rule is testabl
 
 from __future__ import annotations
 
-from collections import OrderedDict, defaultdict, deque
+from array import array
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -23,6 +24,16 @@ NO_STRIKE = frozenset({"quiet_hours", "undecryptable"})
 Key = tuple[str, str]  # (room id, user id)
 
 
+def _horizon_ms(profile: Profile) -> int:
+    """The longest a profile's rules look back (flood, strikes, waves)."""
+    longest = profile.strikes.window_hours * 3_600_000
+    if profile.flood:
+        longest = max(longest, profile.flood.per_seconds * 1000)
+    if profile.fan_out:
+        longest = max(longest, profile.fan_out.window_minutes * 60_000)
+    return int(longest)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What to do about one message: decisions with only the actions still due, and when a mute
@@ -32,15 +43,30 @@ class Outcome:
     mute_until_ms: int | None = None
 
 
+NOTHING = Outcome(())  # what most messages come to: one shared value, not one object per message
+FORGET_EVERY_MS = 10 * 60_000  # how often (in judged time) what no rule can still read is let go
+
+
 class ModerationMemory:
+    """Times are kept in `array`s, which the garbage collector does not walk: a district's
+    thousands of senders each had a deque of boxed ints, and every full collection walked them
+    all while the event loop waited (the pauses grew with the traffic and cost the p99)."""
+
     def __init__(self, *, window: int = 200) -> None:
-        self._recent: dict[Key, deque[int]] = defaultdict(lambda: deque(maxlen=window))
+        self._window = window
+        self._recent: dict[Key, array[int]] = {}  # the sender's message times in the room, last `window`
         self._strikes: dict[Key, list[int]] = defaultdict(list)
         self._answered: dict[Key, int] = {}
         self._muted_until: dict[Key, int] = {}
         self._judged: OrderedDict[str, Outcome] = OrderedDict()  # recent event ids: each judged once
-        self._posted: dict[str, deque[tuple[int, str]]] = defaultdict(lambda: deque(maxlen=window))
+        # Across rooms, per sender: the times of their messages and (beside, same order) the rooms'.
+        self._posted: dict[str, array[int]] = {}
+        self._posted_rooms: dict[str, array[int]] = {}
+        self._room_numbers: dict[str, int] = {}
+        self._rooms: list[str] = []
         self._waved_until: dict[str, int] = {}  # sender -> end of the mute a wave earned
+        self._horizon_ms = QUIET_ANSWER_EVERY_MS  # the longest window a rule has read so far
+        self._forgotten_at: int | None = None
 
     def judge(self, profile: Profile, msg: Message, *, now: datetime,
               compiled_words: tuple[str, ...] | None = None, read: list[Decision] | None = None) -> Outcome:
@@ -51,6 +77,7 @@ class ModerationMemory:
         if (known := self._judged.get(msg.event_id)) is not None:
             return known
         outcome = self._judge(profile, msg, now=now, compiled_words=compiled_words, read=read)
+        outcome = outcome if outcome.decisions or outcome.mute_until_ms is not None else NOTHING
         self._judged[msg.event_id] = outcome
         if len(self._judged) > JUDGED_KEEP:
             self._judged.popitem(last=False)
@@ -60,11 +87,18 @@ class ModerationMemory:
                compiled_words: tuple[str, ...] | None, read: list[Decision] | None) -> Outcome:
         key = (msg.room_id, msg.sender)
         now_ms = int(now.timestamp() * 1000)
-        recent = self._recent[key]
+        self._horizon_ms = max(self._horizon_ms, _horizon_ms(profile))
+        if self._forgotten_at is None or now_ms - self._forgotten_at >= FORGET_EVERY_MS:
+            self.forget_idle(now_ms)
+        recent = self._recent.get(key)
+        if recent is None:
+            recent = self._recent[key] = array("q")
         counted = msg.type not in NOT_MESSAGES  # a reaction, a name: neither a flood's nor a wave's
         if counted:
             recent.append(now_ms)
-        decisions = evaluate(profile, msg, now=now, recent_ms=list(recent), compiled_words=compiled_words, read=read)
+            if len(recent) > self._window:
+                del recent[0]
+        decisions = evaluate(profile, msg, now=now, recent_ms=recent, compiled_words=compiled_words, read=read)
         if counted:
             decisions += self._fan_out(profile, msg, now_ms)
         if any(d.protection not in NO_STRIKE for d in decisions):
@@ -98,17 +132,56 @@ class ModerationMemory:
         rule = profile.fan_out
         if rule is None:
             return []
-        posted = self._posted[msg.sender]
-        posted.append((now_ms, msg.room_id))
-        while posted and now_ms - posted[0][0] > rule.window_minutes * 60_000:
-            posted.popleft()
-        rooms = len({room for _, room in posted})
+        posted = self._posted.get(msg.sender)
+        if posted is None:
+            posted = self._posted[msg.sender] = array("q")
+            self._posted_rooms[msg.sender] = array("q")
+        numbers = self._posted_rooms[msg.sender]
+        number = self._room_numbers.get(msg.room_id)
+        if number is None:
+            number = self._room_numbers[msg.room_id] = len(self._rooms)
+            self._rooms.append(msg.room_id)
+        posted.append(now_ms)
+        numbers.append(number)
+        stale = 0
+        while stale < len(posted) and now_ms - posted[stale] > rule.window_minutes * 60_000:
+            stale += 1
+        stale = max(stale, len(posted) - self._window)
+        if stale:
+            del posted[:stale]
+            del numbers[:stale]
+        rooms = len(set(numbers))
         limit = rule.max_rooms_moderators if msg.sender_power >= profile.exempt_power else rule.max_rooms
         if rooms <= limit or self._waved_until.get(msg.sender, 0) > now_ms:
             return []
         self._waved_until[msg.sender] = now_ms + int(rule.mute_minutes * 60_000)
         return [Decision("fan_out", rule.action, f"messages dans {rooms} salons en {rule.window_minutes:g} min",
                          {"mute_minutes": rule.mute_minutes, "everywhere": True})]
+
+    def forget_idle(self, now_ms: int) -> int:
+        """Let go of what no rule can read any more (nobody's memory grows for good: a district's
+        every sender stayed in it until the process ended). Returns how many entries went."""
+        self._forgotten_at = now_ms
+        oldest = now_ms - self._horizon_ms
+        idle = [k for k, times in self._recent.items() if not times or times[-1] < oldest]
+        idle_senders = [u for u, times in self._posted.items() if not times or times[-1] < oldest]
+        struck = [k for k, times in self._strikes.items() if not times or times[-1] < oldest]
+        answered = [k for k, at in self._answered.items() if now_ms - at >= QUIET_ANSWER_EVERY_MS]
+        unmuted = [k for k, end in self._muted_until.items() if end <= now_ms]
+        unwaved = [u for u, end in self._waved_until.items() if end <= now_ms]
+        for key in idle:
+            del self._recent[key]
+        for sender in idle_senders:
+            del self._posted[sender], self._posted_rooms[sender]
+        for key in struck:
+            del self._strikes[key]
+        for key in answered:
+            del self._answered[key]
+        for key in unmuted:
+            del self._muted_until[key]
+        for sender in unwaved:
+            del self._waved_until[sender]
+        return len(idle) + len(idle_senders) + len(struck) + len(answered) + len(unmuted) + len(unwaved)
 
     def muted(self, room_id: str, user_id: str, *, now_ms: int) -> bool:
         return self._muted_until.get((room_id, user_id), 0) > now_ms

@@ -59,6 +59,27 @@ async def test_a_slow_room_holds_up_no_other_and_each_room_keeps_its_order(sqlit
     assert await sqlite.pending_events() == []  # all recorded as handled
 
 
+async def test_events_handled_one_after_another_leave_the_inbox_in_a_few_writes(sqlite: SqliteStore) -> None:
+    """Each handled event took a commit of its own (an fsync, in the one queue where the next
+    transaction and the audit entries wait): they now wait a moment to leave together."""
+    writes = 0
+    done = sqlite.events_done
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal writes
+        writes += 1
+        return await done(*args, **kwargs)
+
+    async def handler(event: dict[str, Any]) -> None:
+        await sqlite.handled([str(event["event_id"])])  # a store round trip, as moderation's reads are
+
+    sqlite.events_done = counted  # type: ignore[method-assign]
+    await sqlite.record_transaction("t1", [_event(f"!r{n % 3}", n) for n in range(60)], now_ms=1)
+    assert await Dispatcher(sqlite, [handler]).drain_once() == 60
+    assert await sqlite.pending_events() == []
+    assert writes <= 8, writes  # one every SAVE_DELAY_S at most (21 before, one every few events)
+
+
 async def test_flushes_side_by_side_share_one_write_and_return_once_written(sqlite: SqliteStore) -> None:
     audit = AuditLog(sqlite, key="k" * 32)
     writes = 0

@@ -28,6 +28,7 @@ Taken = tuple[InboxItem, bool]  # an event to handle, and whether it was handled
 Key = tuple[str, int]  # (txn id, index in it)
 LANES = 256  # events handled at once, each of a different room (as many as the bot's lanes hold)
 RECENT_MAX = 10_000  # ids of the events handled last, looked up before handling one
+SAVE_DELAY_S = 0.05  # handled events wait this long to leave the inbox together
 log = get_logger(component="dispatcher")
 
 
@@ -166,7 +167,13 @@ class Handling:
 
     async def _save_all(self) -> None:
         try:
+            # A moment's wait lets one write carry the events handled meanwhile: writing as soon
+            # as one was handled took a commit (an fsync) for every few events, in the store's
+            # one queue where the next transaction's write and the audit entries wait. Handled
+            # but not yet recorded, an event is handled again after a crash: its effects are
+            # idempotent, and its audit entry is on record once.
             while self.unsaved:
+                await asyncio.sleep(SAVE_DELAY_S)
                 await self.save()
         except Exception as exc:  # noqa: BLE001 - kept in memory, recorded at the next try
             self._fail(exc)

@@ -46,10 +46,16 @@ def homeserver_findings(hs: Mapping[str, Any]) -> list[Finding]:
         if not ok:
             out.append(Finding(key, why, fix))
 
-    modules = [m.get("module") for m in hs.get("modules") or [] if isinstance(m, Mapping)]
-    want("modules", MODULE in modules, "without ent-bridge's module, a parent finds and writes to every parent "
+    entries = [m for m in hs.get("modules") or [] if isinstance(m, Mapping)]
+    ours = next((m for m in entries if m.get("module") == MODULE), None)
+    want("modules", ours is not None, "without ent-bridge's module, a parent finds and writes to every parent "
          "who shares a room with them, and state that breaks a room's template is accepted until the next repair",
          f"add `- module: {MODULE}` with its config (README, 'Module Synapse')")
+    module_config = ours.get("config") if ours is not None else None
+    want("modules.config.registration",
+         ours is None or (isinstance(module_config, Mapping) and bool(module_config.get("registration"))),
+         "what the module refuses (invites, joins, names) is only in Synapse's log, not in the bridge's audit",
+         "registration: the path of the bridge's registration file, as Synapse reads it")
     want("user_directory.search_all_users", not _get(hs, "user_directory.search_all_users", False),
          "every account of the server shows in every search", "search_all_users: false")
     want("require_auth_for_profile_requests", bool(hs.get("require_auth_for_profile_requests", False)),

@@ -16,8 +16,10 @@ from bridge.store.sqlite import SqliteStore
 from bridge.synapse_settings import access_module
 
 
-def _homeserver_yaml(tmp_path: Path, *, module: bool) -> Path:
-    extra = {"modules": [access_module(tmp_path / "access.sqlite", ["@ent-bridge_bot:ent.test"])]} if module else {}
+def _homeserver_yaml(tmp_path: Path, *, module: bool, registration: bool = True) -> Path:
+    reg = tmp_path / "registration.yaml" if registration else None
+    extra = {"modules": [access_module(tmp_path / "access.sqlite", ["@ent-bridge_bot:ent.test"], registration=reg)]
+             } if module else {}
     return LocalSynapse(workdir=tmp_path / "synapse", extra=extra).write_config()
 
 
@@ -26,6 +28,8 @@ def test_the_tests_and_demo_synapse_pass_with_the_module(tmp_path: Path) -> None
     assert homeserver_findings(good) == []
     bare = yaml.safe_load(_homeserver_yaml(tmp_path, module=False).read_text())
     assert [f.key for f in homeserver_findings(bare)] == ["modules"]
+    unaudited = yaml.safe_load(_homeserver_yaml(tmp_path, module=True, registration=False).read_text())
+    assert [f.key for f in homeserver_findings(unaudited)] == ["modules.config.registration"]
 
 
 def test_synapse_defaults_are_reported_one_by_one() -> None:

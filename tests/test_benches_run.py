@@ -11,6 +11,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_decisions  # noqa: E402
 import bench_decisions_encrypted  # noqa: E402
+import bench_memory  # noqa: E402
 
 
 async def test_the_encrypted_bench_decrypts_and_moderates_every_message() -> None:
@@ -23,3 +24,10 @@ async def test_the_plaintext_bench_moderates_through_the_transaction_endpoint() 
     sent, _took, latencies, audited, redactions = await bench_decisions.run(seconds=0.5, rate=400)
     assert sent > 0 and len(latencies) == sent
     assert audited > 0 and redactions > 0
+
+
+def test_the_memory_bench_shows_idle_senders_let_go() -> None:
+    held, _pause, _tracked = bench_memory.measure(300, forgetting=True)
+    assert held == 1  # the next morning's one sender
+    held, _pause, _tracked = bench_memory.measure(300, forgetting=False)
+    assert held == 300

@@ -24,14 +24,11 @@ NO_STRIKE = frozenset({"quiet_hours", "undecryptable"})
 Key = tuple[str, str]  # (room id, user id)
 
 
-def _horizon_ms(profile: Profile) -> int:
-    """The longest a profile's rules look back (flood, strikes, waves)."""
-    longest = profile.strikes.window_hours * 3_600_000
-    if profile.flood:
-        longest = max(longest, profile.flood.per_seconds * 1000)
-    if profile.fan_out:
-        longest = max(longest, profile.fan_out.window_minutes * 60_000)
-    return int(longest)
+def _windows_ms(profile: Profile) -> tuple[int, int, int]:
+    """How far back a profile's rules look: (flood, waves across rooms, strikes)."""
+    return (profile.flood.per_seconds * 1000 if profile.flood else 0,
+            int(profile.fan_out.window_minutes * 60_000) if profile.fan_out else 0,
+            int(profile.strikes.window_hours * 3_600_000))
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,7 @@ class ModerationMemory:
         self._room_numbers: dict[str, int] = {}
         self._rooms: list[str] = []
         self._waved_until: dict[str, int] = {}  # sender -> end of the mute a wave earned
-        self._horizon_ms = QUIET_ANSWER_EVERY_MS  # the longest window a rule has read so far
+        self._windows_ms: tuple[int, int, int] = (0, 0, 0)  # the longest flood, wave, strike windows read
         self._forgotten_at: int | None = None
 
     def judge(self, profile: Profile, msg: Message, *, now: datetime,
@@ -87,7 +84,10 @@ class ModerationMemory:
                compiled_words: tuple[str, ...] | None, read: list[Decision] | None) -> Outcome:
         key = (msg.room_id, msg.sender)
         now_ms = int(now.timestamp() * 1000)
-        self._horizon_ms = max(self._horizon_ms, _horizon_ms(profile))
+        windows = _windows_ms(profile)
+        if windows != self._windows_ms:
+            (flood, wave, strike), (f, w, st) = self._windows_ms, windows
+            self._windows_ms = (max(flood, f), max(wave, w), max(strike, st))
         if self._forgotten_at is None or now_ms - self._forgotten_at >= FORGET_EVERY_MS:
             self.forget_idle(now_ms)
         recent = self._recent.get(key)
@@ -162,10 +162,10 @@ class ModerationMemory:
         """Let go of what no rule can read any more (nobody's memory grows for good: a district's
         every sender stayed in it until the process ended). Returns how many entries went."""
         self._forgotten_at = now_ms
-        oldest = now_ms - self._horizon_ms
-        idle = [k for k, times in self._recent.items() if not times or times[-1] < oldest]
-        idle_senders = [u for u, times in self._posted.items() if not times or times[-1] < oldest]
-        struck = [k for k, times in self._strikes.items() if not times or times[-1] < oldest]
+        flood, wave, strike = (now_ms - window for window in self._windows_ms)
+        idle = [k for k, times in self._recent.items() if not times or times[-1] < flood]
+        idle_senders = [u for u, times in self._posted.items() if not times or times[-1] < wave]
+        struck = [k for k, times in self._strikes.items() if not times or times[-1] < strike]
         answered = [k for k, at in self._answered.items() if now_ms - at >= QUIET_ANSWER_EVERY_MS]
         unmuted = [k for k, end in self._muted_until.items() if end <= now_ms]
         unwaved = [u for u, end in self._waved_until.items() if end <= now_ms]

@@ -62,7 +62,7 @@ async def demo(workdir: Path, *, keep_running: bool) -> int:
     config = load_config(config_path)
     assert config.access_snapshot is not None
     module = access_module(config.access_snapshot, [config.sender_user_id, config.bot_user_id, config.keyless_user_id],
-                           registration=reg_path)
+                           registration=reg_path, spool=workdir / "synapse" / "ent-bridge-refusals")
     synapse = LocalSynapse(workdir=workdir / "synapse", server_name="ent.demo", port=int(state["synapse_port"]),
                            registrations=[reg_path], shared_secret=str(state["shared_secret"]),
                            extra={"modules": [module]})

@@ -70,7 +70,8 @@ def synapse_config(out: Path, *, server_name: str, postgres_password: str, bridg
         "app_service_config_files": ["/data/ent-bridge-registration.yaml"],
         **school_settings(),
         "modules": [access_module(Path("/ent-bridge/access.sqlite"), users,
-                                  registration=Path("/data/ent-bridge-registration.yaml"))],
+                                  registration=Path("/data/ent-bridge-registration.yaml"),
+                                  spool=Path("/data/ent-bridge-refusals"))],
     }
     write_private(path, yaml.safe_dump(settings, sort_keys=False))
     return [path, key]

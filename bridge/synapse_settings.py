@@ -32,11 +32,14 @@ def school_settings() -> dict[str, Any]:
 
 
 def access_module(snapshot: Path, bridge_users: list[str], *, refresh_seconds: float = 10,
-                  registration: Path | None = None) -> dict[str, Any]:
+                  registration: Path | None = None, spool: Path | None = None) -> dict[str, Any]:
     """The `modules:` entry of ent-bridge's access module; with the bridge's registration file (as
-    Synapse reads it), the module's refusals are sent to the bridge's audit."""
+    Synapse reads it), the module's refusals are sent to the bridge's audit, and with a spool (a
+    path in Synapse's own data) those still waiting for the bridge survive a Synapse restart."""
     config: dict[str, Any] = {"snapshot": str(snapshot), "bridge_users": bridge_users,
                               "refresh_seconds": refresh_seconds}
     if registration is not None:
         config["registration"] = str(registration)
+    if spool is not None:
+        config["spool"] = str(spool)
     return {"module": MODULE, "config": config}

@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import secrets
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -44,7 +46,8 @@ def _guarded(*, report: bool) -> Iterator[Guarded]:
     synapse.extra = {
         "user_directory": {"enabled": True, "search_all_users": True},
         "modules": [access_module(snapshot, [config.sender_user_id, config.bot_user_id, config.keyless_user_id],
-                                  refresh_seconds=0.5, registration=reg if report else None)],
+                                  refresh_seconds=0.5, registration=reg if report else None,
+                                  spool=workdir / "synapse" / "refusals" if report else None)],
     }
     synapse.start()
     try:
@@ -377,8 +380,9 @@ async def _not(check: Awaitable[bool]) -> bool:
 async def test_the_homeservers_refusals_reach_the_bridges_audit_even_those_made_while_it_was_down(
         reporting: Guarded, tmp_path: Path) -> None:
     """What the module refuses is in the bridge's HMAC audit (it was only in Synapse's log): an
-    invite refused while the bridge is down arrives once it is up, a join refused meanwhile at
-    once; people are named by their pseudonyms, the chain verifies."""
+    invite refused while the bridge is down arrives once it is up, though Synapse was killed
+    (SIGKILL) and restarted meanwhile; a join refused then, at once; people are named by their
+    pseudonyms, the chain verifies."""
     from bridge.audit import for_config
 
     async with _people(reporting) as people:
@@ -388,6 +392,12 @@ async def test_the_homeservers_refusals_reach_the_bridges_audit_even_those_made_
         assert status == 200, body
         status, refused = await sara.call("POST", f"/rooms/{body['room_id']}/invite", {"user_id": anne.user_id})
         assert status == 403, refused  # the bridge is not running: the refusal waits in the module
+        synapse = reporting.synapse
+        assert synapse.process is not None
+        os.kill(synapse.process.pid, signal.SIGKILL)  # Synapse dies with it waiting: its spool keeps it
+        synapse.process.wait()
+        synapse.process = None
+        synapse.start()
         bridge = await Bridge.create(config, with_bot=False)
         await bridge.start()
         try:

@@ -3,6 +3,7 @@ queue (batches, backoff, a bound), the bridge's endpoint (token, once each). Liv
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,25 @@ async def test_the_bridge_records_each_refusal_once_and_only_from_its_homeserver
     assert not any("@sara" in r or "@anne" in r for r in rows)  # pseudonyms only
     assert audit.pseudonym("@anne:ent.test") in rows[0] and audit.pseudonym("@sara:ent.test") in rows[1]
     assert (await audit.verify()).ok
+
+
+async def test_what_waits_for_the_bridge_survives_a_synapse_restart_in_its_spool(tmp_path: Path) -> None:
+    spool = tmp_path / "refusals.main.jsonl"
+    bridge = _Bridge()
+    first = RefusalReporter("http://b", "hs", bridge.put, spool=spool)
+    for n in range(3):
+        first.add(kind="invite", sender=f"@p{n}:s", target="@other:s", reason="non liée", room="!r:s")
+    assert await first.send() == 0 and oct(spool.stat().st_mode & 0o777) == "0o600"
+    with spool.open("a") as torn:  # Synapse killed in the middle of a line
+        torn.write('{"id": "0123')
+    restarted = RefusalReporter("http://b", "hs", bridge.put, spool=spool)  # Synapse restarted
+    assert [r.sender for r in restarted.queue] == ["@p0:s", "@p1:s", "@p2:s"]
+    assert list(restarted.queue) == list(first.queue)  # the same ids: on record once, wherever they come from
+    bridge.up = True
+    assert await restarted.send(now=True) == 3 and spool.read_text() == ""
+    assert RefusalReporter("http://b", "hs", bridge.put, spool=spool).queue == deque()
+
+
+def test_a_spool_needs_the_registration(tmp_path: Path) -> None:
+    with pytest.raises(ModuleConfigError, match="spool"):
+        parse({"snapshot": "/s", "bridge_users": ["@b:s"], "spool": str(tmp_path / "x")})

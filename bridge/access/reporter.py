@@ -4,12 +4,15 @@ Why in memory and over HTTP: Synapse mounts the bridge's data read-only and each
 clients on its own; the appservice port is the one channel every deployment already has from
 Synapse to the bridge, and the registration carries its address and token. While the bridge is
 down, refusals wait here (at most `QUEUE_MAX`; beyond that the oldest are dropped and counted in
-Synapse's log, where every refusal is also written). A Synapse restart loses what waited.
+Synapse's log, where every refusal is also written), and, with a spool file in Synapse's own data,
+across a Synapse restart.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import secrets
 import time
 from collections import deque
@@ -19,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from bridge.access.refusals import BATCH_MAX, PATH, Refusal
+from bridge.access.refusals import BATCH_MAX, PATH, Refusal, parse_one
 
 log = logging.getLogger("ent_bridge.access")
 QUEUE_MAX = 10_000
@@ -40,26 +43,65 @@ def read_registration(path: Path) -> tuple[str, str] | None:
 
 
 class RefusalReporter:
-    def __init__(self, url: str, hs_token: str, put: Put, *, now_s: Callable[[], float] = time.monotonic) -> None:
-        """put: the homeserver's HTTP client's PUT (raises on a failure or a non-2xx answer)."""
+    def __init__(self, url: str, hs_token: str, put: Put, *, now_s: Callable[[], float] = time.monotonic,
+                 spool: Path | None = None) -> None:
+        """put: the homeserver's HTTP client's PUT (raises on a failure or a non-2xx answer);
+        spool: a file of Synapse's own (one per process) that keeps what waits across a restart."""
         self.url, self._headers = url, {"Authorization": [f"Bearer {hs_token}"]}
         self._put, self._now_s = put, now_s
-        self.queue: deque[Refusal] = deque()
+        self.queue: deque[Refusal] = deque(maxlen=QUEUE_MAX)
         self.dropped = 0
         self._sending = False
         self._failures = 0
         self._not_before = 0.0
+        self.spool = spool
+        if spool is not None:
+            self._load(spool)
+
+    def _load(self, spool: Path) -> None:
+        """What waited when Synapse stopped (the newest QUEUE_MAX; a torn last line is skipped)."""
+        try:
+            lines = spool.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return
+        unreadable = 0
+        for line in lines[-QUEUE_MAX:]:
+            try:
+                self.queue.append(parse_one(json.loads(line)))
+            except ValueError:  # json's errors are ValueErrors too
+                unreadable += 1
+        if unreadable:
+            log.error("ent-bridge refusals spool %s: %d unreadable line(s) skipped", spool, unreadable)
+        if self.queue:
+            log.info("ent-bridge refusals spool %s: %d waiting for the bridge", spool, len(self.queue))
+
+    def _keep(self) -> None:
+        """The spool rewritten to what still waits (atomically: a crash leaves the old or the new)."""
+        if self.spool is None:
+            return
+        tmp = self.spool.with_name(f".{self.spool.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # Matrix ids: Synapse's eyes only
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.writelines(json.dumps(r.to_json()) + "\n" for r in self.queue)
+        os.replace(tmp, self.spool)
 
     def add(self, *, kind: str, sender: str, reason: str, room: str | None = None, target: str | None = None,
             event_type: str | None = None) -> None:
-        if len(self.queue) >= QUEUE_MAX:
-            self.queue.popleft()
+        if len(self.queue) >= QUEUE_MAX:  # the deque drops its oldest
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.error("ent-bridge refusals not recorded in the bridge's audit (the bridge does not answer): "
                           "%d dropped so far", self.dropped)
-        self.queue.append(Refusal(id=secrets.token_hex(16), ts=int(time.time() * 1000), kind=kind, sender=sender,
-                                  reason=reason, room=room, target=target, event_type=event_type))
+        refusal = Refusal(id=secrets.token_hex(16), ts=int(time.time() * 1000), kind=kind, sender=sender,
+                          reason=reason, room=room, target=target, event_type=event_type)
+        self.queue.append(refusal)
+        if self.spool is not None:
+            try:
+                fd = os.open(self.spool, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                with os.fdopen(fd, "a", encoding="utf-8") as out:
+                    out.write(json.dumps(refusal.to_json()) + "\n")
+            except OSError as exc:  # kept in memory all the same
+                log.error("ent-bridge refusals spool %s not written: %s", self.spool, exc)
 
     async def send(self, *, now: bool = False) -> int:
         """Send what waits, a batch at a time, until the queue is empty or the bridge fails to
@@ -86,6 +128,10 @@ class RefusalReporter:
                 ids = {r.id for r in batch}  # meanwhile the queue grew at its end, or dropped its oldest
                 while self.queue and self.queue[0].id in ids:
                     self.queue.popleft()
+                try:
+                    self._keep()
+                except OSError as exc:  # what was sent would be sent again: on record once all the same
+                    log.error("ent-bridge refusals spool %s not rewritten: %s", self.spool, exc)
                 sent += len(batch)
                 if self._failures:
                     log.info("ent-bridge refusals reach the bridge again")

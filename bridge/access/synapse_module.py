@@ -10,6 +10,7 @@ In homeserver.yaml (see README, "Module Synapse"):
                          "@ent-bridge_keyless:ent.example.fr"]
           refresh_seconds: 10
           registration: /data/ent-bridge-registration.yaml  # refusals go to the bridge's audit
+          spool: /data/ent-bridge-refusals  # optional: what waits for the bridge survives a restart
 
 Synapse imports this file from the bridge's distribution, with the dependencies of the bridge's
 text reading (lxml, confusable-homoglyphs, tldextract: names and topics are read as the bridge's
@@ -32,7 +33,7 @@ from bridge.access.snapshot import AccessSnapshot
 from bridge.policy.shown_state import SHOWN_STATE
 
 log = logging.getLogger("ent_bridge.access")
-CONFIG_KEYS = frozenset({"snapshot", "bridge_users", "refresh_seconds", "registration"})
+CONFIG_KEYS = frozenset({"snapshot", "bridge_users", "refresh_seconds", "registration", "spool"})
 NOT_SPAM = "NOT_SPAM"
 STAFF_SIDES = frozenset({TEACHER, STAFF, DIRECTOR})
 ROOM_STAFF_STATE = frozenset({"m.room.member", "m.room.power_levels", "m.room.create"})  # what room_staff reads
@@ -64,8 +65,11 @@ def parse(config: Mapping[str, Any]) -> dict[str, Any]:
             bridge = read_registration(Path(registration))
         except ValueError as exc:
             raise ModuleConfigError(f"registration: {exc}") from None
+    spool = config.get("spool")
+    if spool is not None and (not isinstance(spool, str) or registration is None):
+        raise ModuleConfigError("spool: a path in Synapse's own data, with registration: (what waits for the bridge)")
     return {"snapshot": Path(config["snapshot"]), "bridge_users": frozenset(users), "refresh_seconds": float(refresh),
-            "bridge": bridge}
+            "bridge": bridge, "spool": Path(spool) if spool else None}
 
 
 class AccessModule:
@@ -84,7 +88,10 @@ class AccessModule:
         self.reporter: RefusalReporter | None = None
         if config.get("bridge") is not None:
             url, token = config["bridge"]
-            self.reporter = RefusalReporter(url, token, self._put)
+            spool = config.get("spool")
+            if spool is not None:  # one file a process: workers each keep their own
+                spool = spool.with_name(f"{spool.name}.{api.worker_name or 'main'}.jsonl")
+            self.reporter = RefusalReporter(url, token, self._put, spool=spool)
             # What could not be sent is tried again (after its backoff) from here; each worker its own.
             api.looping_background_call(self.reporter.send, 2000, run_on_all_instances=True)
 

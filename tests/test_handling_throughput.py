@@ -27,6 +27,18 @@ async def sqlite(tmp_path: Path) -> Any:
     await store.close()
 
 
+def _counted(store: SqliteStore, method: str) -> list[int]:
+    """Count the calls of one of the store's methods (the one-element list is the count)."""
+    calls, real = [0], getattr(store, method)
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return await real(*args, **kwargs)
+
+    setattr(store, method, counted)
+    return calls
+
+
 def _event(room: str, n: int) -> dict[str, Any]:
     return {"type": "m.room.message", "room_id": room, "event_id": f"${room}{n}", "sender": "@p:s",
             "content": {"msgtype": "m.text", "body": "x"}}
@@ -62,35 +74,20 @@ async def test_a_slow_room_holds_up_no_other_and_each_room_keeps_its_order(sqlit
 async def test_events_handled_one_after_another_leave_the_inbox_in_a_few_writes(sqlite: SqliteStore) -> None:
     """Each handled event took a commit of its own (an fsync, in the one queue where the next
     transaction and the audit entries wait): they now wait a moment to leave together."""
-    writes = 0
-    done = sqlite.events_done
-
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal writes
-        writes += 1
-        return await done(*args, **kwargs)
+    writes = _counted(sqlite, "events_done")
 
     async def handler(event: dict[str, Any]) -> None:
         await sqlite.handled([str(event["event_id"])])  # a store round trip, as moderation's reads are
 
-    sqlite.events_done = counted  # type: ignore[method-assign]
     await sqlite.record_transaction("t1", [_event(f"!r{n % 3}", n) for n in range(60)], now_ms=1)
     assert await Dispatcher(sqlite, [handler]).drain_once() == 60
     assert await sqlite.pending_events() == []
-    assert writes <= 8, writes  # one every SAVE_DELAY_S at most (21 before, one every few events)
+    assert writes[0] <= 8, writes  # one every SAVE_DELAY_S at most (21 before, one every few events)
 
 
 async def test_flushes_side_by_side_share_one_write_and_return_once_written(sqlite: SqliteStore) -> None:
     audit = AuditLog(sqlite, key="k" * 32)
-    writes = 0
-    extend = sqlite.audit_extend
-
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal writes
-        writes += 1
-        return await extend(*args, **kwargs)
-
-    sqlite.audit_extend = counted  # type: ignore[method-assign]
+    writes = _counted(sqlite, "audit_extend")
 
     async def decide(n: int) -> int:
         audit.record(actor="ent-bridge", action="moderation_links", reason="lien", now_ms=n)
@@ -98,7 +95,7 @@ async def test_flushes_side_by_side_share_one_write_and_return_once_written(sqli
         return len(await sqlite.audit_rows())  # what is on record when this flush returned
 
     on_record = await asyncio.gather(*(decide(n) for n in range(10)))
-    assert writes < 10  # the entries queued while a write ran went with the next one
+    assert writes[0] < 10  # the entries queued while a write ran went with the next one
     assert all(count >= n + 1 for n, count in enumerate(on_record))  # none returned before its entry was written
     assert len(await sqlite.audit_rows()) == 10
     assert (await audit.verify()).ok

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from bridge.access.refusals import BATCH_MAX, PATH, Refusal, parse_one
+from bridge.private_files import write_private
 
 log = logging.getLogger("ent_bridge.access")
 QUEUE_MAX = 10_000
@@ -80,9 +81,7 @@ class RefusalReporter:
         if self.spool is None:
             return
         tmp = self.spool.with_name(f".{self.spool.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # Matrix ids: Synapse's eyes only
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.writelines(json.dumps(r.to_json()) + "\n" for r in self.queue)
+        write_private(tmp, "".join(json.dumps(r.to_json()) + "\n" for r in self.queue))  # Matrix ids: 0600
         os.replace(tmp, self.spool)
 
     def add(self, *, kind: str, sender: str, reason: str, room: str | None = None, target: str | None = None,

@@ -123,10 +123,11 @@ class AccessModule:
             self.shown = {}
             log.error("ent-bridge moderation rules in the snapshot unreadable, names not checked here: %s", exc)
 
-    @staticmethod
-    def _answer(why: str | None) -> Any:
+    def _answer(self, why: str | None, **refusal: Any) -> Any:
+        """The spam checker's answer; a refusal is also told to the bridge's audit."""
         if why is None:
             return NOT_SPAM
+        self._report(reason=why, **refusal)
         from synapse.api.errors import Codes
 
         return Codes.FORBIDDEN, {"error": why}
@@ -142,23 +143,15 @@ class AccessModule:
 
     async def user_may_invite(self, inviter: str, invitee: str, room_id: str) -> Any:
         managed, ref = await self._managed(room_id)
-        why = self.rules.invite(inviter, invitee, managed=managed, ref=ref)
-        if why is not None:
-            self._report(kind="invite", sender=inviter, target=invitee, room=room_id, reason=why)
-        return self._answer(why)
+        return self._answer(self.rules.invite(inviter, invitee, managed=managed, ref=ref),
+                            kind="invite", sender=inviter, target=invitee, room=room_id)
 
     async def user_may_join_room(self, user: str, room_id: str, is_invited: bool) -> Any:
         managed, ref = await self._managed(room_id)
-        why = self.rules.join(user, managed=managed, ref=ref)
-        if why is not None:
-            self._report(kind="join", sender=user, room=room_id, reason=why)
-        return self._answer(why)
+        return self._answer(self.rules.join(user, managed=managed, ref=ref), kind="join", sender=user, room=room_id)
 
     async def user_may_create_room(self, user: str, config: dict[str, Any]) -> Any:
-        why = self.rules.create_room(user, config)
-        if why is not None:
-            self._report(kind="create_room", sender=user, reason=why)
-        return self._answer(why)
+        return self._answer(self.rules.create_room(user, config), kind="create_room", sender=user)
 
     async def check_username_for_spam(self, profile: Mapping[str, Any], requester: str) -> bool:
         """True hides the user from the requester's directory search: someone the requester may
@@ -212,8 +205,7 @@ class AccessModule:
         # Never the name or the text itself in a log: only what was found.
         log.info("ent-bridge held %s from %s in %s to the rules (%s)", event.type, event.sender, event.room_id,
                  ",".join(verdict.protections))
-        refused = verdict.refuse is not None
-        self._report(kind="name" if refused else "held", sender=event.sender, room=event.room_id,
+        self._report(kind="held" if verdict.refuse is None else "name", sender=event.sender, room=event.room_id,
                      event_type=event.type, reason=verdict.refuse or ",".join(verdict.protections))
         if verdict.refuse is not None:
             _refuse(verdict.refuse)

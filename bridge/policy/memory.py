@@ -59,8 +59,7 @@ class ModerationMemory:
         # Across rooms, per sender: the times of their messages and (beside, same order) the rooms'.
         self._posted: dict[str, array[int]] = {}
         self._posted_rooms: dict[str, array[int]] = {}
-        self._room_numbers: dict[str, int] = {}
-        self._rooms: list[str] = []
+        self._room_numbers: dict[str, int] = {}  # room id -> its number in `_posted_rooms`
         self._waved_until: dict[str, int] = {}  # sender -> end of the mute a wave earned
         self._windows_ms: tuple[int, int, int] = (0, 0, 0)  # the longest flood, wave, strike windows read
         self._forgotten_at: int | None = None
@@ -139,8 +138,7 @@ class ModerationMemory:
         numbers = self._posted_rooms[msg.sender]
         number = self._room_numbers.get(msg.room_id)
         if number is None:
-            number = self._room_numbers[msg.room_id] = len(self._rooms)
-            self._rooms.append(msg.room_id)
+            number = self._room_numbers[msg.room_id] = len(self._room_numbers)
         posted.append(now_ms)
         numbers.append(number)
         stale = 0
